@@ -1,0 +1,59 @@
+"""Every failure diffai reports to a user, as one exception tree.
+
+    DiffaiError                   anything the user can act on; exit status 2
+    ├── UsageError                bad flags or option values
+    ├── UnreadableModel           a model file or folder that cannot be read as a model
+    │   ├── MalformedModel        the bytes break the format's rules (bad header, offsets ...)
+    │   ├── UnsafePickle          a pickle asks for a global outside the allow-list
+    │   └── MissingExtra          reading it needs an optional package (torch, scipy, h5py)
+    └── ReportError               the report could not be written
+
+The library raises these and never prints or exits; ``cli.main`` turns each into
+one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DiffaiError(Exception):
+    """Base of every error diffai reports to a user."""
+
+
+class UsageError(DiffaiError):
+    """The command line or an API argument is wrong."""
+
+
+class UnreadableModel(DiffaiError):
+    """A model artifact cannot be read; the message names the file."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class MalformedModel(UnreadableModel):
+    """The file claims a format but breaks its rules."""
+
+
+class UnsafePickle(UnreadableModel):
+    """A pickle names a global that the allow-list refuses; nothing was executed."""
+
+    def __init__(self, path: str | Path, global_name: str, hint: str = "") -> None:
+        self.global_name = global_name
+        problem = f"refused to load pickled global {global_name!r} (not on the allow-list)"
+        super().__init__(path, f"{problem}; {hint}" if hint else problem)
+
+
+class MissingExtra(UnreadableModel):
+    """Reading this file needs an optional dependency that is not installed."""
+
+    def __init__(self, path: str | Path, what: str, extra: str) -> None:
+        self.extra = extra
+        super().__init__(path, f"{what}; install it with: pip install 'diffai[{extra}]'")
+
+
+class ReportError(DiffaiError):
+    """An output file (report, markdown ...) could not be written."""
