@@ -38,7 +38,7 @@ def numpy_dtype(name: str) -> np.dtype:
 
 
 def canonical_name(dtype: np.dtype) -> str | None:
-    """The canonical name of a numpy dtype (either byte order), or None if diffai cannot measure it."""
+    """The canonical name of a numpy dtype (either byte order); None if diffai cannot measure it."""
     return _NAMES_BY_DTYPE.get(np.dtype(dtype).newbyteorder("<"))
 
 

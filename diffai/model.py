@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 import numpy as np
 
 from diffai.dtypes import numpy_dtype
 
 #: A non-tensor value of a checkpoint (epoch, lr, loss, betas ...), JSON-like.
-Scalar = Union[None, bool, int, float, str, list["Scalar"]]
+Scalar: TypeAlias = "bool | int | float | str | list[Scalar] | None"
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,7 @@ class Reader(Protocol):
 
 
 READERS: dict[str, Reader] = {
-    module.FORMAT: module
-    for module in (sharded, safetensors, pytorch, numpy, matlab)
+    module.FORMAT: module for module in (sharded, safetensors, pytorch, numpy, matlab)
 }
 
 

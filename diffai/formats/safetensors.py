@@ -39,7 +39,7 @@ def matches(path: Path, head: bytes) -> bool:
     if len(head) < 9 or head[8:9] != b"{":
         return False
     (header_len,) = struct.unpack("<Q", head[:8])
-    return 2 <= header_len
+    return header_len >= 2
 
 
 def read(path: Path) -> Model:
@@ -135,7 +135,8 @@ def _check_entry(path: Path, name: str, entry: Any) -> None:
     if not isinstance(entry, dict) or set(entry) != ENTRY_KEYS:
         keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
         raise MalformedModel(
-            path, f"tensor {name!r}: entry must have exactly dtype, shape, data_offsets (got {keys})"
+            path,
+            f"tensor {name!r}: entry must have exactly dtype, shape, data_offsets (got {keys})",
         )
     if entry["dtype"] not in DTYPES:
         raise MalformedModel(path, f"tensor {name!r}: unknown dtype {entry['dtype']!r}")
@@ -143,7 +144,9 @@ def _check_entry(path: Path, name: str, entry: Any) -> None:
     if not _is_int_list(shape):
         raise MalformedModel(path, f"tensor {name!r}: shape {shape!r} is not a list of sizes")
     if not (_is_int_list(offsets) and len(offsets) == 2 and offsets[0] <= offsets[1]):
-        raise MalformedModel(path, f"tensor {name!r}: data_offsets {offsets!r} are not [begin, end]")
+        raise MalformedModel(
+            path, f"tensor {name!r}: data_offsets {offsets!r} are not [begin, end]"
+        )
     expected = math.prod(shape) * numpy_dtype(DTYPES[entry["dtype"]]).itemsize
     if offsets[1] - offsets[0] != expected:
         raise MalformedModel(

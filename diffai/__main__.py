@@ -1,0 +1,3 @@
+from diffai.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,184 @@
+"""The ``diffai`` command: argv in, exit status out. The only place that prints or exits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from diffai._version import __version__
+from diffai.api import compare_options
+from diffai.compare import bytes_to_read, compare_models
+from diffai.errors import DiffaiError
+from diffai.formats import READERS, open_model
+from diffai.renderers.records import change_records, render_json, render_yaml
+from diffai.renderers.text import render_text
+from diffai.report import Report
+
+EXIT_SAME, EXIT_DIFFERENT, EXIT_TROUBLE = 0, 1, 2
+#: Below this many bytes a run is too quick for a progress bar to help.
+PROGRESS_MIN_BYTES = 256 * 1024 * 1024
+
+EXAMPLES = """\
+examples:
+  diffai base.safetensors tuned.safetensors
+  diffai epoch_1.pt epoch_10.pt --sort-by-change-magnitude
+  diffai fp32/ bf16/ --include 'encoder.*' --show-layer-impact
+  diffai model.pt model.safetensors -o json --report report.json
+
+exit status: 0 identical, 1 different (0 with --exit-zero), 2 trouble (bad input,
+unreadable file, usage)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffai",
+        description="Compare two ML model artifacts tensor by tensor.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("baseline", help="baseline model: a file or a model folder")
+    parser.add_argument("candidate", help="candidate model: a file or a model folder")
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=("text", "json", "yaml"),
+        default="text",
+        help="what to print on stdout (default: text)",
+    )
+    parser.add_argument(
+        "--report", metavar="FILE", help="write the full JSON report (report.schema.json) to FILE"
+    )
+    parser.add_argument(
+        "--include",
+        metavar="GLOB",
+        action="append",
+        default=[],
+        help="compare only names matching GLOB (repeatable)",
+    )
+    parser.add_argument(
+        "--exclude",
+        metavar="GLOB",
+        action="append",
+        default=[],
+        help="skip names matching GLOB (repeatable)",
+    )
+    parser.add_argument(
+        "--epsilon",
+        type=float,
+        default=0.0,
+        help="absolute difference above which an element counts as changed (default: 0, exact)",
+    )
+    parser.add_argument(
+        "--sort-by-change-magnitude",
+        action="store_true",
+        help="list the largest relative changes first",
+    )
+    parser.add_argument(
+        "--show-layer-impact",
+        action="store_true",
+        help="also show the change aggregated per layer (module prefix)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=sorted(READERS),
+        help="read both inputs with this reader instead of detecting it",
+    )
+    parser.add_argument("--workers", type=int, help="threads measuring tensors (default: cores)")
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="show a progress bar even when stderr is not a terminal",
+    )
+    quiet = parser.add_mutually_exclusive_group()
+    quiet.add_argument("-q", "--quiet", action="store_true", help="print nothing; exit status only")
+    quiet.add_argument("--brief", action="store_true", help="only say whether the models differ")
+    parser.add_argument(
+        "--exit-zero",
+        action="store_true",
+        help="exit 0 when the models differ too (trouble still exits 2)",
+    )
+    parser.add_argument("--version", action="version", version=f"diffai {__version__}")
+    return parser  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = run(args, sys.stderr)
+        if args.report:
+            report.write(args.report)
+        _print(render_stdout(report, args))
+    except DiffaiError as exc:
+        print(f"diffai: error: {exc}", file=sys.stderr)
+        return EXIT_TROUBLE
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_SAME if report.identical or args.exit_zero else EXIT_DIFFERENT
+
+
+def run(args: argparse.Namespace, progress_stream: TextIO) -> Report:
+    options = compare_options(args.epsilon, args.include, args.exclude, args.workers)
+    baseline = open_model(args.baseline, args.format)
+    candidate = open_model(args.candidate, args.format)
+    total = bytes_to_read(baseline, candidate, options)
+    with _progress_bar(total, progress_stream, args.progress) as on_bytes:
+        return Report(compare_models(baseline, candidate, options, on_bytes))
+
+
+def render_stdout(report: Report, args: argparse.Namespace) -> str:
+    document = report.document
+    if args.quiet:
+        return ""
+    if args.brief:
+        return "" if report.identical else f"Models {args.baseline} and {args.candidate} differ\n"
+    tensors = document["tensors"]
+    if args.sort_by_change_magnitude:
+        tensors = sorted(tensors, key=change_magnitude, reverse=True)
+    if args.output == "text":
+        return render_text(document, tensors, show_layers=args.show_layer_impact)
+    records = change_records(document, tensors)
+    return render_json(records) if args.output == "json" else render_yaml(records)
+
+
+def change_magnitude(tensor: dict[str, Any]) -> float:
+    """Relative L2 change; structural changes rank above any numeric one."""
+    diff = tensor["diff"]
+    if diff is None:
+        return float("inf") if tensor["status"] != "unchanged" else 0.0
+    if diff["relative_l2"] is None:
+        return float("inf") if diff["changed"] else 0.0
+    return diff["relative_l2"]
+
+
+class _progress_bar:
+    """A byte-counting tqdm bar on an interactive stderr; a no-op in CI logs and pipes."""
+
+    def __init__(self, total: int, stream: TextIO, forced: bool) -> None:
+        visible = forced or (stream.isatty() and total >= PROGRESS_MIN_BYTES)
+        self._bar = tqdm(total=total, unit="B", unit_scale=True, file=stream,
+                         disable=not visible, leave=False, desc="comparing")  # fmt: skip
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Callable[[int], None] | None:
+        return None if self._bar.disable else self._update
+
+    def _update(self, count: int) -> None:
+        with self._lock:
+            self._bar.update(count)
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.close()
+
+
+def _print(text: str) -> None:
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        sys.stderr.close()  # reader went away (`| head`): like other CLIs, stop quietly

@@ -1,0 +1,180 @@
+"""Pair two models' tensors by name and measure every pair, in parallel threads.
+
+numpy releases the GIL inside its kernels, so threads (one tensor each) keep
+every core busy while memory stays bounded by one chunk buffer per worker.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+
+from diffai.errors import DiffaiError, UnreadableModel
+from diffai.model import Model, Scalar, TensorRef
+from diffai.stats import DiffStats, ProgressCallback, TensorStats, measure_pair, measure_tensor
+
+Status = Literal["unchanged", "changed", "added", "removed", "shape_changed", "dtype_changed"]
+STATUSES: tuple[Status, ...] = (
+    "unchanged", "changed", "added", "removed", "shape_changed", "dtype_changed",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TensorComparison:
+    name: str
+    status: Status
+    baseline: TensorStats | None
+    candidate: TensorStats | None
+    diff: DiffStats | None
+
+
+@dataclass(frozen=True)
+class ScalarChange:
+    """A non-tensor value that differs; ``None`` on a side where the key is absent."""
+
+    name: str
+    baseline: Scalar
+    candidate: Scalar
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    epsilon: float = 0.0
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    workers: int | None = None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    baseline: Model
+    candidate: Model
+    tensors: list[TensorComparison]
+    scalars: list[ScalarChange]
+    options: CompareOptions
+
+    def count(self, status: Status) -> int:
+        return sum(1 for tensor in self.tensors if tensor.status == status)
+
+    @property
+    def identical(self) -> bool:
+        return not self.scalars and all(t.status == "unchanged" for t in self.tensors)
+
+
+def compare_models(
+    baseline: Model,
+    candidate: Model,
+    options: CompareOptions | None = None,
+    on_bytes: ProgressCallback | None = None,
+) -> Comparison:
+    """Compare every tensor and scalar the filters select; results in model order."""
+    options = options or CompareOptions()
+    names = [
+        n for n in _ordered_names(baseline.tensors, candidate.tensors) if _selected(n, options)
+    ]
+    pairs = [(n, baseline.tensors.get(n), candidate.tensors.get(n)) for n in names]
+    tensors = _measure_all(pairs, options, on_bytes)
+    scalars = _scalar_changes(baseline.scalars, candidate.scalars, options)
+    return Comparison(baseline, candidate, tensors, scalars, options)
+
+
+def bytes_to_read(baseline: Model, candidate: Model, options: CompareOptions) -> int:
+    """Total tensor bytes ``compare_models`` will stream, for a progress bar."""
+    return sum(
+        ref.nbytes
+        for model in (baseline, candidate)
+        for name, ref in model.tensors.items()
+        if _selected(name, options)
+    )
+
+
+def _ordered_names(base: dict[str, TensorRef], cand: dict[str, TensorRef]) -> list[str]:
+    """Baseline order, then the candidate's new names in its order."""
+    return list(base) + [name for name in cand if name not in base]
+
+
+def _selected(name: str, options: CompareOptions) -> bool:
+    if options.include and not any(fnmatch.fnmatchcase(name, p) for p in options.include):
+        return False
+    return not any(fnmatch.fnmatchcase(name, p) for p in options.exclude)
+
+
+def _measure_all(
+    pairs: list[tuple[str, TensorRef | None, TensorRef | None]],
+    options: CompareOptions,
+    on_bytes: ProgressCallback | None,
+) -> list[TensorComparison]:
+    workers = options.workers or min(8, os.cpu_count() or 1)
+    # Largest first, so one huge tensor does not start last and run alone.
+    by_size = sorted(pairs, key=lambda pair: -_pair_bytes(pair[1], pair[2]))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {
+            name: pool.submit(_measure_one, name, base, cand, options.epsilon, on_bytes)
+            for name, base, cand in by_size
+        }
+        return [futures[name].result() for name, _, _ in pairs]
+
+
+def _pair_bytes(base: TensorRef | None, cand: TensorRef | None) -> int:
+    return (base.nbytes if base else 0) + (cand.nbytes if cand else 0)
+
+
+def _measure_one(
+    name: str,
+    base: TensorRef | None,
+    cand: TensorRef | None,
+    epsilon: float,
+    on_bytes: ProgressCallback | None,
+) -> TensorComparison:
+    try:
+        return _classify(name, base, cand, epsilon, on_bytes)
+    except DiffaiError:
+        raise
+    except (OSError, ValueError, TypeError) as exc:
+        raise UnreadableModel(f"tensor {name!r}", f"cannot read its values: {exc}") from exc
+
+
+def _classify(
+    name: str,
+    base: TensorRef | None,
+    cand: TensorRef | None,
+    epsilon: float,
+    on_bytes: ProgressCallback | None,
+) -> TensorComparison:
+    if base is None and cand is not None:
+        return TensorComparison(name, "added", None, measure_tensor(cand, on_bytes), None)
+    if cand is None and base is not None:
+        return TensorComparison(name, "removed", measure_tensor(base, on_bytes), None, None)
+    assert base is not None and cand is not None
+    if base.shape != cand.shape:
+        stats = measure_tensor(base, on_bytes), measure_tensor(cand, on_bytes)
+        return TensorComparison(name, "shape_changed", *stats, None)
+    base_stats, cand_stats, diff = measure_pair(base, cand, epsilon, on_bytes)
+    status: Status = (
+        "dtype_changed"
+        if base.dtype != cand.dtype
+        else ("changed" if diff.changed else "unchanged")
+    )
+    return TensorComparison(name, status, base_stats, cand_stats, diff)
+
+
+def _scalar_changes(
+    base: dict[str, Scalar], cand: dict[str, Scalar], options: CompareOptions
+) -> list[ScalarChange]:
+    names = [n for n in list(base) + [n for n in cand if n not in base] if _selected(n, options)]
+    return [
+        ScalarChange(name, base.get(name), cand.get(name))
+        for name in names
+        if not _same_scalar(base.get(name), cand.get(name)) or (name in base) != (name in cand)
+    ]
+
+
+def _same_scalar(left: Scalar, right: Scalar) -> bool:
+    if isinstance(left, float) and isinstance(right, float) and math.isnan(left):
+        return math.isnan(right)
+    return type(left) is type(right) and left == right

@@ -1,0 +1,56 @@
+"""Per-layer aggregation (``--show-layer-impact``): tensors grouped by module prefix.
+
+A layer's relative change is sqrt(sum ‖c−b‖²) / sqrt(sum ‖b‖²) over its
+same-shaped tensors, i.e. the relative L2 change of the layer's weights taken
+as one vector, so a big bias cannot hide behind a small weight or vice versa.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from diffai.compare import Comparison, TensorComparison
+
+ROOT_LAYER = "(root)"
+
+
+@dataclass(frozen=True)
+class LayerImpact:
+    name: str
+    tensors: int
+    changed: int
+    parameters: int
+    relative_l2: float | None
+
+
+def layer_of(tensor_name: str) -> str:
+    """The module prefix: ``encoder.layer.0.attn.weight`` -> ``encoder.layer.0.attn``."""
+    prefix, _, _ = tensor_name.rpartition(".")
+    return prefix or ROOT_LAYER
+
+
+def layer_impact(comparison: Comparison) -> list[LayerImpact]:
+    """Layers in model order, each with its aggregated relative change."""
+    groups: dict[str, list[TensorComparison]] = {}
+    for tensor in comparison.tensors:
+        groups.setdefault(layer_of(tensor.name), []).append(tensor)
+    return [_aggregate(name, members) for name, members in groups.items()]
+
+
+def _aggregate(name: str, members: list[TensorComparison]) -> LayerImpact:
+    diffs = [t.diff for t in members if t.diff is not None and t.diff.l2 is not None]
+    change = math.sqrt(sum(d.l2**2 for d in diffs))  # type: ignore[operator]
+    size = math.sqrt(sum((d.baseline_l2 or 0.0) ** 2 for d in diffs))
+    return LayerImpact(
+        name=name,
+        tensors=len(members),
+        changed=sum(1 for t in members if t.status != "unchanged"),
+        parameters=sum(_parameters(t) for t in members),
+        relative_l2=change / size if diffs and size else None,
+    )
+
+
+def _parameters(tensor: TensorComparison) -> int:
+    side = tensor.candidate or tensor.baseline
+    return side.elements if side else 0

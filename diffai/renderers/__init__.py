@@ -1,0 +1,1 @@
+"""Renderers turn a report document into what a person or a program reads."""

@@ -1,0 +1,57 @@
+"""The seed's change records (``TensorStatsChanged`` ...) for ``-o json`` and ``-o yaml``.
+
+Each record is ``{Kind: [name, ...sides]}``: the baseline and candidate
+statistics as the seed shows them, and for same-shaped pairs the difference
+metrics as a fourth element.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+RECORD_KINDS = {
+    "changed": "TensorStatsChanged",
+    "dtype_changed": "TensorDtypeChanged",
+    "shape_changed": "TensorShapeChanged",
+    "added": "TensorAdded",
+    "removed": "TensorRemoved",
+}
+
+
+def change_records(document: dict[str, Any], tensors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records for the given tensor entries (already filtered and ordered), then scalars."""
+    records = [_tensor_record(t) for t in tensors if t["status"] != "unchanged"]
+    records += [
+        {"ScalarChanged": [s["name"], s["baseline"], s["candidate"]]} for s in document["scalars"]
+    ]
+    return records
+
+
+def _tensor_record(tensor: dict[str, Any]) -> dict[str, Any]:
+    sides = [side for side in (tensor["baseline"], tensor["candidate"]) if side is not None]
+    if tensor["diff"] is not None:
+        sides.append(tensor["diff"])
+    return {RECORD_KINDS[tensor["status"]]: [tensor["name"], *sides]}
+
+
+def render_json(records: list[dict[str, Any]]) -> str:
+    return json.dumps(records, indent=2, allow_nan=False) + "\n"
+
+
+class _SeedStyleDumper(yaml.SafeDumper):
+    """Block mappings, but flow lists of plain values (``shape: [64, 32]``), as in the seed."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, items: list[Any]) -> yaml.Node:
+    flow = all(not isinstance(item, (dict, list)) for item in items)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=flow)
+
+
+_SeedStyleDumper.add_representer(list, _represent_list)
+
+
+def render_yaml(records: list[dict[str, Any]]) -> str:
+    return yaml.dump(records, Dumper=_SeedStyleDumper, sort_keys=False, allow_unicode=True)

@@ -1,0 +1,105 @@
+"""The seed's text output: a summary line, then one line per change.
+
+summary: compared=5, changed=1, added=1, removed=1, shape_changed=0, dtype_changed=0, unchanged=2
+  ~ fc1.weight: mean=-0.0002->-0.0001, std=0.0514->0.0716, rel_l2=0.41, cos=0.91
+  + fc3.weight: shape=[10, 32], dtype=f32
+  - fc2.bias: shape=[32], dtype=f32
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+SUMMARY_KEYS = ("changed", "added", "removed", "shape_changed", "dtype_changed", "unchanged")
+
+
+def render_text(
+    document: dict[str, Any], tensors: list[dict[str, Any]], show_layers: bool = False
+) -> str:
+    lines = [summary_line(document["summary"])]
+    lines += [_tensor_line(t) for t in tensors if t["status"] != "unchanged"]
+    lines += [
+        f"  ~ {s['name']}: {_value(s['baseline'])}->{_value(s['candidate'])}"
+        for s in document["scalars"]
+    ]
+    if show_layers:
+        lines += layer_lines(document["layers"])
+    return "\n".join(lines) + "\n"
+
+
+def summary_line(summary: dict[str, int]) -> str:
+    counts = ", ".join(f"{key}={summary[key]}" for key in SUMMARY_KEYS)
+    compared, scalars = summary["tensors_compared"], summary["scalars_changed"]
+    return f"summary: compared={compared}, {counts}, scalars_changed={scalars}"
+
+
+def layer_lines(layers: list[dict[str, Any]]) -> list[str]:
+    """Layers with the largest relative change first."""
+    ranked = sorted(layers, key=lambda layer: -(layer["relative_l2"] or 0.0))
+    return ["layer_impact:"] + [
+        f"  {layer['name']}: rel_l2={_num(layer['relative_l2'])}, "
+        f"changed={layer['changed']}/{layer['tensors']} tensors, params={layer['parameters']:,}"
+        for layer in ranked
+    ]
+
+
+def _tensor_line(tensor: dict[str, Any]) -> str:
+    render = _LINE_RENDERERS[tensor["status"]]
+    marker = {"added": "+", "removed": "-"}.get(tensor["status"], "~")
+    return f"  {marker} {tensor['name']}: {render(tensor)}"
+
+
+def _added(tensor: dict[str, Any]) -> str:
+    return _shape_dtype(tensor["candidate"])
+
+
+def _removed(tensor: dict[str, Any]) -> str:
+    return _shape_dtype(tensor["baseline"])
+
+
+def _shape_dtype(side: dict[str, Any]) -> str:
+    return f"shape={side['shape']}, dtype={side['dtype']}"
+
+
+def _shape_changed(tensor: dict[str, Any]) -> str:
+    base, cand = tensor["baseline"], tensor["candidate"]
+    return f"shape={base['shape']}->{cand['shape']}, " + _moments(base, cand)
+
+
+def _dtype_changed(tensor: dict[str, Any]) -> str:
+    base, cand = tensor["baseline"], tensor["candidate"]
+    return f"dtype={base['dtype']}->{cand['dtype']}, " + _difference(tensor)
+
+
+def _changed(tensor: dict[str, Any]) -> str:
+    return _moments(tensor["baseline"], tensor["candidate"]) + ", " + _difference(tensor)
+
+
+def _moments(base: dict[str, Any], cand: dict[str, Any]) -> str:
+    parts = [f"{key}={_num(base[key])}->{_num(cand[key])}" for key in ("mean", "std")]
+    parts += [f"{key}={base[key]}->{cand[key]}" for key in ("nan", "inf") if base[key] != cand[key]]
+    return ", ".join(parts)
+
+
+def _difference(tensor: dict[str, Any]) -> str:
+    diff = tensor["diff"]
+    return f"rel_l2={_num(diff['relative_l2'])}, cos={_num(diff['cosine'], 6)}"
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}g}"
+
+
+def _value(value: Any) -> str:
+    return json.dumps(value)
+
+
+_LINE_RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "changed": _changed,
+    "dtype_changed": _dtype_changed,
+    "shape_changed": _shape_changed,
+    "added": _added,
+    "removed": _removed,
+}

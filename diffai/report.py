@@ -1,0 +1,188 @@
+"""The report: one JSON document (``spec/report.schema.json``) built from a comparison.
+
+Renderers and CI code read this document, never the comparison objects, so
+what a PR comment shows is exactly what the uploaded artifact says.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from diffai._version import __version__
+from diffai.compare import STATUSES, Comparison, TensorComparison
+from diffai.errors import ReportError
+from diffai.layers import layer_impact
+from diffai.model import Model, Scalar
+from diffai.stats import DiffStats, TensorStats
+
+SCHEMA_VERSION = 1
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Report:
+    """A finished comparison and its report document."""
+
+    comparison: Comparison
+
+    @cached_property
+    def document(self) -> dict[str, Any]:
+        return build_document(self.comparison)
+
+    @property
+    def identical(self) -> bool:
+        return self.comparison.identical
+
+    def to_json(self) -> str:
+        return json.dumps(self.document, indent=2, allow_nan=False) + "\n"
+
+    def write(self, path: str | Path) -> None:
+        write_atomically(Path(path), self.to_json())
+
+
+def build_document(comparison: Comparison) -> dict[str, Any]:
+    baseline, candidate = comparison.baseline, comparison.candidate
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "diffai", "version": __version__},
+        "baseline": _artifact(baseline),
+        "candidate": _artifact(candidate),
+        "options": dataclasses.asdict(comparison.options),
+        "summary": _summary(comparison),
+        "tensors": [tensor_record(t) for t in comparison.tensors],
+        "scalars": [
+            {
+                "name": s.name,
+                "baseline": json_scalar(s.baseline),
+                "candidate": json_scalar(s.candidate),
+            }
+            for s in comparison.scalars
+        ],
+        "layers": [_finite(dataclasses.asdict(layer)) for layer in layer_impact(comparison)],
+        "analyses": _pending_analyses(baseline, candidate),
+        "regression_test": {"passed": True, "degradation": None, "severity": "none", "checks": []},
+        "deployment_readiness": {
+            "readiness": 1.0,
+            "risk": "low",
+            "blockers": [],
+            "computed": False,
+        },
+        "policy": None,
+        "verdict": "pass",
+    }
+
+
+def _artifact(model: Model) -> dict[str, Any]:
+    return {
+        "path": model.path,
+        "format": model.format,
+        "bytes": model.size_bytes,
+        "tensors": len(model.tensors),
+        "parameters": model.parameters,
+        "metadata": _finite(model.metadata),
+    }
+
+
+def _summary(comparison: Comparison) -> dict[str, int]:
+    counts = {status: comparison.count(status) for status in STATUSES}
+    return {
+        "tensors_compared": len(comparison.tensors),
+        **counts,
+        "scalars_changed": len(comparison.scalars),
+        "parameters_baseline": comparison.baseline.parameters,
+        "parameters_candidate": comparison.candidate.parameters,
+    }
+
+
+def tensor_record(tensor: TensorComparison) -> dict[str, Any]:
+    return {
+        "name": tensor.name,
+        "status": tensor.status,
+        "baseline": stats_record(tensor.baseline),
+        "candidate": stats_record(tensor.candidate),
+        "diff": diff_record(tensor.diff),
+    }
+
+
+def stats_record(stats: TensorStats | None) -> dict[str, Any] | None:
+    if stats is None:
+        return None
+    record = _finite(dataclasses.asdict(stats))
+    record["shape"] = list(stats.shape)
+    return record
+
+
+def diff_record(diff: DiffStats | None) -> dict[str, Any] | None:
+    return None if diff is None else _finite(dataclasses.asdict(diff))
+
+
+def _pending_analyses(baseline: Model, candidate: Model) -> dict[str, Any]:
+    """Until the analyses land: honest neutral values, each marked ``computed: false``."""
+    pending = {"computed": False}
+    base_mb, cand_mb = _tensor_mb(baseline), _tensor_mb(candidate)
+    return {
+        "anomaly_detection": {
+            "type": "not_analyzed", "severity": "none", "affected_layers": [],
+            "action": "none", **pending,
+        },
+        "architecture_comparison": {
+            "type1": "not_analyzed", "type2": "not_analyzed", "complexity": "not_analyzed",
+            "migration": "not_analyzed", **pending,
+        },
+        "convergence_analysis": {"status": "not_analyzed", "stability": None, **pending},
+        "gradient_analysis": {"flow_health": "not_analyzed", "norm": None, **pending},
+        "memory_analysis": {
+            "baseline_mb": base_mb, "candidate_mb": cand_mb, "delta_mb": cand_mb - base_mb,
+        },
+        "quantization_analysis": {
+            "detected": False, "compression": None, "relative_error": None,
+            "precision_loss": "not_analyzed", **pending,
+        },
+    }  # fmt: skip
+
+
+def _tensor_mb(model: Model) -> float:
+    return sum(ref.nbytes for ref in model.tensors.values()) / MIB
+
+
+def json_scalar(value: Scalar) -> Any:
+    """A checkpoint scalar for strict JSON: non-finite floats become strings (``"nan"``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list):
+        return [json_scalar(v) for v in value]
+    return value
+
+
+def _finite(value: Any) -> Any:
+    """Replace non-finite floats by None so the document stays strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder, so readers never see half a report."""
+    temp = None
+    try:
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(temp, 0o644)  # mkstemp's 0600 would hide the artifact from other CI users
+        os.replace(temp, path)
+    except OSError as exc:
+        if temp is not None and os.path.exists(temp):
+            os.unlink(temp)
+        raise ReportError(f"{path}: cannot write: {exc.strerror or exc}") from exc

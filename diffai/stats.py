@@ -1,0 +1,239 @@
+"""Statistics of one tensor and element-wise differences of a pair, in one streaming pass.
+
+Every chunk is upcast to float64 and folded into float64 accumulators
+(Chan et al.'s parallel update for mean and variance), so the result is within
+1e-6 relative of a float64 reference for any tensor size, and memory is bounded
+by one chunk per side whatever the tensor's size.
+
+Conventions (also in docs/statistics.md):
+- mean, std (population, ddof=0), min, max and zeros are over the finite elements;
+  ``nan`` and ``inf`` count the others.
+- diff metrics are over the positions where both sides are finite; ``changed``
+  also counts positions whose non-finite values differ (NaN vs. a number, +inf vs. -inf).
+- complex tensors are measured as their real and imaginary components.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from diffai.dtypes import is_complex
+from diffai.model import TensorRef
+
+#: Elements per chunk and side: 4 MiB of float64, small enough for several worker threads.
+CHUNK_ELEMENTS = 1 << 19
+
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    shape: tuple[int, ...]
+    dtype: str
+    elements: int
+    bytes: int
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    nan: int
+    inf: int
+    zeros: int
+
+
+@dataclass(frozen=True)
+class DiffStats:
+    max_abs: float | None
+    mean_abs: float | None
+    l2: float | None
+    relative_l2: float | None
+    cosine: float | None
+    changed: int
+    changed_fraction: float
+    baseline_l2: float | None
+    candidate_l2: float | None
+
+
+class _SideAccumulator:
+    """Running count, mean, M2, extrema and special-value counts of one side."""
+
+    def __init__(self) -> None:
+        self.count = self.nan = self.inf = self.zeros = 0
+        self.mean = self.m2 = 0.0
+        self.min, self.max = math.inf, -math.inf
+
+    def add(self, values: np.ndarray, finite: np.ndarray | None) -> None:
+        if finite is not None:
+            nan = int(np.count_nonzero(np.isnan(values)))
+            self.nan += nan
+            self.inf += values.size - int(np.count_nonzero(finite)) - nan
+            values = values[finite]
+        if values.size:
+            self._merge(values)
+
+    def _merge(self, values: np.ndarray) -> None:
+        count = values.size
+        chunk_mean = float(values.sum()) / count
+        deviation = values - chunk_mean
+        chunk_m2 = float(np.dot(deviation, deviation))
+        total = self.count + count
+        delta = chunk_mean - self.mean
+        self.mean += delta * count / total
+        self.m2 += chunk_m2 + delta * delta * self.count * count / total
+        self.count = total
+        self.min = min(self.min, float(values.min()))
+        self.max = max(self.max, float(values.max()))
+        self.zeros += count - int(np.count_nonzero(values))
+
+    def result(self, ref: TensorRef) -> TensorStats:
+        has_values = self.count > 0
+        return TensorStats(
+            shape=ref.shape,
+            dtype=ref.dtype,
+            elements=ref.elements,
+            bytes=ref.nbytes,
+            mean=self.mean if has_values else None,
+            std=math.sqrt(max(self.m2, 0.0) / self.count) if has_values else None,
+            min=self.min if has_values else None,
+            max=self.max if has_values else None,
+            nan=self.nan,
+            inf=self.inf,
+            zeros=self.zeros,
+        )
+
+
+class _DiffAccumulator:
+    """Running sums of the element-wise difference and the inner products of a pair."""
+
+    def __init__(self, epsilon: float) -> None:
+        self.epsilon = epsilon
+        self.compared = self.changed = self.components = 0
+        self.max_abs = self.sum_abs = self.sum_dd = 0.0
+        self.sum_bb = self.sum_cc = self.sum_bc = 0.0
+
+    def add(self, base: np.ndarray, cand: np.ndarray, both_finite: np.ndarray | None) -> None:
+        self.components += base.size
+        if both_finite is not None:
+            self.changed += _nonfinite_mismatches(base, cand, both_finite)
+            base, cand = base[both_finite], cand[both_finite]
+        if base.size == 0:
+            return
+        delta = cand - base
+        magnitude = np.abs(delta)
+        self.compared += base.size
+        self.changed += int(np.count_nonzero(magnitude > self.epsilon))
+        self.max_abs = max(self.max_abs, float(magnitude.max()))
+        self.sum_abs += float(magnitude.sum())
+        self.sum_dd += float(np.dot(delta, delta))
+        self.sum_bb += float(np.dot(base, base))
+        self.sum_cc += float(np.dot(cand, cand))
+        self.sum_bc += float(np.dot(base, cand))
+
+    def result(self) -> DiffStats:
+        compared = self.compared > 0
+        l2 = math.sqrt(self.sum_dd) if compared else None
+        norm_b = math.sqrt(self.sum_bb) if compared else None
+        norm_c = math.sqrt(self.sum_cc) if compared else None
+        return DiffStats(
+            max_abs=self.max_abs if compared else None,
+            mean_abs=self.sum_abs / self.compared if compared else None,
+            l2=l2,
+            relative_l2=l2 / norm_b if l2 is not None and norm_b else None,
+            cosine=_cosine(self.sum_bc, norm_b, norm_c),
+            changed=self.changed,
+            changed_fraction=self.changed / self.components if self.components else 0.0,
+            baseline_l2=norm_b,
+            candidate_l2=norm_c,
+        )
+
+
+def _cosine(dot: float, norm_b: float | None, norm_c: float | None) -> float | None:
+    if not norm_b or not norm_c:
+        return None
+    return max(-1.0, min(1.0, dot / (norm_b * norm_c)))
+
+
+def _nonfinite_mismatches(base: np.ndarray, cand: np.ndarray, both_finite: np.ndarray) -> int:
+    """Positions not both finite whose values differ (NaN matches NaN, inf the same inf)."""
+    others = ~both_finite
+    b, c = base[others], cand[others]
+    same = (b == c) | (np.isnan(b) & np.isnan(c))
+    return int(np.count_nonzero(~same))
+
+
+def measure_tensor(ref: TensorRef, on_bytes: ProgressCallback | None = None) -> TensorStats:
+    """Statistics of one tensor (an added, removed or reshaped one)."""
+    side = _SideAccumulator()
+    for chunk in iter_chunks(ref.array()):
+        values = _as_float64(chunk, ref.dtype)
+        side.add(values, _finite_mask(values))
+        _report(on_bytes, chunk.nbytes)
+    return side.result(ref)
+
+
+def measure_pair(
+    base_ref: TensorRef,
+    cand_ref: TensorRef,
+    epsilon: float,
+    on_bytes: ProgressCallback | None = None,
+) -> tuple[TensorStats, TensorStats, DiffStats]:
+    """Both sides' statistics and their difference, reading each tensor once."""
+    base_side, cand_side, diff = _SideAccumulator(), _SideAccumulator(), _DiffAccumulator(epsilon)
+    chunks = zip(iter_chunks(base_ref.array()), iter_chunks(cand_ref.array()), strict=True)
+    for base_chunk, cand_chunk in chunks:
+        base = _as_float64(base_chunk, base_ref.dtype)
+        cand = _as_float64(cand_chunk, cand_ref.dtype)
+        base_finite, cand_finite = _finite_mask(base), _finite_mask(cand)
+        base_side.add(base, base_finite)
+        cand_side.add(cand, cand_finite)
+        diff.add(base, cand, _both(base_finite, cand_finite, base.size))
+        _report(on_bytes, base_chunk.nbytes + cand_chunk.nbytes)
+    return base_side.result(base_ref), cand_side.result(cand_ref), diff.result()
+
+
+def iter_chunks(array: np.ndarray, budget: int = CHUNK_ELEMENTS) -> Iterator[np.ndarray]:
+    """The elements in C order as 1-D chunks of at most ``budget`` elements (one row at least).
+
+    Chunk boundaries depend only on the shape, so two same-shaped tensors
+    chunk alike whatever their strides; a strided view is copied one chunk at a time.
+    """
+    if array.ndim == 0:
+        yield array.reshape(1)
+        return
+    row = math.prod(array.shape[1:])
+    if row > budget:
+        for index in range(array.shape[0]):
+            yield from iter_chunks(array[index], budget)
+        return
+    rows = max(1, budget // max(row, 1))
+    for start in range(0, array.shape[0], rows):
+        yield np.ascontiguousarray(array[start : start + rows]).reshape(-1)
+
+
+def _as_float64(chunk: np.ndarray, dtype: str) -> np.ndarray:
+    if is_complex(dtype):
+        chunk = np.ascontiguousarray(chunk).view(chunk.real.dtype)
+    return chunk.astype(np.float64)
+
+
+def _finite_mask(values: np.ndarray) -> np.ndarray | None:
+    """The finite mask, or None when every value is finite (the common, fast case)."""
+    finite = np.isfinite(values)
+    return None if finite.all() else finite
+
+
+def _both(base: np.ndarray | None, cand: np.ndarray | None, size: int) -> np.ndarray | None:
+    if base is None and cand is None:
+        return None
+    return (base if base is not None else np.ones(size, bool)) & (
+        cand if cand is not None else np.ones(size, bool)
+    )
+
+
+def _report(on_bytes: ProgressCallback | None, count: int) -> None:
+    if on_bytes is not None:
+        on_bytes(count)

@@ -1,0 +1,70 @@
+"""Shared fixtures: real model files in tmp_path, the CLI run in-process, the report schema."""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from diffai.cli import main
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "shared" / "spec" / "report.schema.json"
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    def run(*argv: str | Path) -> CliResult:
+        code = main([str(arg) for arg in argv])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def report_validator() -> jsonschema.protocols.Validator:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+@pytest.fixture
+def validate_report(report_validator: Any) -> Callable[[dict[str, Any]], None]:
+    def validate(document: dict[str, Any]) -> None:
+        json.dumps(document, allow_nan=False)  # strict JSON: no NaN/Infinity tokens
+        report_validator.validate(document)
+
+    return validate
+
+
+@pytest.fixture
+def write_safetensors(tmp_path: Path) -> Callable[..., Path]:
+    def write(
+        name: str, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None
+    ) -> Path:
+        path = tmp_path / name
+        save_file({k: np.array(v, order="C") for k, v in tensors.items()}, path, metadata=metadata)
+        return path
+
+    return write
+
+
+def raw_safetensors(path: Path, header: dict[str, Any] | bytes, data: bytes = b"") -> Path:
+    """A safetensors file written byte by byte, to build the malformed ones."""
+    encoded = header if isinstance(header, bytes) else json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + data)
+    return path

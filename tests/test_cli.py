@@ -1,0 +1,228 @@
+"""The diffai command end to end on real safetensors files: outputs, exit codes, the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import diffai
+
+RNG = np.random.default_rng(42)
+W1 = RNG.standard_normal((16, 8)).astype(np.float32)
+B1 = RNG.standard_normal(16).astype(np.float32)
+W2 = RNG.standard_normal((4, 16)).astype(np.float32)
+
+
+@pytest.fixture
+def models(write_safetensors) -> tuple[Path, Path]:
+    """A baseline and a candidate with one tensor of every status."""
+    baseline = write_safetensors("base.safetensors", {
+        "fc1.weight": W1, "fc1.bias": B1, "fc2.weight": W2, "fc2.bias": np.zeros(4, np.float32),
+        "head.weight": W2, "emb.weight": W1,
+    })  # fmt: skip
+    candidate = write_safetensors("cand.safetensors", {
+        "fc1.weight": W1 * 1.1,                 # changed
+        "fc1.bias": B1,                         # unchanged
+        "fc2.weight": W2.astype(np.float16),    # dtype_changed
+        "head.weight": W2[:2],                  # shape_changed
+        "emb.weight": W1,                       # unchanged
+        "fc3.weight": np.ones((2, 4), np.float32),  # added; fc2.bias removed
+    })  # fmt: skip
+    return baseline, candidate
+
+
+def test_text_output_lists_every_kind_of_change(run_cli, models) -> None:
+    """In file order (safetensors headers are sorted by name), then the added tensors."""
+    result = run_cli(*models)
+    assert result.code == 1
+    lines = result.out.splitlines()
+    assert lines[0] == (
+        "summary: compared=7, changed=1, added=1, removed=1, shape_changed=1, "
+        "dtype_changed=1, unchanged=2, scalars_changed=0"
+    )
+    mean, std = float(W1.astype(np.float64).mean()), float(W1.astype(np.float64).std())
+    assert lines[1] == (
+        f"  ~ fc1.weight: mean={mean:.4g}->{mean * 1.1:.4g}, std={std:.4g}->{std * 1.1:.4g}, "
+        "rel_l2=0.1, cos=1"
+    )
+    assert lines[2] == "  - fc2.bias: shape=[4], dtype=f32"
+    assert lines[3].startswith("  ~ fc2.weight: dtype=f32->f16, rel_l2=")
+    assert lines[4].startswith("  ~ head.weight: shape=[4, 16]->[2, 16], mean=")
+    assert lines[5] == "  + fc3.weight: shape=[2, 4], dtype=f32"
+    assert len(lines) == 6
+    assert result.err == ""
+
+
+def test_identical_models_exit_zero(run_cli, models) -> None:
+    result = run_cli(models[0], models[0])
+    assert result.code == 0
+    assert result.out.startswith("summary: compared=6, changed=0")
+
+
+def test_json_records_carry_both_sides_and_the_difference(run_cli, models) -> None:
+    result = run_cli(*models, "-o", "json")
+    records = json.loads(result.out)
+    kinds = [next(iter(record)) for record in records]
+    assert kinds == [
+        "TensorStatsChanged", "TensorRemoved", "TensorDtypeChanged",
+        "TensorShapeChanged", "TensorAdded",
+    ]  # fmt: skip
+    name, base, cand, diff = records[0]["TensorStatsChanged"]
+    assert name == "fc1.weight"
+    assert base["shape"] == [16, 8] and base["dtype"] == "f32"
+    assert cand["mean"] == pytest.approx(float(W1.astype(np.float64).mean()) * 1.1, rel=1e-6)
+    assert diff["relative_l2"] == pytest.approx(0.1, rel=1e-6)
+    assert records[1]["TensorRemoved"][1]["shape"] == [4]
+
+
+def test_yaml_output_matches_the_json_records(run_cli, models) -> None:
+    as_yaml = yaml.safe_load(run_cli(*models, "-o", "yaml").out)
+    as_json = json.loads(run_cli(*models, "-o", "json").out)
+    assert as_yaml == as_json
+
+
+def test_report_validates_and_holds_the_true_numbers(run_cli, models, tmp_path, validate_report):
+    report_path = tmp_path / "out" / "report.json"
+    report_path.parent.mkdir()
+    assert run_cli(*models, "--report", report_path, "-q").code == 1
+    document = json.loads(report_path.read_text())
+    validate_report(document)
+    assert document["summary"]["parameters_baseline"] == 16 * 8 + 16 + 4 * 16 + 4 + 4 * 16 + 16 * 8
+    by_name = {t["name"]: t for t in document["tensors"]}
+    assert by_name["fc1.bias"]["status"] == "unchanged"
+    assert by_name["fc1.bias"]["diff"]["changed"] == 0
+    assert by_name["head.weight"]["diff"] is None
+    assert by_name["fc2.weight"]["diff"]["relative_l2"] < 1e-3
+    assert document["baseline"]["format"] == "safetensors"
+    assert [p.name for p in report_path.parent.iterdir()] == ["report.json"]
+
+
+def test_report_is_not_written_when_the_run_fails(run_cli, models, tmp_path) -> None:
+    report_path = tmp_path / "report.json"
+    result = run_cli(models[0], tmp_path / "missing.safetensors", "--report", report_path)
+    assert result.code == 2
+    assert not report_path.exists()
+    assert (
+        result.err
+        == f"diffai: error: {tmp_path / 'missing.safetensors'}: no such file or directory\n"
+    )
+
+
+def test_sort_by_change_magnitude_puts_structural_then_largest_first(run_cli, models) -> None:
+    lines = run_cli(*models, "--sort-by-change-magnitude").out.splitlines()[1:]
+    names = [line.split(":")[0][4:] for line in lines]
+    assert names[:3] == ["fc2.bias", "head.weight", "fc3.weight"]
+    assert names[3:] == ["fc1.weight", "fc2.weight"]
+
+
+def test_show_layer_impact_aggregates_by_module(run_cli, models) -> None:
+    out = run_cli(*models, "--show-layer-impact").out
+    layers = out.split("layer_impact:\n")[1].splitlines()
+    assert layers[0].startswith("  fc1: rel_l2=")
+    norm_w, norm_b = np.linalg.norm(W1.astype(np.float64)), np.linalg.norm(B1.astype(np.float64))
+    expected = 0.1 * norm_w / np.hypot(norm_w, norm_b)
+    assert layers[0] == f"  fc1: rel_l2={expected:.4g}, changed=1/2 tensors, params=144"
+
+
+def test_include_and_exclude_select_names(run_cli, models) -> None:
+    out = run_cli(*models, "--include", "fc*", "--exclude", "*.bias", "-o", "json").out
+    names = [record[next(iter(record))][0] for record in json.loads(out)]
+    assert names == ["fc1.weight", "fc2.weight", "fc3.weight"]
+
+
+def test_epsilon_ignores_differences_below_it(run_cli, write_safetensors) -> None:
+    base = write_safetensors("a.safetensors", {"w": np.zeros(4, np.float32)})
+    cand = write_safetensors("b.safetensors", {"w": np.full(4, 1e-7, np.float32)})
+    assert run_cli(base, cand).code == 1
+    assert run_cli(base, cand, "--epsilon", "1e-6").code == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "code", "out"),
+    [
+        pytest.param(["-q"], 1, "", id="quiet"),
+        pytest.param(["--brief"], 1, "Models {0} and {1} differ\n", id="brief"),
+        pytest.param(["--exit-zero", "-q"], 0, "", id="exit-zero"),
+    ],
+)
+def test_quiet_brief_and_exit_zero(run_cli, models, flags, code, out) -> None:
+    result = run_cli(*models, *flags)
+    assert (result.code, result.out) == (code, out.format(*models))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        pytest.param(
+            ["--epsilon", "-1"], "epsilon must be a non-negative number", id="negative-epsilon"
+        ),
+        pytest.param(
+            ["--epsilon", "nan"], "epsilon must be a non-negative number", id="nan-epsilon"
+        ),
+        pytest.param(["--workers", "0"], "workers must be at least 1", id="zero-workers"),
+    ],
+)
+def test_bad_option_values_exit_2_with_a_message(run_cli, models, argv, message) -> None:
+    result = run_cli(*models, *argv)
+    assert result.code == 2
+    assert message in result.err
+
+
+def test_usage_errors_exit_2(run_cli, models) -> None:
+    with pytest.raises(SystemExit) as caught:
+        run_cli(models[0])
+    assert caught.value.code == 2
+    with pytest.raises(SystemExit) as caught:
+        run_cli(*models, "-o", "xml")
+    assert caught.value.code == 2
+
+
+def test_version_and_help(run_cli, capsys) -> None:
+    with pytest.raises(SystemExit) as caught:
+        run_cli("--version")
+    assert caught.value.code == 0
+    assert capsys.readouterr().out == f"diffai {diffai.__version__}\n"
+    with pytest.raises(SystemExit):
+        run_cli("--help")
+    help_text = capsys.readouterr().out
+    assert "examples:" in help_text and "exit status: 0 identical" in help_text
+
+
+def test_unrecognized_file_names_the_file_and_the_fix(run_cli, models, tmp_path) -> None:
+    junk = tmp_path / "notes.txt"
+    junk.write_text("hello")
+    result = run_cli(models[0], junk)
+    assert result.code == 2
+    assert result.err.startswith(
+        f"diffai: error: {junk}: unrecognized model format; force one with --format"
+    )
+
+
+def test_forced_format_that_does_not_fit_is_a_clear_error(run_cli, models) -> None:
+    result = run_cli(*models, "--format", "numpy")
+    assert result.code == 2
+    assert str(models[0]) in result.err and "Traceback" not in result.err
+
+
+def test_library_api_returns_a_report(models, validate_report) -> None:
+    report = diffai.compare(*models, exclude=["head.*"])
+    assert not report.identical
+    assert report.document["summary"]["tensors_compared"] == 6
+    validate_report(report.document)
+
+
+def test_python_dash_m_runs_the_same_command(models) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "diffai", *map(str, models), "--brief"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert done.stdout == f"Models {models[0]} and {models[1]} differ\n"

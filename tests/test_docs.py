@@ -1,0 +1,36 @@
+"""The README's Quick start is what CI runs and what a new user types; keep them honest."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+from diffai.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def quick_start_commands() -> list[str]:
+    section = (
+        ROOT.joinpath("README.md").read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    )
+    return re.findall(r"```bash\n(.+?)\n```", section)
+
+
+def test_quick_start_has_exactly_two_commands() -> None:
+    assert len(quick_start_commands()) == 2
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    ci_lines = ROOT.joinpath(".ci/run").read_text().splitlines()
+    assert quick_start_commands()[1] in ci_lines
+
+
+def test_the_readme_example_command_exits_zero(monkeypatch, capsys) -> None:
+    diffai_part = quick_start_commands()[0].split("&&", 1)[1]
+    argv = shlex.split(diffai_part)
+    assert argv[0] == "diffai"
+    monkeypatch.chdir(ROOT)
+    assert main(argv[1:]) == 0
+    assert "+ fc2.scale: shape=[10], dtype=f32" in capsys.readouterr().out
