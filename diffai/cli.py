@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -119,6 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_TROUBLE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug, not bad input: one line unless DIFFAI_DEBUG asks for more
+        if os.environ.get("DIFFAI_DEBUG"):
+            raise
+        print(f"diffai: internal error: {type(exc).__name__}: {exc} (this is a bug; rerun "
+              "with DIFFAI_DEBUG=1 for the traceback and report it)", file=sys.stderr)  # fmt: skip
+        return EXIT_TROUBLE
     return EXIT_SAME if report.identical or args.exit_zero else EXIT_DIFFERENT
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -226,3 +227,26 @@ def test_python_dash_m_runs_the_same_command(models) -> None:
     )
     assert done.returncode == 1
     assert done.stdout == f"Models {models[0]} and {models[1]} differ\n"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_only_on_a_terminal_for_long_runs(models) -> None:
+    from diffai.cli import PROGRESS_MIN_BYTES, _progress_bar
+
+    assert _progress_bar(PROGRESS_MIN_BYTES, io.StringIO(), forced=False).__enter__() is None
+    assert _progress_bar(PROGRESS_MIN_BYTES - 1, _Terminal(), forced=False).__enter__() is None
+    terminal = _Terminal()
+    with _progress_bar(PROGRESS_MIN_BYTES, terminal, forced=False) as on_bytes:
+        assert on_bytes is not None
+        on_bytes(PROGRESS_MIN_BYTES)
+    assert "comparing" in terminal.getvalue()
+
+
+def test_forced_progress_reports_on_stderr(run_cli, models) -> None:
+    result = run_cli(*models, "--progress", "-q")
+    assert result.code == 1
+    assert "comparing" in result.err
