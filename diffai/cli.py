@@ -16,6 +16,7 @@ from diffai.api import compare_options
 from diffai.compare import bytes_to_read, compare_models
 from diffai.errors import DiffaiError
 from diffai.formats import READERS, open_model
+from diffai.renderers.analysis_lines import LINE_KEYS
 from diffai.renderers.records import change_records, render_json, render_yaml
 from diffai.renderers.text import render_text
 from diffai.report import Report
@@ -45,53 +46,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("baseline", help="baseline model: a file or a model folder")
     parser.add_argument("candidate", help="candidate model: a file or a model folder")
-    parser.add_argument(
+    _add_output_options(parser)
+    _add_comparison_options(parser)
+    _add_analysis_options(parser)
+    parser.add_argument("--version", action="version", version=f"diffai {__version__}")
+    return parser
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add(
         "-o",
         "--output",
         choices=("text", "json", "yaml"),
         default="text",
         help="what to print on stdout (default: text)",
     )
-    parser.add_argument(
-        "--report", metavar="FILE", help="write the full JSON report (report.schema.json) to FILE"
-    )
-    parser.add_argument(
-        "--include",
-        metavar="GLOB",
-        action="append",
-        default=[],
-        help="compare only names matching GLOB (repeatable)",
-    )
-    parser.add_argument(
-        "--exclude",
-        metavar="GLOB",
-        action="append",
-        default=[],
-        help="skip names matching GLOB (repeatable)",
-    )
-    parser.add_argument(
-        "--epsilon",
-        type=float,
-        default=0.0,
-        help="absolute difference above which an element counts as changed (default: 0, exact)",
-    )
-    parser.add_argument(
+    add("--report", metavar="FILE", help="write the full JSON report (report.schema.json) to FILE")
+    add(
         "--sort-by-change-magnitude",
         action="store_true",
         help="list the largest relative changes first",
     )
-    parser.add_argument(
+    add(
         "--show-layer-impact",
         action="store_true",
         help="also show the change aggregated per layer (module prefix)",
     )
-    parser.add_argument(
-        "--format",
-        choices=sorted(READERS),
-        help="read both inputs with this reader instead of detecting it",
-    )
-    parser.add_argument("--workers", type=int, help="threads measuring tensors (default: cores)")
-    parser.add_argument(
+    add(
         "--progress",
         action="store_true",
         help="show a progress bar even when stderr is not a terminal",
@@ -99,13 +81,53 @@ def build_parser() -> argparse.ArgumentParser:
     quiet = parser.add_mutually_exclusive_group()
     quiet.add_argument("-q", "--quiet", action="store_true", help="print nothing; exit status only")
     quiet.add_argument("--brief", action="store_true", help="only say whether the models differ")
-    parser.add_argument(
+    add(
         "--exit-zero",
         action="store_true",
         help="exit 0 when the models differ too (trouble still exits 2)",
     )
-    parser.add_argument("--version", action="version", version=f"diffai {__version__}")
-    return parser  # fmt: skip
+
+
+def _add_comparison_options(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add(
+        "--include",
+        metavar="GLOB",
+        action="append",
+        default=[],
+        help="compare only names matching GLOB (repeatable)",
+    )
+    add(
+        "--exclude",
+        metavar="GLOB",
+        action="append",
+        default=[],
+        help="skip names matching GLOB (repeatable)",
+    )
+    add(
+        "--epsilon",
+        type=float,
+        default=0.0,
+        help="absolute difference above which an element counts as changed (default: 0, exact)",
+    )
+    add(
+        "--format",
+        choices=sorted(READERS),
+        help="read both inputs with this reader instead of detecting it",
+    )
+    add("--workers", type=int, help="threads measuring tensors (default: cores, at most 8)")
+
+
+def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "analyses",
+        "All analyses are computed and written to the report; these flags choose which "
+        "ones stdout shows (default: all).",
+    )
+    for key in LINE_KEYS:
+        group.add_argument(
+            f"--{key.replace('_', '-')}", action="store_true", dest=key, help=f"show {key}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -123,8 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug, not bad input: one line unless DIFFAI_DEBUG asks for more
         if os.environ.get("DIFFAI_DEBUG"):
             raise
-        print(f"diffai: internal error: {type(exc).__name__}: {exc} (this is a bug; rerun "
-              "with DIFFAI_DEBUG=1 for the traceback and report it)", file=sys.stderr)  # fmt: skip
+        print(
+            f"diffai: internal error: {type(exc).__name__}: {exc} (this is a bug; rerun "
+            "with DIFFAI_DEBUG=1 for the traceback and report it)",
+            file=sys.stderr,
+        )
         return EXIT_TROUBLE
     return EXIT_SAME if report.identical or args.exit_zero else EXIT_DIFFERENT
 
@@ -147,9 +172,10 @@ def render_stdout(report: Report, args: argparse.Namespace) -> str:
     tensors = document["tensors"]
     if args.sort_by_change_magnitude:
         tensors = sorted(tensors, key=change_magnitude, reverse=True)
+    analyses = [key for key in LINE_KEYS if getattr(args, key)] or list(LINE_KEYS)
     if args.output == "text":
-        return render_text(document, tensors, show_layers=args.show_layer_impact)
-    records = change_records(document, tensors)
+        return render_text(document, tensors, analyses, show_layers=args.show_layer_impact)
+    records = change_records(document, tensors, analyses)
     return render_json(records) if args.output == "json" else render_yaml(records)
 
 
@@ -168,8 +194,15 @@ class _progress_bar:
 
     def __init__(self, total: int, stream: TextIO, forced: bool) -> None:
         visible = forced or (stream.isatty() and total >= PROGRESS_MIN_BYTES)
-        self._bar = tqdm(total=total, unit="B", unit_scale=True, file=stream,
-                         disable=not visible, leave=False, desc="comparing")  # fmt: skip
+        self._bar = tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            file=stream,
+            disable=not visible,
+            leave=False,
+            desc="comparing",
+        )
         self._lock = threading.Lock()
 
     def __enter__(self) -> Callable[[int], None] | None:

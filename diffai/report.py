@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from diffai._version import __version__
+from diffai.analyses import run_analyses
 from diffai.compare import STATUSES, Comparison, TensorComparison
 from diffai.errors import ReportError
 from diffai.layers import layer_impact
@@ -24,7 +25,6 @@ from diffai.model import Model, Scalar
 from diffai.stats import DiffStats, TensorStats
 
 SCHEMA_VERSION = 1
-MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,10 @@ def build_document(comparison: Comparison) -> dict[str, Any]:
             }
             for s in comparison.scalars
         ],
-        "layers": [_finite(dataclasses.asdict(layer)) for layer in layer_impact(comparison)],
-        "analyses": _pending_analyses(baseline, candidate),
+        "layers": [
+            _finite(dataclasses.asdict(layer)) for layer in layer_impact(comparison.tensors)
+        ],
+        "analyses": _finite(run_analyses(comparison)),
         "regression_test": {"passed": True, "degradation": None, "severity": "none", "checks": []},
         "deployment_readiness": {
             "readiness": 1.0,
@@ -122,35 +124,6 @@ def stats_record(stats: TensorStats | None) -> dict[str, Any] | None:
 
 def diff_record(diff: DiffStats | None) -> dict[str, Any] | None:
     return None if diff is None else _finite(dataclasses.asdict(diff))
-
-
-def _pending_analyses(baseline: Model, candidate: Model) -> dict[str, Any]:
-    """Until the analyses land: honest neutral values, each marked ``computed: false``."""
-    pending = {"computed": False}
-    base_mb, cand_mb = _tensor_mb(baseline), _tensor_mb(candidate)
-    return {
-        "anomaly_detection": {
-            "type": "not_analyzed", "severity": "none", "affected_layers": [],
-            "action": "none", **pending,
-        },
-        "architecture_comparison": {
-            "type1": "not_analyzed", "type2": "not_analyzed", "complexity": "not_analyzed",
-            "migration": "not_analyzed", **pending,
-        },
-        "convergence_analysis": {"status": "not_analyzed", "stability": None, **pending},
-        "gradient_analysis": {"flow_health": "not_analyzed", "norm": None, **pending},
-        "memory_analysis": {
-            "baseline_mb": base_mb, "candidate_mb": cand_mb, "delta_mb": cand_mb - base_mb,
-        },
-        "quantization_analysis": {
-            "detected": False, "compression": None, "relative_error": None,
-            "precision_loss": "not_analyzed", **pending,
-        },
-    }  # fmt: skip
-
-
-def _tensor_mb(model: Model) -> float:
-    return sum(ref.nbytes for ref in model.tensors.values()) / MIB
 
 
 def json_scalar(value: Scalar) -> Any:

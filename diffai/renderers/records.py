@@ -1,6 +1,7 @@
 """The seed's change records (``TensorStatsChanged`` ...) for ``-o json`` and ``-o yaml``.
 
-Each record is ``{Kind: [name, ...sides]}``: the baseline and candidate
+Analyses come first as ``{analysis_key: {...}}``. Each change record is
+``{Kind: [name, ...sides]}``: the baseline and candidate
 statistics as the seed shows them, and for same-shaped pairs the difference
 metrics as a fourth element.
 """
@@ -8,6 +9,7 @@ metrics as a fourth element.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
@@ -21,9 +23,12 @@ RECORD_KINDS = {
 }
 
 
-def change_records(document: dict[str, Any], tensors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Records for the given tensor entries (already filtered and ordered), then scalars."""
-    records = [_tensor_record(t) for t in tensors if t["status"] != "unchanged"]
+def change_records(
+    document: dict[str, Any], tensors: list[dict[str, Any]], analyses: Sequence[str]
+) -> list[dict[str, Any]]:
+    """One record per chosen analysis, then the given tensor entries' changes, then scalars."""
+    records = [{key: document["analyses"][key]} for key in analyses]
+    records += [_tensor_record(t) for t in tensors if t["status"] != "unchanged"]
     records += [
         {"ScalarChanged": [s["name"], s["baseline"], s["candidate"]]} for s in document["scalars"]
     ]

@@ -1,5 +1,7 @@
-"""The seed's text output: a summary line, then one line per change.
+"""The seed's text output: analysis lines, a summary line, then one line per change.
 
+anomaly_detection: type=none, severity=none, action="continue_training"
+...
 summary: compared=5, changed=1, added=1, removed=1, shape_changed=0, dtype_changed=0, unchanged=2
   ~ fc1.weight: mean=-0.0002->-0.0001, std=0.0514->0.0716, rel_l2=0.41, cos=0.91
   + fc3.weight: shape=[10, 32], dtype=f32
@@ -9,16 +11,21 @@ summary: compared=5, changed=1, added=1, removed=1, shape_changed=0, dtype_chang
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from diffai.renderers.analysis_lines import LINE_KEYS, analysis_lines
 
 SUMMARY_KEYS = ("changed", "added", "removed", "shape_changed", "dtype_changed", "unchanged")
 
 
 def render_text(
-    document: dict[str, Any], tensors: list[dict[str, Any]], show_layers: bool = False
+    document: dict[str, Any],
+    tensors: list[dict[str, Any]],
+    analyses: Sequence[str] = LINE_KEYS,
+    show_layers: bool = False,
 ) -> str:
-    lines = [summary_line(document["summary"])]
+    lines = [*analysis_lines(document, analyses), summary_line(document["summary"])]
     lines += [_tensor_line(t) for t in tensors if t["status"] != "unchanged"]
     lines += [
         f"  ~ {s['name']}: {_value(s['baseline'])}->{_value(s['candidate'])}"

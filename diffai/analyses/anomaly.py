@@ -1,0 +1,117 @@
+"""anomaly_detection: did the candidate gain NaN/Inf, explode or collapse?
+
+Per tensor, against the same tensor in the baseline (formulas in docs/analyses.md):
+- ``nan_gained`` / ``inf_gained`` (critical): more NaN / ±inf elements than the baseline had.
+- ``exploding`` (high): max |x| or std grew more than ``EXPLODE_RATIO`` times.
+- ``collapsed`` (high): every element is now zero; ``constant`` (high): std fell to 0.
+- ``std_collapse`` (medium): std fell below ``COLLAPSE_RATIO`` of the baseline's.
+The size checks apply to floating-point weights only: integer counters and
+optimizer moments legitimately grow by orders of magnitude.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diffai.analyses.common import (
+    SEVERITIES,
+    is_float,
+    is_optimizer_state,
+    max_abs,
+    worst_severity,
+)
+from diffai.compare import Comparison, TensorComparison
+from diffai.layers import layer_of
+from diffai.stats import TensorStats
+
+EXPLODE_RATIO = 10.0
+COLLAPSE_RATIO = 0.1
+ACTIONS = {
+    "none": "continue_training",
+    "low": "continue_training",
+    "medium": "review_affected_tensors",
+    "high": "investigate_before_deploying",
+    "critical": "do_not_deploy",
+}
+
+Finding = dict[str, Any]
+
+
+def analyze(comparison: Comparison) -> dict[str, Any]:
+    findings = [finding for tensor in comparison.tensors for finding in tensor_findings(tensor)]
+    worst = max(findings, key=lambda f: SEVERITIES.index(f["severity"]), default=None)
+    severity = worst_severity(f["severity"] for f in findings)
+    return {
+        "type": worst["kind"] if worst else "none",
+        "severity": severity,
+        "affected_layers": list(dict.fromkeys(layer_of(f["tensor"]) for f in findings)),
+        "action": ACTIONS[severity],
+        "findings": findings,
+    }
+
+
+def tensor_findings(tensor: TensorComparison) -> list[Finding]:
+    base, cand = tensor.baseline, tensor.candidate
+    if cand is None:
+        return []
+    findings = _non_finite_findings(tensor.name, base, cand)
+    if base is not None and is_float(cand) and not is_optimizer_state(tensor.name):
+        findings += _size_findings(tensor.name, base, cand)
+    return findings
+
+
+def _non_finite_findings(name: str, base: TensorStats | None, cand: TensorStats) -> list[Finding]:
+    findings = []
+    for kind, key, label in (("nan_gained", "nan", "NaN"), ("inf_gained", "inf", "±inf")):
+        before, after = (getattr(base, key) if base else 0), getattr(cand, key)
+        if after > before:
+            findings.append(
+                _finding(name, kind, "critical", f"{label} elements {before} -> {after}")
+            )
+    return findings
+
+
+def _size_findings(name: str, base: TensorStats, cand: TensorStats) -> list[Finding]:
+    """At most one finding about the size of the values, the most severe that applies."""
+    for check in (_collapsed, _constant, _exploding, _std_collapse):
+        finding = check(name, base, cand)
+        if finding:
+            return [finding]
+    return []
+
+
+def _collapsed(name: str, base: TensorStats, cand: TensorStats) -> Finding | None:
+    if cand.elements and cand.zeros == cand.elements and base.zeros < base.elements:
+        return _finding(name, "collapsed", "high", "every element is now zero")
+    return None
+
+
+def _constant(name: str, base: TensorStats, cand: TensorStats) -> Finding | None:
+    if cand.elements > 1 and cand.std == 0 and (base.std or 0) > 0:
+        return _finding(name, "constant", "high", f"every element is now {cand.mean:.6g}")
+    return None
+
+
+def _exploding(name: str, base: TensorStats, cand: TensorStats) -> Finding | None:
+    for label, before, after in (
+        ("max |x|", max_abs(base), max_abs(cand)),
+        ("std", base.std, cand.std),
+    ):
+        if before and after is not None and after > EXPLODE_RATIO * before:
+            return _finding(
+                name,
+                "exploding",
+                "high",
+                f"{label} {before:.4g} -> {after:.4g} ({after / before:.1f}x)",
+            )
+    return None
+
+
+def _std_collapse(name: str, base: TensorStats, cand: TensorStats) -> Finding | None:
+    if base.std and cand.std is not None and cand.std < COLLAPSE_RATIO * base.std:
+        return _finding(name, "std_collapse", "medium", f"std {base.std:.4g} -> {cand.std:.4g}")
+    return None
+
+
+def _finding(tensor: str, kind: str, severity: str, detail: str) -> Finding:
+    return {"tensor": tensor, "kind": kind, "severity": severity, "detail": detail}

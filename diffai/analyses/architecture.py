@@ -1,0 +1,100 @@
+"""architecture_comparison: same family, same size, and can the old loader take the new weights?
+
+The family comes from tensor names and shapes (attention projections ->
+transformer, recurrent ``weight_ih``/``weight_hh`` -> rnn, 3-5-D kernels -> cnn,
+2-D matrices only -> feedforward). ``migration`` answers whether code that
+loads the baseline loads the candidate: ``easy`` when names and shapes match
+(dtype casts load), ``moderate`` when tensors were only added or removed (a
+non-strict load works but leaves gaps), ``hard`` when a shape changed or the
+family did.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from diffai.analyses.common import is_optimizer_state, ratio
+from diffai.compare import Comparison
+from diffai.model import Model
+
+SIMILAR_PARAMETERS = 0.05  # within ±5% parameters counts as similar complexity
+_ATTENTION = re.compile(
+    r"(^|[._])(attn|attention|self_attn|cross_attn|q_proj|k_proj|v_proj|query|key|value|c_attn|wq|wk|wv)([._]|$)"
+)
+_RECURRENT = re.compile(r"(^|[._])(weight_ih|weight_hh|lstm|gru|rnn)")
+_BLOCK_INDEX = re.compile(r"^(.*?)\.(\d+)\.")
+READINESS = {"easy": "ready", "moderate": "review", "hard": "not_drop_in"}
+
+
+def analyze(comparison: Comparison) -> dict[str, Any]:
+    base, cand = _shapes(comparison.baseline), _shapes(comparison.candidate)
+    type1, type2 = model_family(base), model_family(cand)
+    params1, params2 = _parameters(base), _parameters(cand)
+    migration = _migration(base, cand, type1 != type2)
+    return {
+        "type1": type1,
+        "type2": type2,
+        "complexity": _complexity(params1, params2),
+        "migration": migration,
+        "deployment_readiness": READINESS[migration],
+        "parameters_baseline": params1,
+        "parameters_candidate": params2,
+        "parameter_change": ratio(params2 - params1, params1),
+        "depth_baseline": model_depth(base),
+        "depth_candidate": model_depth(cand),
+        "added": sorted(set(cand) - set(base)),
+        "removed": sorted(set(base) - set(cand)),
+        "reshaped": sorted(n for n in set(base) & set(cand) if base[n] != cand[n]),
+    }
+
+
+def model_family(shapes: dict[str, tuple[int, ...]]) -> str:
+    names = [name.lower() for name in shapes]
+    if any(_ATTENTION.search(name) for name in names):
+        return "transformer"
+    if any(_RECURRENT.search(name) for name in names):
+        return "rnn"
+    if any(3 <= len(shape) <= 5 for shape in shapes.values()):
+        return "cnn"
+    if any(len(shape) == 2 for shape in shapes.values()):
+        return "feedforward"
+    return "unknown"
+
+
+def model_depth(shapes: dict[str, tuple[int, ...]]) -> int:
+    """Repeated blocks (``layer.0`` … ``layer.11`` -> 12), else the number of weight matrices."""
+    blocks: dict[str, set[str]] = {}
+    for name in shapes:
+        match = _BLOCK_INDEX.match(name)
+        if match:
+            blocks.setdefault(match[1], set()).add(match[2])
+    if blocks:
+        return max(len(indices) for indices in blocks.values())
+    return sum(1 for shape in shapes.values() if len(shape) >= 2)
+
+
+def _shapes(model: Model) -> dict[str, tuple[int, ...]]:
+    return {n: r.shape for n, r in model.tensors.items() if not is_optimizer_state(n)}
+
+
+def _parameters(shapes: dict[str, tuple[int, ...]]) -> int:
+    return sum(math.prod(shape) for shape in shapes.values())
+
+
+def _complexity(params1: int, params2: int) -> str:
+    change = ratio(params2 - params1, params1)
+    if change is None:
+        return "similar_complexity" if params2 == 0 else "increased_complexity"
+    if abs(change) <= SIMILAR_PARAMETERS:
+        return "similar_complexity"
+    return "increased_complexity" if change > 0 else "reduced_complexity"
+
+
+def _migration(
+    base: dict[str, tuple[int, ...]], cand: dict[str, tuple[int, ...]], family_changed: bool
+) -> str:
+    if family_changed or any(base[n] != cand[n] for n in set(base) & set(cand)):
+        return "hard"
+    return "easy" if set(base) == set(cand) else "moderate"

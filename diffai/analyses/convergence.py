@@ -1,0 +1,79 @@
+"""convergence_analysis: is training settling between these two checkpoints?
+
+From the per-tensor relative updates rᵢ = ‖cᵢ−bᵢ‖/‖bᵢ‖ of the weights:
+- update magnitude U = sqrt(Σ‖cᵢ−bᵢ‖²) / sqrt(Σ‖bᵢ‖²), the model-wide relative step;
+- spread S = standard deviation of log10(rᵢ) over the tensors that moved, in decades;
+- stability = 1 / (1 + S): 1 when every tensor moves by the same fraction.
+Status, first rule that holds: ``diverging`` (NaN/Inf gained, or U > 0.5: the
+step rivals the weights), ``converged`` (U < 1e-3), ``unstable`` (S > 1: updates
+differ by more than a decade), else ``converging``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from diffai.analyses.common import weight_tensors
+from diffai.compare import Comparison, TensorComparison
+from diffai.layers import relative_change
+
+DIVERGING_UPDATE = 0.5
+CONVERGED_UPDATE = 1e-3
+UNSTABLE_SPREAD = 1.0
+
+
+def analyze(comparison: Comparison) -> dict[str, Any]:
+    paired = [t for t in weight_tensors(comparison) if t.diff is not None and t.diff.l2 is not None]
+    if not paired:
+        return {"status": "unknown", "stability": None, "update_magnitude": None,
+                "spread_decades": None, "tensors_measured": 0}  # fmt: skip
+    update = _update_magnitude(paired)
+    spread = _spread(paired)
+    return {
+        "status": _status(update, spread, _gained_non_finite(paired)),
+        "stability": 1.0 / (1.0 + spread),
+        "update_magnitude": update,
+        "spread_decades": spread,
+        "median_relative_change": _median_relative(paired),
+        "tensors_measured": len(paired),
+    }
+
+
+def _update_magnitude(paired: list[TensorComparison]) -> float | None:
+    change, size, _ = relative_change(paired)
+    if not size:
+        return 0.0 if not change else math.inf
+    return change / size
+
+
+def _relative_changes(paired: list[TensorComparison]) -> list[float]:
+    return [t.diff.relative_l2 for t in paired if t.diff and t.diff.relative_l2]  # type: ignore[misc]
+
+
+def _spread(paired: list[TensorComparison]) -> float:
+    logs = [math.log10(r) for r in _relative_changes(paired)]
+    return statistics.pstdev(logs) if len(logs) > 1 else 0.0
+
+
+def _median_relative(paired: list[TensorComparison]) -> float | None:
+    values = [t.diff.relative_l2 for t in paired if t.diff and t.diff.relative_l2 is not None]
+    return statistics.median(values) if values else None
+
+
+def _gained_non_finite(paired: list[TensorComparison]) -> bool:
+    return any(
+        t.candidate
+        and t.baseline
+        and (t.candidate.nan + t.candidate.inf) > (t.baseline.nan + t.baseline.inf)
+        for t in paired
+    )
+
+
+def _status(update: float | None, spread: float, non_finite: bool) -> str:
+    if non_finite or (update is not None and update > DIVERGING_UPDATE):
+        return "diverging"
+    if update is not None and update < CONVERGED_UPDATE:
+        return "converged"
+    return "unstable" if spread > UNSTABLE_SPREAD else "converging"

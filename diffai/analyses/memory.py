@@ -1,0 +1,52 @@
+"""memory_analysis: what does each model cost to hold, and where do the bytes go?
+
+Bytes are the tensors' own (elements times itemsize), counted per dtype; MB means
+MiB (2²⁰ bytes). ``efficiency`` = baseline bytes / candidate bytes (above 1:
+the candidate is smaller). The recommendation is a rule over those numbers,
+documented in docs/analyses.md.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from diffai.analyses.common import ratio
+from diffai.compare import Comparison
+from diffai.model import Model
+
+MIB = 1024 * 1024
+GROWTH_TO_REVIEW = 0.10  # a candidate over 10% larger deserves a look
+WIDE_FLOATS = ("f64", "f32")
+
+
+def analyze(comparison: Comparison) -> dict[str, Any]:
+    base, cand = bytes_by_dtype(comparison.baseline), bytes_by_dtype(comparison.candidate)
+    base_bytes, cand_bytes = sum(base.values()), sum(cand.values())
+    return {
+        "baseline_mb": base_bytes / MIB,
+        "candidate_mb": cand_bytes / MIB,
+        "delta_mb": (cand_bytes - base_bytes) / MIB,
+        "efficiency": ratio(base_bytes, cand_bytes),
+        "recommendation": recommendation(base_bytes, cand_bytes, cand),
+        "bytes_by_dtype": {"baseline": base, "candidate": cand},
+    }
+
+
+def bytes_by_dtype(model: Model) -> dict[str, int]:
+    totals: Counter[str] = Counter()
+    for ref in model.tensors.values():
+        totals[ref.dtype] += ref.nbytes
+    return dict(totals.most_common())
+
+
+def recommendation(base_bytes: int, cand_bytes: int, cand: dict[str, int]) -> str:
+    growth = ratio(cand_bytes - base_bytes, base_bytes)
+    if growth is not None and growth > GROWTH_TO_REVIEW:
+        return "review_size_increase"
+    if cand.get("f64"):
+        return "store_f64_as_f32"
+    wide = sum(cand.get(dtype, 0) for dtype in WIDE_FLOATS)
+    if cand_bytes and wide / cand_bytes > 0.5:
+        return "consider_bf16_or_f16"
+    return "optimal"

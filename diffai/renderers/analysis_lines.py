@@ -1,0 +1,91 @@
+"""One seed-style line per analysis: ``convergence_analysis: status=converging, stability=0.92``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+Line = Callable[[dict[str, Any]], str]
+
+
+def analysis_lines(document: dict[str, Any], keys: Sequence[str]) -> list[str]:
+    """Lines for the chosen analyses, then the policy's, when a policy was evaluated."""
+    lines = [f"{key}: {_LINES[key](document['analyses'][key])}" for key in keys if key in _LINES]
+    if document["analyses"]["training_progress"]["story"]:
+        lines.append(f"training_progress: {document['analyses']['training_progress']['story']}")
+    if document.get("policy"):
+        lines.append(f"regression_test: {_regression(document['regression_test'])}")
+        lines.append(f"deployment_readiness: {_readiness(document['deployment_readiness'])}")
+    return lines
+
+
+def _anomaly(result: dict[str, Any]) -> str:
+    line = f'type={result["type"]}, severity={result["severity"]}, action="{result["action"]}"'
+    if result["affected_layers"]:
+        line += f", affected_layers=[{', '.join(result['affected_layers'])}]"
+    return line
+
+
+def _architecture(result: dict[str, Any]) -> str:
+    return (
+        f"type1={result['type1']}, type2={result['type2']}, complexity={result['complexity']}, "
+        f"migration={result['migration']}, deployment_readiness={result['deployment_readiness']}"
+    )
+
+
+def _convergence(result: dict[str, Any]) -> str:
+    return f"status={result['status']}, stability={_fixed(result['stability'], 2)}"
+
+
+def _gradient(result: dict[str, Any]) -> str:
+    source = "" if result["source"] == "weight_update" else f", source={result['source']}"
+    return f"flow_health={result['flow_health']}, norm={_fixed(result['norm'], 6)}{source}"
+
+
+def _memory(result: dict[str, Any]) -> str:
+    return (
+        f"delta={result['delta_mb']:+.4g}MB, efficiency={_fixed(result['efficiency'], 4)}, "
+        f"recommendation={result['recommendation']}"
+    )
+
+
+def _quantization(result: dict[str, Any]) -> str:
+    if not result["detected"]:
+        return "detected=false"
+    speedup = "n/a" if result["speedup"] is None else f"{result['speedup']:.2f}x (estimate)"
+    return (
+        f"compression={_fixed(result['compression'], 2)}, speedup={speedup}, "
+        f"precision_loss={result['precision_loss']}, "
+        f"relative_error={_sig(result['relative_error'])}"
+    )
+
+
+def _regression(result: dict[str, Any]) -> str:
+    degradation = result["degradation"]
+    shown = "n/a" if degradation is None else f"{degradation:+.1%}"
+    passed = "true" if result["passed"] else "false"
+    return f"passed={passed}, degradation={shown}, severity={result['severity']}"
+
+
+def _readiness(result: dict[str, Any]) -> str:
+    return f"readiness={result['readiness']:.2f}, risk={result['risk']}"
+
+
+def _fixed(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _sig(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+_LINES: dict[str, Line] = {
+    "anomaly_detection": _anomaly,
+    "architecture_comparison": _architecture,
+    "convergence_analysis": _convergence,
+    "gradient_analysis": _gradient,
+    "memory_analysis": _memory,
+    "quantization_analysis": _quantization,
+}
+#: The analyses a text line can show, in output order (the seed's flags select among them).
+LINE_KEYS: tuple[str, ...] = tuple(_LINES)
