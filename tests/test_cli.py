@@ -261,3 +261,24 @@ def test_forced_progress_reports_on_stderr(run_cli, models) -> None:
     result = run_cli(*models, "--progress", "-q")
     assert result.code == 1
     assert "comparing" in result.err
+
+
+def test_analysis_lines_come_first_in_the_seed_order(run_cli, models) -> None:
+    lines = run_cli(*models).out.splitlines()
+    keys = [line.split(":")[0] for line in lines[:6]]
+    assert keys == [
+        "anomaly_detection", "architecture_comparison", "convergence_analysis",
+        "gradient_analysis", "memory_analysis", "quantization_analysis",
+    ]  # fmt: skip
+    assert lines[0] == 'anomaly_detection: type=none, severity=none, action="continue_training"'
+    assert lines[5].startswith("quantization_analysis: compression=0.50, speedup=")
+
+
+def test_analysis_flags_choose_what_stdout_shows(run_cli, models) -> None:
+    lines = run_cli(*models, "--quantization-analysis", "--memory-analysis").out.splitlines()
+    assert [line.split(":")[0] for line in lines[:3]] == [
+        "memory_analysis", "quantization_analysis", "summary",
+    ]  # fmt: skip
+    records = json.loads(run_cli(*models, "-o", "json", "--anomaly-detection").out)
+    assert next(iter(records[0])) == "anomaly_detection"
+    assert next(iter(records[1])) == "TensorStatsChanged"
