@@ -1,19 +1,186 @@
-"""Placeholder until the numpy reader lands."""
+"""NumPy ``.npy`` and ``.npz`` files, memory-mapped and never unpickled.
+
+Every array header is parsed and its dtype checked before any data is touched,
+so an object array is refused with a message that says why (numpy's own error
+only mentions ``allow_pickle``) and pickle never runs. One code path serves
+both formats: a ``.npy`` file and an npz member are each "an npy header, then
+raw bytes". Stored npz members (``np.savez``) are mapped straight from the
+archive; compressed ones (``np.savez_compressed``) can only be inflated, which
+``TensorRef.load`` does per tensor, so opening stays cheap either way.
+"""
 
 from __future__ import annotations
 
+import math
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from tokenize import TokenError
+from typing import IO
 
-from diffai.errors import UnreadableModel
-from diffai.model import Model
+import numpy as np
+
+from diffai.dtypes import NUMPY_DTYPES, canonical_name
+from diffai.errors import MalformedModel, UnreadableModel
+from diffai.formats.flatten import ROOT_NAME
+from diffai.formats.zipmembers import ZipMembers
+from diffai.model import Model, TensorRef
 
 FORMAT = "numpy"
-EXTENSIONS: tuple[str, ...] = ()
+EXTENSIONS = (".npy", ".npz")
+
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+MEMBER_SUFFIX = ".npy"
+# Version 3.0 only exists for structured dtypes with non-ASCII field names,
+# which diffai refuses anyway.
+HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
+
+
+@dataclass(frozen=True)
+class _Header:
+    """An npy header: what the array is and where its bytes start."""
+
+    shape: tuple[int, ...]
+    fortran: bool
+    dtype: np.dtype
+    offset: int
+
+    @property
+    def data_bytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
 def matches(path: Path, head: bytes) -> bool:
-    return False
+    """An npy magic string, or a zip holding nothing but ``.npy`` members."""
+    if head.startswith(NPY_MAGIC):
+        return True
+    return head.startswith(ZIP_MAGICS) and _is_npz(path)
+
+
+def _is_npz(path: Path) -> bool:
+    """A torch zip carries ``data.pkl``, so "only .npy members" leaves it to the PyTorch reader."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except ZIP_ERRORS:
+        return False
+    return bool(names) and all(name.endswith(MEMBER_SUFFIX) for name in names)
 
 
 def read(path: Path) -> Model:
-    raise UnreadableModel(path, "the numpy reader is not written yet")
+    with path.open("rb") as handle:
+        is_npy = handle.read(len(NPY_MAGIC)) == NPY_MAGIC
+    tensors = _read_npy(path) if is_npy else _read_npz(path)
+    return Model(path=str(path), format=FORMAT, size_bytes=path.stat().st_size, tensors=tensors)
+
+
+def _read_npy(path: Path) -> dict[str, TensorRef]:
+    with path.open("rb") as handle:
+        header = _parse_header(path, "the array", handle)
+    dtype = _checked_dtype(path, "the array", header, path.stat().st_size - header.offset)
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    return {ROOT_NAME: _tensor_ref(ROOT_NAME, header, dtype, lambda: data)}
+
+
+def _read_npz(path: Path) -> dict[str, TensorRef]:
+    members = ZipMembers(path)
+    tensors: dict[str, TensorRef] = {}
+    for member in _unique(path, members.names()):
+        name = _tensor_name(path, member)
+        label = f"member {member!r}"
+        header = _member_header(path, members, member, label)
+        available = members.archive.getinfo(member).file_size - header.offset
+        dtype = _checked_dtype(path, label, header, available)
+        tensors[name] = _tensor_ref(name, header, dtype, partial(members.member_array, member))
+    return tensors
+
+
+def _unique(path: Path, members: list[str]) -> list[str]:
+    """A zip may repeat a name; only one copy would be read, hiding the other."""
+    seen: set[str] = set()
+    for member in members:
+        if member in seen:
+            raise MalformedModel(path, f"npz member {member!r} appears more than once")
+        seen.add(member)
+    return members
+
+
+def _tensor_name(path: Path, member: str) -> str:
+    """``np.savez(w=...)`` stores ``w.npy``; anything else in the archive is not numpy's doing."""
+    if not member.endswith(MEMBER_SUFFIX):
+        raise UnreadableModel(path, f"npz member {member!r} is not an .npy array")
+    return member[: -len(MEMBER_SUFFIX)]
+
+
+def _member_header(path: Path, members: ZipMembers, member: str, label: str) -> _Header:
+    """Streamed, so a compressed member is inflated only as far as its header."""
+    try:
+        with members.archive.open(member) as stream:
+            return _parse_header(path, label, stream)
+    except ZIP_ERRORS as exc:
+        raise MalformedModel(path, f"cannot read {label}: {exc}") from exc
+
+
+def _parse_header(path: Path, label: str, stream: IO[bytes]) -> _Header:
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = HEADER_READERS.get(version)
+        if read_header is None:
+            raise MalformedModel(path, f"{label}: npy format version {version} is not supported")
+        shape, fortran, dtype = read_header(stream)
+    except (ValueError, TokenError) as exc:
+        # numpy tokenizes headers it cannot parse at first, hence TokenError.
+        raise MalformedModel(path, f"{label}: bad npy header: {exc}") from exc
+    if any(size < 0 for size in shape):
+        raise MalformedModel(path, f"{label}: bad npy header: negative size in shape {shape}")
+    return _Header(shape=shape, fortran=fortran, dtype=dtype, offset=stream.tell())
+
+
+def _checked_dtype(path: Path, label: str, header: _Header, available: int) -> str:
+    """The canonical dtype, once the data is known to be exactly the promised bytes.
+
+    Short data cannot be read, and extra bytes would be data nobody sees.
+    """
+    dtype = _canonical_dtype(path, label, header.dtype)
+    if available != header.data_bytes:
+        raise MalformedModel(
+            path,
+            f"{label}: header promises {header.data_bytes} bytes of data, found {available}",
+        )
+    return dtype
+
+
+def _canonical_dtype(path: Path, label: str, dtype: np.dtype) -> str:
+    name = canonical_name(dtype)
+    if name is not None:
+        return name
+    if dtype.hasobject:
+        raise UnreadableModel(
+            path,
+            f"{label} holds an object array (dtype {dtype.str!r}); "
+            "object arrays need pickle, which diffai never runs",
+        )
+    raise UnreadableModel(
+        path,
+        f"{label} has dtype {dtype.str!r} ({dtype}), not a numeric type diffai compares "
+        f"({', '.join(NUMPY_DTYPES)})",
+    )
+
+
+def _tensor_ref(name: str, header: _Header, dtype: str, raw: Callable[[], np.ndarray]) -> TensorRef:
+    """``raw`` gives the bytes of the whole file or member, header included."""
+    order = "F" if header.fortran else "C"
+
+    def load() -> np.ndarray:
+        values = raw()[header.offset :].view(header.dtype)
+        return values.reshape(header.shape, order=order)
+
+    return TensorRef(name=name, shape=header.shape, dtype=dtype, load=load)

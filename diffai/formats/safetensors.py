@@ -18,6 +18,7 @@ import numpy as np
 
 from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel, UnreadableModel
+from diffai.formats.strictjson import DuplicateKey, loads_strict
 from diffai.model import Model, TensorRef
 
 FORMAT = "safetensors"
@@ -78,31 +79,17 @@ def _read_header(path: Path, file_size: int) -> tuple[int, dict[str, Any]]:
 
 def _parse_header_json(path: Path, raw: bytes) -> dict[str, Any]:
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicate_keys)
+        header = loads_strict(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise MalformedModel(path, f"safetensors header is not UTF-8 ({exc.reason})") from exc
     except json.JSONDecodeError as exc:
         raise MalformedModel(path, f"safetensors header is not valid JSON: {exc}") from exc
-    except _DuplicateKey as exc:
+    except DuplicateKey as exc:
         raise MalformedModel(path, f"safetensors header repeats the key {exc.key!r}") from exc
     if not isinstance(header, dict):
         raise MalformedModel(path, "safetensors header is not a JSON object")
     _check_metadata(path, header.get("__metadata__"))
     return header
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-
-def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise _DuplicateKey(key)
-        seen[key] = value
-    return seen
 
 
 def _check_metadata(path: Path, metadata: Any) -> None:

@@ -1,19 +1,230 @@
-"""Placeholder until the sharded reader lands."""
+"""Sharded checkpoints and model folders, read as one logical model.
+
+A Hugging Face index (``model.safetensors.index.json``,
+``pytorch_model.bin.index.json``) maps every tensor to a shard file in its
+``weight_map``; each shard is opened once, with whichever reader its content
+calls for, and it must hold exactly the tensors mapped to it. A folder without an
+index is read only when it is clear what it stands for (``_unindexed_files``)
+and refused otherwise: a report about the wrong file is worse than none.
+
+Shard names are checked lexically (no ``..``, nothing absolute) and never
+resolved: the Hugging Face cache links snapshot files to blobs outside the
+folder, which is fine, while an index naming ``../../x`` is not.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
+from dataclasses import dataclass
+from pathlib import Path, PureWindowsPath
+from typing import Any
 
-from diffai.errors import UnreadableModel
-from diffai.model import Model
+from diffai.errors import MalformedModel, UnreadableModel
+from diffai.formats.strictjson import DuplicateKey, loads_strict
+from diffai.model import Model, Scalar, TensorRef
 
 FORMAT = "folder"
-EXTENSIONS: tuple[str, ...] = ()
+EXTENSIONS = (".json",)
+
+INDEX_SUFFIX = ".index.json"
+INDEX_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+# A training folder also holds optimizer.pt, training_args.bin, rng_state.pth ...;
+# Hugging Face's own model file names say which one is the model.
+MODEL_NAMES = ("model.safetensors", "pytorch_model.bin")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz")
+SHARD_SUFFIX = ".safetensors"
+MAX_INDEX_BYTES = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Shard:
+    """One opened shard and the tensors the model takes from it."""
+
+    name: str
+    model: Model
+    tensors: dict[str, TensorRef]
 
 
 def matches(path: Path, head: bytes) -> bool:
-    return False
+    """A folder, or a ``*.index.json`` file that has a ``weight_map``."""
+    return path.is_dir() or (path.name.endswith(INDEX_SUFFIX) and _mentions_weight_map(path))
+
+
+def _mentions_weight_map(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return b'"weight_map"' in handle.read(MAX_INDEX_BYTES)
+    except OSError:
+        return False
 
 
 def read(path: Path) -> Model:
-    raise UnreadableModel(path, "the sharded reader is not written yet")
+    if not path.is_dir():
+        return _read_index(path, path)
+    index = next((path / name for name in INDEX_NAMES if (path / name).is_file()), None)
+    if index is not None:
+        return _read_index(path, index)
+    shards = [_whole_shard(file) for file in _unindexed_files(path)]
+    return _combine(path, shards, {"index": None})
+
+
+def _whole_shard(file: Path) -> _Shard:
+    model = _open_weight_file(file)
+    return _Shard(name=file.name, model=model, tensors=model.tensors)
+
+
+def _unindexed_files(folder: Path) -> list[Path]:
+    """The weight files an index-less folder stands for: a model file, a single file, or shards."""
+    for name in MODEL_NAMES:
+        if (folder / name).is_file():
+            return [folder / name]
+    found = sorted(
+        file
+        for file in folder.iterdir()
+        if file.is_file() and file.suffix.lower() in WEIGHT_SUFFIXES
+    )
+    if len(found) == 1 or (found and all(file.suffix.lower() == SHARD_SUFFIX for file in found)):
+        return found
+    raise _ambiguous(folder, found)
+
+
+def _ambiguous(folder: Path, found: list[Path]) -> UnreadableModel:
+    seen = ", ".join(file.name for file in found) if found else "no weight file"
+    suffixes = ", ".join("*" + suffix for suffix in WEIGHT_SUFFIXES)
+    return UnreadableModel(
+        folder,
+        f"found {seen}; expected {' or '.join(INDEX_NAMES)}, one weight file ({suffixes}), "
+        "or only *.safetensors shards; name the file to compare instead of the folder",
+    )
+
+
+def _read_index(path: Path, index: Path) -> Model:
+    weight_map, index_metadata = _parse_index(index)
+    by_shard = sorted(_tensors_by_shard(weight_map).items())
+    # Every shard path is checked before any shard is opened.
+    paths = {name: _shard_path(index, name, wanted[0]) for name, wanted in by_shard}
+    shards = [_indexed_shard(index, name, paths[name], wanted) for name, wanted in by_shard]
+    return _combine(path, shards, {**index_metadata, "index": index.name})
+
+
+def _tensors_by_shard(weight_map: dict[str, str]) -> dict[str, list[str]]:
+    by_shard: dict[str, list[str]] = {}
+    for tensor, shard in weight_map.items():
+        by_shard.setdefault(shard, []).append(tensor)
+    return by_shard
+
+
+def _parse_index(index: Path) -> tuple[dict[str, str], dict[str, Any]]:
+    """The ``weight_map`` and the index's own ``metadata``; duplicate keys are refused."""
+    size = index.stat().st_size
+    if size > MAX_INDEX_BYTES:
+        raise MalformedModel(index, f"index is {size} bytes, over the 100 MB limit")
+    try:
+        document = loads_strict(index.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedModel(index, f"index is not valid JSON: {exc}") from exc
+    except DuplicateKey as exc:
+        # A repeated tensor name would silently point at only one of its shards.
+        raise MalformedModel(index, f"index repeats the key {exc.key!r}") from exc
+    return _weight_map(index, document), _index_metadata(index, document)
+
+
+def _weight_map(index: Path, document: Any) -> dict[str, str]:
+    weight_map = document.get("weight_map") if isinstance(document, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise MalformedModel(index, "index has no weight_map object mapping tensor names to shards")
+    for tensor, shard in weight_map.items():
+        if not isinstance(shard, str):
+            raise MalformedModel(
+                index, f"weight_map maps tensor {tensor!r} to {shard!r}, not a shard file name"
+            )
+    return weight_map
+
+
+def _index_metadata(index: Path, document: dict[str, Any]) -> dict[str, Any]:
+    metadata = document.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise MalformedModel(index, "index metadata is not a JSON object")
+    return metadata
+
+
+def _indexed_shard(index: Path, shard_name: str, shard_path: Path, wanted: list[str]) -> _Shard:
+    """The shard's tensors, which must be exactly those the weight_map assigns to it."""
+    model = _open_weight_file(shard_path)
+    missing = [tensor for tensor in wanted if tensor not in model.tensors]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise UnreadableModel(
+            index,
+            f"weight_map puts tensor {missing[0]!r}{more} in shard {shard_name!r}, "
+            "which does not hold it",
+        )
+    unlisted = [tensor for tensor in model.tensors if tensor not in set(wanted)]
+    if unlisted:
+        # Loaders read whole shards, so an unlisted tensor would load yet never be compared.
+        raise UnreadableModel(
+            index,
+            f"shard {shard_name!r} holds tensor {unlisted[0]!r} that the weight_map does not list",
+        )
+    return _Shard(name=shard_name, model=model, tensors=model.tensors)
+
+
+def _shard_path(index: Path, shard_name: str, tensor: str) -> Path:
+    # PureWindowsPath sees both separators, drives and roots, so "C:x" and "\\x" escape too.
+    parsed = PureWindowsPath(shard_name)
+    if parsed.drive or parsed.root or ".." in parsed.parts:
+        raise UnreadableModel(
+            index, f"shard {shard_name!r} (for tensor {tensor!r}) points outside the index's folder"
+        )
+    shard_path = index.parent / shard_name
+    if not shard_path.is_file():
+        raise UnreadableModel(index, f"shard {shard_name!r} (for tensor {tensor!r}) does not exist")
+    return shard_path
+
+
+def _open_weight_file(path: Path) -> Model:
+    # Deferred: the reader registry imports this module.
+    from diffai.formats import detect_reader
+
+    reader = detect_reader(path)
+    if reader.FORMAT == FORMAT:
+        raise UnreadableModel(path, "a shard must be a weight file, not another index")
+    return reader.read(path)
+
+
+def _combine(path: Path, shards: list[_Shard], metadata: dict[str, Any]) -> Model:
+    """One model from its shards; shard metadata first, so the index's own keys win."""
+    merged_metadata: dict[str, Any] = {}
+    scalars: dict[str, Scalar] = {}
+    for shard in shards:
+        merged_metadata.update(shard.model.metadata)
+        scalars.update(shard.model.scalars)
+    merged_metadata.update(metadata, shards=[shard.name for shard in shards])
+    return Model(
+        path=str(path),
+        format=_format_name(shards),
+        size_bytes=sum(shard.model.size_bytes for shard in shards),
+        tensors=_merge_tensors(path, shards),
+        scalars=scalars,
+        metadata=merged_metadata,
+    )
+
+
+def _merge_tensors(path: Path, shards: list[_Shard]) -> dict[str, TensorRef]:
+    tensors: dict[str, TensorRef] = {}
+    owners: dict[str, str] = {}
+    for shard in shards:
+        for name, ref in shard.tensors.items():
+            if name in owners:
+                raise UnreadableModel(
+                    path, f"tensor {name!r} is in both {owners[name]!r} and {shard.name!r}"
+                )
+            tensors[name], owners[name] = ref, shard.name
+    return tensors
+
+
+def _format_name(shards: list[_Shard]) -> str:
+    """E.g. ``safetensors (3 shards)``: short, and still says what was read."""
+    formats = "+".join(dict.fromkeys(shard.model.format for shard in shards))
+    count = len(shards)
+    return f"{formats} ({count} shard{'' if count == 1 else 's'})"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ class ZipMembers:
         """A small member (a pickle, a header) read whole."""
         try:
             return self.archive.read(name)
-        except (KeyError, zipfile.BadZipFile, OSError) as exc:
+        except (KeyError, zipfile.BadZipFile, OSError, zlib.error, NotImplementedError) as exc:
             raise MalformedModel(self.path, f"cannot read zip member {name!r}: {exc}") from exc
 
     def member_array(self, name: str) -> np.ndarray:
