@@ -8,7 +8,15 @@ from pathlib import Path
 from diffai.compare import CompareOptions, compare_models
 from diffai.errors import UsageError
 from diffai.formats import open_model
-from diffai.report import Report
+from diffai.policy import (
+    MetricsFile,
+    Policy,
+    default_policy,
+    load_metrics,
+    load_policy,
+    policy_metric_files,
+)
+from diffai.report import Gate, Report
 from diffai.stats import ProgressCallback
 
 
@@ -21,19 +29,25 @@ def compare(
     exclude: Sequence[str] = (),
     format: str | None = None,
     workers: int | None = None,
+    policy: str | Path | Policy | None = None,
+    metrics_baseline: str | Path | None = None,
+    metrics_candidate: str | Path | None = None,
     on_bytes: ProgressCallback | None = None,
 ) -> Report:
     """Compare two model artifacts (files or folders, any supported format) tensor by tensor.
 
     ``epsilon`` is the absolute difference above which an element counts as
     changed; ``include``/``exclude`` are glob patterns on tensor and scalar
-    names; ``on_bytes`` is called with byte counts as tensors are read.
+    names; ``policy`` is a policy file or a loaded ``Policy`` (default: the
+    documented default policy); ``metrics_*`` override the policy's metrics
+    files; ``on_bytes`` is called with byte counts as tensors are read.
     Raises ``DiffaiError`` subclasses for anything wrong with the inputs.
     """
     options = compare_options(epsilon, include, exclude, workers)
+    gate = load_gate(policy, metrics_baseline, metrics_candidate)
     base_model = open_model(baseline, format)
     cand_model = open_model(candidate, format)
-    return Report(compare_models(base_model, cand_model, options, on_bytes))
+    return Report.build(compare_models(base_model, cand_model, options, on_bytes), gate)
 
 
 def compare_options(
@@ -44,3 +58,25 @@ def compare_options(
     if workers is not None and workers < 1:
         raise UsageError(f"workers must be at least 1, got {workers}")
     return CompareOptions(epsilon, tuple(include), tuple(exclude), workers)
+
+
+def load_gate(
+    policy: str | Path | Policy | None,
+    metrics_baseline: str | Path | None = None,
+    metrics_candidate: str | Path | None = None,
+) -> Gate:
+    """The policy and its metrics files, loaded and checked before any model is read."""
+    if policy is None:
+        policy = default_policy()
+    elif not isinstance(policy, Policy):
+        policy = load_policy(policy)
+    named_baseline, named_candidate = policy_metric_files(policy)
+    return Gate(
+        policy=policy,
+        metrics_baseline=_metrics(metrics_baseline or named_baseline),
+        metrics_candidate=_metrics(metrics_candidate or named_candidate),
+    )
+
+
+def _metrics(path: str | Path | None) -> MetricsFile | None:
+    return None if path is None else load_metrics(path)

@@ -7,19 +7,22 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from tqdm import tqdm
 
 from diffai._version import __version__
-from diffai.api import compare_options
+from diffai.api import compare_options, load_gate
 from diffai.compare import bytes_to_read, compare_models
 from diffai.errors import DiffaiError
 from diffai.formats import READERS, open_model
-from diffai.renderers.analysis_lines import LINE_KEYS
+from diffai.renderers.analysis_lines import ANALYSIS_KEYS, LINE_KEYS, VERDICT_KEYS
+from diffai.renderers.junit import render_junit
+from diffai.renderers.markdown import render_markdown
 from diffai.renderers.records import change_records, render_json, render_yaml
 from diffai.renderers.text import render_text
-from diffai.report import Report
+from diffai.report import Report, write_atomically
 
 EXIT_SAME, EXIT_DIFFERENT, EXIT_TROUBLE = 0, 1, 2
 #: Below this many bytes a run is too quick for a progress bar to help.
@@ -49,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_options(parser)
     _add_comparison_options(parser)
     _add_analysis_options(parser)
+    _add_policy_options(parser)
     parser.add_argument("--version", action="version", version=f"diffai {__version__}")
     return parser
 
@@ -124,18 +128,45 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
         "All analyses are computed and written to the report; these flags choose which "
         "ones stdout shows (default: all).",
     )
-    for key in LINE_KEYS:
+    for key in ANALYSIS_KEYS:
         group.add_argument(
             f"--{key.replace('_', '-')}", action="store_true", dest=key, help=f"show {key}"
         )
+
+
+def _add_policy_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "policy",
+        "Every report carries a verdict, from --policy or else the default policy "
+        "(docs/policy.md). With --policy or --verdict the exit status is the verdict's: "
+        "0 pass or warn, 1 fail.",
+    )
+    add = group.add_argument
+    add("--policy", metavar="FILE", help="judge the comparison by this YAML policy")
+    add(
+        "--verdict",
+        action="store_true",
+        help="exit by the verdict (of the default policy unless --policy is given)",
+    )
+    add(
+        "--metrics-baseline",
+        metavar="FILE",
+        help="baseline evaluation metrics (JSON or YAML); overrides the policy's",
+    )
+    add(
+        "--metrics-candidate",
+        metavar="FILE",
+        help="candidate evaluation metrics (JSON or YAML); overrides the policy's",
+    )
+    add("--markdown", metavar="FILE", help="write the pull-request comment (markdown) to FILE")
+    add("--junit", metavar="FILE", help="write one JUnit testcase per policy check to FILE")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         report = run(args, sys.stderr)
-        if args.report:
-            report.write(args.report)
+        write_outputs(report, args)
         _print(render_stdout(report, args))
     except DiffaiError as exc:
         print(f"diffai: error: {exc}", file=sys.stderr)
@@ -151,16 +182,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_TROUBLE
+    return exit_status(report, args)
+
+
+def exit_status(report: Report, args: argparse.Namespace) -> int:
+    """The verdict's when one was asked for, else diff's: identical or not."""
+    if args.policy or args.verdict:
+        return EXIT_DIFFERENT if report.verdict == "fail" and not args.exit_zero else EXIT_SAME
     return EXIT_SAME if report.identical or args.exit_zero else EXIT_DIFFERENT
 
 
 def run(args: argparse.Namespace, progress_stream: TextIO) -> Report:
     options = compare_options(args.epsilon, args.include, args.exclude, args.workers)
+    gate = load_gate(args.policy, args.metrics_baseline, args.metrics_candidate)
     baseline = open_model(args.baseline, args.format)
     candidate = open_model(args.candidate, args.format)
     total = bytes_to_read(baseline, candidate, options)
     with _progress_bar(total, progress_stream, args.progress) as on_bytes:
-        return Report(compare_models(baseline, candidate, options, on_bytes))
+        return Report.build(compare_models(baseline, candidate, options, on_bytes), gate)
+
+
+def write_outputs(report: Report, args: argparse.Namespace) -> None:
+    """The files asked for, each written atomically, only once the whole run has succeeded."""
+    outputs = [
+        (args.report, report.to_json),
+        (args.markdown, lambda: render_markdown(report.document)),
+        (args.junit, lambda: render_junit(report.document)),
+    ]
+    for path, render in outputs:
+        if path:
+            write_atomically(Path(path), render())
 
 
 def render_stdout(report: Report, args: argparse.Namespace) -> str:
@@ -172,11 +223,19 @@ def render_stdout(report: Report, args: argparse.Namespace) -> str:
     tensors = document["tensors"]
     if args.sort_by_change_magnitude:
         tensors = sorted(tensors, key=change_magnitude, reverse=True)
-    analyses = [key for key in LINE_KEYS if getattr(args, key)] or list(LINE_KEYS)
+    analyses = shown_sections(args)
     if args.output == "text":
         return render_text(document, tensors, analyses, show_layers=args.show_layer_impact)
     records = change_records(document, tensors, analyses)
     return render_json(records) if args.output == "json" else render_yaml(records)
+
+
+def shown_sections(args: argparse.Namespace) -> list[str]:
+    """Every section by default; with the seed's flags, those chosen (and the verdict if asked)."""
+    chosen = [key for key in ANALYSIS_KEYS if getattr(args, key)]
+    if not chosen:
+        return list(LINE_KEYS)
+    return chosen + list(VERDICT_KEYS) if args.policy or args.verdict else chosen
 
 
 def change_magnitude(tensor: dict[str, Any]) -> float:

@@ -6,6 +6,7 @@
     │   ├── MalformedModel        the bytes break the format's rules (bad header, offsets ...)
     │   ├── UnsafePickle          a pickle asks for a global outside the allow-list
     │   └── MissingExtra          reading it needs an optional package (torch, scipy, h5py)
+    ├── PolicyError               a policy or metrics file is missing, unreadable or invalid
     └── ReportError               the report could not be written
 
 The library raises these and never prints or exits; ``cli.main`` turns each into
@@ -53,6 +54,10 @@ class MissingExtra(UnreadableModel):
     def __init__(self, path: str | Path, what: str, extra: str) -> None:
         self.extra = extra
         super().__init__(path, f"{what}; install it with: pip install 'diffai[{extra}]'")
+
+
+class PolicyError(DiffaiError):
+    """A policy or metrics file cannot be used; the message names the file, line and key."""
 
 
 class ReportError(DiffaiError):

@@ -1,5 +1,8 @@
 """The report: one JSON document (``spec/report.schema.json``) built from a comparison.
 
+Every report carries a verdict: from the given policy, else from the
+documented default policy (docs/policy.md).
+
 Renderers and CI code read this document, never the comparison objects, so
 what a PR comment shows is exactly what the uploaded artifact says.
 """
@@ -11,8 +14,7 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +24,44 @@ from diffai.compare import STATUSES, Comparison, TensorComparison
 from diffai.errors import ReportError
 from diffai.layers import layer_impact
 from diffai.model import Model, Scalar
+from diffai.policy import MetricsFile, Policy, default_policy, evaluate
 from diffai.stats import DiffStats, TensorStats
 
 SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
+class Gate:
+    """What the comparison is judged by: a policy (the default one unless given) and metrics."""
+
+    policy: Policy = field(default_factory=default_policy)
+    metrics_baseline: MetricsFile | None = None
+    metrics_candidate: MetricsFile | None = None
+
+
+@dataclass(frozen=True)
 class Report:
-    """A finished comparison and its report document."""
+    """A finished comparison, judged by a policy, and its report document."""
 
     comparison: Comparison
+    document: dict[str, Any]
 
-    @cached_property
-    def document(self) -> dict[str, Any]:
-        return build_document(self.comparison)
+    @classmethod
+    def build(cls, comparison: Comparison, gate: Gate | None = None) -> Report:
+        """Measure, analyse, then judge: the policy reads the finished analyses."""
+        gate = gate or Gate()
+        document = build_document(comparison)
+        judged = evaluate(gate.policy, document, gate.metrics_baseline, gate.metrics_candidate)
+        document.update(_finite(judged))
+        return cls(comparison, document)
 
     @property
     def identical(self) -> bool:
         return self.comparison.identical
+
+    @property
+    def verdict(self) -> str:
+        return self.document["verdict"]
 
     def to_json(self) -> str:
         return json.dumps(self.document, indent=2, allow_nan=False) + "\n"
@@ -70,15 +92,6 @@ def build_document(comparison: Comparison) -> dict[str, Any]:
             _finite(dataclasses.asdict(layer)) for layer in layer_impact(comparison.tensors)
         ],
         "analyses": _finite(run_analyses(comparison)),
-        "regression_test": {"passed": True, "degradation": None, "severity": "none", "checks": []},
-        "deployment_readiness": {
-            "readiness": 1.0,
-            "risk": "low",
-            "blockers": [],
-            "computed": False,
-        },
-        "policy": None,
-        "verdict": "pass",
     }
 
 

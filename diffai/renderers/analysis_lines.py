@@ -9,14 +9,13 @@ Line = Callable[[dict[str, Any]], str]
 
 
 def analysis_lines(document: dict[str, Any], keys: Sequence[str]) -> list[str]:
-    """Lines for the chosen analyses, then the policy's, when a policy was evaluated."""
-    lines = [f"{key}: {_LINES[key](document['analyses'][key])}" for key in keys if key in _LINES]
-    if document["analyses"]["training_progress"]["story"]:
-        lines.append(f"training_progress: {document['analyses']['training_progress']['story']}")
-    if document.get("policy"):
-        lines.append(f"regression_test: {_regression(document['regression_test'])}")
-        lines.append(f"deployment_readiness: {_readiness(document['deployment_readiness'])}")
-    return lines
+    """One line per chosen section that has something to say, in the order given."""
+    return [f"{key}: {line}" for key in keys if (line := _LINES[key](section(document, key)))]
+
+
+def section(document: dict[str, Any], key: str) -> dict[str, Any]:
+    """An analysis, or one of the policy's sections at the top of the report."""
+    return document["analyses"][key] if key in document["analyses"] else document[key]
 
 
 def _anomaly(result: dict[str, Any]) -> str:
@@ -60,6 +59,10 @@ def _quantization(result: dict[str, Any]) -> str:
     )
 
 
+def _training(result: dict[str, Any]) -> str:
+    return result["story"]
+
+
 def _regression(result: dict[str, Any]) -> str:
     degradation = result["degradation"]
     shown = "n/a" if degradation is None else f"{degradation:+.1%}"
@@ -86,6 +89,13 @@ _LINES: dict[str, Line] = {
     "gradient_analysis": _gradient,
     "memory_analysis": _memory,
     "quantization_analysis": _quantization,
+    "training_progress": _training,
+    "regression_test": _regression,
+    "deployment_readiness": _readiness,
 }
-#: The analyses a text line can show, in output order (the seed's flags select among them).
+#: The analyses the seed's flags (``--anomaly-detection`` ...) choose among.
+ANALYSIS_KEYS: tuple[str, ...] = tuple(_LINES)[:6]
+#: The policy's sections, shown with the analyses whenever a verdict is asked for.
+VERDICT_KEYS = ("regression_test", "deployment_readiness")
+#: Everything, in output order: what stdout shows when no flag chooses.
 LINE_KEYS: tuple[str, ...] = tuple(_LINES)

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from diffai.renderers.analysis_lines import section
+
 RECORD_KINDS = {
     "changed": "TensorStatsChanged",
     "dtype_changed": "TensorDtypeChanged",
@@ -27,7 +29,7 @@ def change_records(
     document: dict[str, Any], tensors: list[dict[str, Any]], analyses: Sequence[str]
 ) -> list[dict[str, Any]]:
     """One record per chosen analysis, then the given tensor entries' changes, then scalars."""
-    records = [{key: document["analyses"][key]} for key in analyses]
+    records = [{key: section(document, key)} for key in analyses]
     records += [_tensor_record(t) for t in tensors if t["status"] != "unchanged"]
     records += [
         {"ScalarChanged": [s["name"], s["baseline"], s["candidate"]]} for s in document["scalars"]

@@ -1,0 +1,310 @@
+"""Tensor drift rules: one check per rule per scope, naming every tensor that broke it.
+
+A scope is the top level or one override. Each tensor not ignored belongs to
+the first override whose ``match`` glob matches its name, else to the top
+level; the checks of a scope carry its rule path
+(``regression_test.overrides[0].max_relative_change``) and its severity.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+from diffai.policy.checks import (
+    Check,
+    Status,
+    at_most,
+    limit_percent,
+    make_check,
+    outcome,
+    percent,
+    tensors_text,
+)
+from diffai.policy.model import RegressionPolicy, TensorRules
+
+Tensor = dict[str, Any]
+#: Names listed in a message; the check's ``tensors`` list has them all.
+NAMES_IN_MESSAGE = 5
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A set of tensors checked against the same rules, under one rule path."""
+
+    prefix: str
+    match: str | None
+    rules: TensorRules
+    tensors: list[Tensor]
+
+    @property
+    def label(self) -> str:
+        return "" if self.match is None else f" matching '{self.match}'"
+
+    def check(
+        self, key: str, status: Status, message: str, observed: Any, limit: Any, **extra: Any
+    ) -> Check:
+        rule = f"{self.prefix}.{key}" if key else self.prefix
+        return make_check(rule, self.rules.severity, status, message, observed, limit, **extra)
+
+
+def scopes(policy: RegressionPolicy, tensors: Iterable[Tensor]) -> list[Scope]:
+    """The top-level scope, then one per override, each with the tensors it governs."""
+    top = Scope("regression_test", None, policy.rules, [])
+    overrides = [
+        Scope(f"regression_test.overrides[{i}]", o.match, o.rules, [])
+        for i, o in enumerate(policy.overrides)
+    ]
+    for tensor in tensors:
+        if not any(fnmatchcase(tensor["name"], glob) for glob in policy.ignore):
+            owner = next((s for s in overrides if fnmatchcase(tensor["name"], s.match)), top)
+            owner.tensors.append(tensor)
+    return [top, *overrides]
+
+
+def tensor_checks(all_scopes: list[Scope]) -> list[Check]:
+    checks = []
+    for scope in all_scopes:
+        if scope.match is not None and not scope.tensors:
+            checks.append(_unmatched(scope))
+            continue
+        numeric = [key for key in NUMERIC_RULES if getattr(scope.rules, key) is not None]
+        checks += [_numeric_check(scope, key, NUMERIC_RULES[key]) for key in numeric]
+        checks += [_switch_check(scope, key, rule) for key, rule in SWITCH_RULES.items()]
+    return checks
+
+
+def drift_ratio(all_scopes: list[Scope]) -> float | None:
+    """The worst ``relative_l2 / max_relative_change`` over tensors with a finite, positive pair."""
+    ratios = [
+        value / scope.rules.max_relative_change
+        for scope in all_scopes
+        if scope.rules.max_relative_change
+        for tensor in scope.tensors
+        if (value := _relative_change(tensor)) is not None and math.isfinite(value)
+    ]
+    return max(ratios, default=None)
+
+
+def _unmatched(scope: Scope) -> Check:
+    text = f"match '{scope.match}' matches no checked tensor; its rules were not applied"
+    return scope.check("", "skip", text, 0, None, tensors=[])
+
+
+# --- numeric thresholds ------------------------------------------------------------------
+
+
+def _diff(tensor: Tensor) -> dict[str, Any] | None:
+    return tensor.get("diff")
+
+
+def _moved(diff: dict[str, Any]) -> bool:
+    return (diff.get("l2") or 0.0) > 0 and diff.get("changed", 0) > 0
+
+
+def _relative_change(tensor: Tensor) -> float | None:
+    """‖c−b‖/‖b‖; a tensor that moved away from all zeros is infinitely changed."""
+    diff = _diff(tensor)
+    if diff is None or diff.get("l2") is None:
+        return None
+    if diff.get("relative_l2") is not None:
+        return diff["relative_l2"]
+    return math.inf if _moved(diff) else 0.0
+
+
+def _cosine(tensor: Tensor) -> float | None:
+    """Cosine similarity; a tensor that moved to or from all zeros has lost its direction: 0."""
+    diff = _diff(tensor)
+    if diff is None or diff.get("l2") is None:
+        return None
+    if diff.get("cosine") is not None:
+        return diff["cosine"]
+    return 0.0 if _moved(diff) else 1.0
+
+
+def _max_abs(tensor: Tensor) -> float | None:
+    diff = _diff(tensor)
+    return None if diff is None else diff.get("max_abs")
+
+
+def _relative_text(value: float) -> str:
+    return percent(value) if math.isfinite(value) else "changed from all zeros"
+
+
+@dataclass(frozen=True)
+class NumericRule:
+    """How to measure a tensor against one threshold and say the outcome."""
+
+    measure: Callable[[Tensor], float | None]
+    lower_is_worse: bool
+    show: Callable[[float], str]
+    show_limit: Callable[[float], str]
+    broke: str  # "{limit}" is replaced by the shown limit
+    kept: str
+    worst_word: str = "worst"
+
+    def breaks(self, value: float, limit: float) -> bool:
+        return not (at_most(limit, value) if self.lower_is_worse else at_most(value, limit))
+
+
+NUMERIC_RULES: dict[str, NumericRule] = {
+    "max_relative_change": NumericRule(
+        measure=_relative_change,
+        lower_is_worse=False,
+        show=_relative_text,
+        show_limit=limit_percent,
+        broke="changed by more than {limit}",
+        kept="changed by at most {limit}",
+        worst_word="largest",
+    ),
+    "min_cosine_similarity": NumericRule(
+        measure=_cosine,
+        lower_is_worse=True,
+        show=lambda value: f"{value:.6g}",
+        show_limit=lambda limit: f"{limit:g}",
+        broke="fell below cosine similarity {limit}",
+        kept="kept cosine similarity {limit} or more",
+        worst_word="lowest",
+    ),
+    "max_abs_diff": NumericRule(
+        measure=_max_abs,
+        lower_is_worse=False,
+        show=lambda value: f"{value:.4g}",
+        show_limit=lambda limit: f"{limit:g}",
+        broke="changed by more than {limit} in some element",
+        kept="changed by at most {limit} per element",
+        worst_word="largest",
+    ),
+}
+
+
+def _numeric_check(scope: Scope, key: str, rule: NumericRule) -> Check:
+    limit = getattr(scope.rules, key)
+    measured = [(t["name"], v) for t in scope.tensors if (v := rule.measure(t)) is not None]
+    measured.sort(key=lambda item: item[1], reverse=not rule.lower_is_worse)
+    broken = [name for name, value in measured if rule.breaks(value, limit)]
+    message = _numeric_message(scope, rule, limit, measured, broken)
+    worst = measured[0][1] if measured else None
+    return scope.check(key, outcome(not broken), message, worst, limit, tensors=broken)
+
+
+def _numeric_message(
+    scope: Scope,
+    rule: NumericRule,
+    limit: float,
+    measured: list[tuple[str, float]],
+    broken: list[str],
+) -> str:
+    if not measured:
+        return f"no tensor{scope.label} has values to compare"
+    name, value = measured[0]
+    worst = f"{name}, {rule.show(value)}"
+    if broken:
+        what = rule.broke.format(limit=rule.show_limit(limit))
+        return f"{tensors_text(len(broken))}{scope.label} {what} (worst: {worst})"
+    what = rule.kept.format(limit=rule.show_limit(limit))
+    return f"all {tensors_text(len(measured))}{scope.label} {what} ({rule.worst_word}: {worst})"
+
+
+# --- switches ------------------------------------------------------------------------------
+
+
+def _gained(kind: str) -> Callable[[Tensor], int]:
+    """How many more NaN (or inf) values the candidate has than the baseline at this tensor."""
+
+    def gained(tensor: Tensor) -> int:
+        candidate, baseline = tensor.get("candidate"), tensor.get("baseline")
+        if candidate is None:
+            return 0
+        return max(0, candidate[kind] - (baseline[kind] if baseline else 0))
+
+    return gained
+
+
+def _has_status(status: str) -> Callable[[Tensor], int]:
+    return lambda tensor: int(tensor["status"] == status)
+
+
+def _sides(field: str) -> Callable[[Tensor], str]:
+    def show(tensor: Tensor) -> str:
+        before, after = tensor["baseline"][field], tensor["candidate"][field]
+        return f"{tensor['name']} {before} → {after}"
+
+    return show
+
+
+@dataclass(frozen=True)
+class SwitchRule:
+    """A yes/no rule: which tensors offend it and how to name them."""
+
+    offence: Callable[[Tensor], int]  # 0: fine; more: how badly (sorts the worst first)
+    checked_when: bool  # the switch value that turns the check on
+    verb: str  # after "1 tensor" / "no tensor"
+    plural_verb: str
+    detail: Callable[[Tensor], str]
+
+
+def _name(tensor: Tensor) -> str:
+    return tensor["name"]
+
+
+def _gained_detail(kind: str, label: str) -> Callable[[Tensor], str]:
+    return lambda tensor: f"{tensor['name']} (+{_gained(kind)(tensor)} {label})"
+
+
+def _gain_rule(kind: str, label: str) -> SwitchRule:
+    verb = f"gained {label} values"
+    return SwitchRule(_gained(kind), True, verb, verb, _gained_detail(kind, label))
+
+
+def _status_rule(
+    status: str, verb: str, plural_verb: str, detail: Callable[[Tensor], str]
+) -> SwitchRule:
+    return SwitchRule(_has_status(status), False, verb, plural_verb, detail)
+
+
+SWITCH_RULES: dict[str, SwitchRule] = {
+    "fail_on_nan": _gain_rule("nan", "NaN"),
+    "fail_on_inf": _gain_rule("inf", "inf"),
+    "allow_added": _status_rule("added", "was added", "were added", _name),
+    "allow_removed": _status_rule("removed", "was removed", "were removed", _name),
+    "allow_shape_change": _status_rule(
+        "shape_changed", "changed shape", "changed shape", _sides("shape")
+    ),
+    "allow_dtype_change": _status_rule(
+        "dtype_changed", "changed dtype", "changed dtype", _sides("dtype")
+    ),
+}
+
+
+def _switch_check(scope: Scope, key: str, rule: SwitchRule) -> Check:
+    value = getattr(scope.rules, key)
+    offenders = sorted(
+        (t for t in scope.tensors if rule.offence(t)), key=rule.offence, reverse=True
+    )
+    checked = value == rule.checked_when
+    status = "skip" if not checked else "fail" if offenders else "pass"
+    message = _switch_message(scope, key, value, rule, offenders)
+    worst = rule.offence(offenders[0]) if offenders else 0
+    observed = worst if rule.checked_when else len(offenders)
+    names = [t["name"] for t in offenders] if checked else []
+    return scope.check(key, status, message, observed, value, tensors=names)
+
+
+def _switch_message(
+    scope: Scope, key: str, value: bool, rule: SwitchRule, offenders: list[Tensor]
+) -> str:
+    if offenders:
+        details = [rule.detail(t) for t in offenders[:NAMES_IN_MESSAGE]]
+        more = len(offenders) - len(details)
+        listed = ", ".join(details) + (f" and {more} more" if more else "")
+        verb = rule.verb if len(offenders) == 1 else rule.plural_verb
+        found = f"{tensors_text(len(offenders))}{scope.label} {verb}: {listed}"
+    else:
+        found = f"no tensor{scope.label} {rule.verb}"
+    if value != rule.checked_when:
+        return f"not checked ({key} is {str(value).lower()}); {found}"
+    return found

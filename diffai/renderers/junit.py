@@ -1,0 +1,61 @@
+"""JUnit XML for GitLab and test-report actions: one testcase per policy check.
+
+A failed error check is a ``<failure>``; a failed warning passes with its
+message in ``<system-out>`` (JUnit has no warnings); a skipped check is
+``<skipped>``. ElementTree escapes the markup; characters XML 1.0 cannot
+carry at all (control characters from hostile tensor names) are spelled out.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from typing import Any
+
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def render_junit(document: dict[str, Any]) -> str:
+    checks = document["regression_test"]["checks"] + document["deployment_readiness"].get(
+        "checks", []
+    )
+    suite = ET.Element("testsuite", _suite_counts(checks))
+    for check in checks:
+        suite.append(_testcase(check))
+    root = ET.Element("testsuites", {"name": "diffai"})
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, "unicode") + "\n"
+
+
+def _suite_counts(checks: list[dict[str, Any]]) -> dict[str, str]:
+    failures = sum(1 for c in checks if c["status"] == "fail" and c["severity"] == "error")
+    skipped = sum(1 for c in checks if c["status"] == "skip")
+    return {"name": "diffai policy", "tests": str(len(checks)), "failures": str(failures),
+            "errors": "0", "skipped": str(skipped)}  # fmt: skip
+
+
+def _testcase(check: dict[str, Any]) -> ET.Element:
+    scope, _, rule = check["rule"].rpartition(".")
+    case = ET.Element(
+        "testcase", {"classname": _xml(f"diffai.{scope or 'policy'}"), "name": _xml(rule)}
+    )
+    message = _xml(check["message"])
+    if check["status"] == "skip":
+        ET.SubElement(case, "skipped", {"message": message})
+    elif check["status"] == "fail" and check["severity"] == "error":
+        failure = ET.SubElement(case, "failure", {"message": message, "type": check["rule"]})
+        failure.text = _details(check)
+    elif check["status"] == "fail":
+        ET.SubElement(case, "system-out").text = f"warning: {message}\n{_details(check)}"
+    return case
+
+
+def _details(check: dict[str, Any]) -> str:
+    lines = [f"observed: {check.get('observed')}", f"threshold: {check.get('threshold')}"]
+    lines += [f"tensor: {name}" for name in check.get("tensors", [])]
+    return _xml("\n".join(lines))
+
+
+def _xml(value: str) -> str:
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m[0]):02x}", value)
