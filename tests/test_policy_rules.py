@@ -170,6 +170,7 @@ def test_a_small_fine_tune_passes_a_five_percent_rule(policy_file, gate) -> None
     assert result["verdict"] == "pass"
     assert result["regression_test"] == {
         "passed": True, "degradation": pytest.approx(0.62), "severity": "none",
+        "degradation_basis": "tensor_drift_over_limit",
         "checks": result["regression_test"]["checks"],
     }  # fmt: skip
     assert result["policy"] == {"source": "policy.yaml", "result": "pass"}

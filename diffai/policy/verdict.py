@@ -47,12 +47,21 @@ def regression_test(
     checks = rules.tensor_checks(scopes)
     checks += metrics.metric_checks(policy.metrics, baseline, candidate)
     drop = metrics.worst_relative_drop(policy.metrics, baseline, candidate)
+    drift = rules.drift_ratio(scopes) if drop is None else None
     return {
         "passed": not failed(checks, "error"),
-        "degradation": drop if drop is not None else rules.drift_ratio(scopes),
+        "degradation": drop if drop is not None else drift,
+        # The two readings differ: a fraction of a metric, or a multiple of a drift limit.
+        "degradation_basis": _basis(drop, drift),
         "severity": worst_severity(checks),
         "checks": checks,
     }
+
+
+def _basis(drop: float | None, drift: float | None) -> str | None:
+    if drop is not None:
+        return "metric_relative_drop"
+    return "tensor_drift_over_limit" if drift is not None else None
 
 
 def worst_severity(checks: list[Check]) -> str:

@@ -65,7 +65,12 @@ def _training(result: dict[str, Any]) -> str:
 
 def _regression(result: dict[str, Any]) -> str:
     degradation = result["degradation"]
-    shown = "n/a" if degradation is None else f"{degradation:+.1%}"
+    if degradation is None:
+        shown = "n/a"
+    elif result.get("degradation_basis") == "tensor_drift_over_limit":
+        shown = f"{degradation:.2f}x_limit"
+    else:
+        shown = f"{degradation:+.1%}"
     passed = "true" if result["passed"] else "false"
     return f"passed={passed}, degradation={shown}, severity={result['severity']}"
 

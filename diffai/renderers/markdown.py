@@ -24,6 +24,7 @@ COMMENT_LIMIT = 65_536
 TOP_LAYERS = 15
 CHART_LAYERS = 30
 CHECK_TENSORS = 10
+CHART_LABEL = 28
 BAR_WIDTH = 12
 _SAFE = re.compile(r"[A-Za-z0-9 .,/=+()-]")
 _CHART_SAFE = re.compile(r"[^A-Za-z0-9._/-]")
@@ -97,7 +98,12 @@ def code(name: str) -> str:
 
 
 def chart_label(name: str) -> str:
-    return '"' + _CHART_SAFE.sub("_", name)[-28:] + '"'
+    """A short quoted axis label: the last dotted parts of the name that fit, safe for Mermaid."""
+    parts = _CHART_SAFE.sub("_", name).split(".")
+    label = parts.pop()
+    while parts and len(parts[-1]) + len(label) < CHART_LABEL:
+        label = f"{parts.pop()}.{label}"
+    return f'"{".." if parts else ""}{label[-CHART_LABEL:]}"'
 
 
 def pct(value: float | None, digits: int = 2) -> str:
