@@ -34,9 +34,10 @@ examples:
   diffai epoch_1.pt epoch_10.pt --sort-by-change-magnitude
   diffai fp32/ bf16/ --include 'encoder.*' --show-layer-impact
   diffai model.pt model.safetensors -o json --report report.json
+  diffai base/ tuned/ --policy policy.yaml --markdown comment.md --junit junit.xml
 
 exit status: 0 identical, 1 different (0 with --exit-zero), 2 trouble (bad input,
-unreadable file, usage)
+unreadable file, usage); with --policy or --verdict: 0 pass or warn, 1 fail, 2 trouble
 """
 
 

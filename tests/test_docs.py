@@ -34,3 +34,16 @@ def test_the_readme_example_command_exits_zero(monkeypatch, capsys) -> None:
     monkeypatch.chdir(ROOT)
     assert main(argv[1:]) == 0
     assert "+ fc2.scale: shape=[10], dtype=f32" in capsys.readouterr().out
+
+
+def test_the_readme_shows_the_current_example_comment(monkeypatch, tmp_path) -> None:
+    """The rendered example in the README is exactly what the Quick start command produces."""
+    monkeypatch.chdir(ROOT)
+    comment = tmp_path / "comment.md"
+    argv = shlex.split(quick_start_commands()[0].split("&&", 1)[1])[1:]
+    assert main([*argv, "--markdown", str(comment), "-q"]) == 0
+    readme = ROOT.joinpath("README.md").read_text()
+    shown = readme.split("<!-- example-comment:start -->\n")[1].split(
+        "<!-- example-comment:end -->"
+    )[0]
+    assert shown == comment.read_text(), "paste the new comment between the README's markers"
