@@ -24,8 +24,9 @@ import numpy as np
 from diffai.dtypes import is_complex
 from diffai.model import TensorRef
 
-#: Elements per chunk and side: 4 MiB of float64, small enough for several worker threads.
-CHUNK_ELEMENTS = 1 << 19
+#: Elements per chunk and side: 1 MiB of float64, so a chunk's dozen passes run in cache
+#: (measured: 16K to 128K elements run alike, 512K about 25% slower).
+CHUNK_ELEMENTS = 1 << 17
 
 ProgressCallback = Callable[[int], None]
 
@@ -66,20 +67,27 @@ class _SideAccumulator:
         self.mean = self.m2 = 0.0
         self.min, self.max = math.inf, -math.inf
 
-    def add(self, values: np.ndarray, finite: np.ndarray | None) -> None:
-        if finite is not None:
-            nan = int(np.count_nonzero(np.isnan(values)))
-            self.nan += nan
-            self.inf += values.size - int(np.count_nonzero(finite)) - nan
-            values = values[finite]
-        if values.size:
-            self._merge(values)
+    def add(self, values: np.ndarray) -> np.ndarray | None:
+        """Fold a float64 chunk in; return its finite mask, or None when all of it is finite."""
+        total = float(values.sum())
+        if math.isfinite(total):  # NaN and inf poison a sum: one pass proves all are finite
+            if values.size:
+                self._merge(values, total)
+            return None
+        finite = np.isfinite(values)
+        nan = int(np.count_nonzero(np.isnan(values)))
+        self.nan += nan
+        self.inf += values.size - int(np.count_nonzero(finite)) - nan
+        kept = values[finite]
+        if kept.size:
+            self._merge(kept, float(kept.sum()))
+        return finite
 
-    def _merge(self, values: np.ndarray) -> None:
+    def _merge(self, values: np.ndarray, total: float) -> None:
         count = values.size
-        chunk_mean = float(values.sum()) / count
+        chunk_mean = total / count
         deviation = values - chunk_mean
-        chunk_m2 = float(np.dot(deviation, deviation))
+        chunk_m2 = float(_dot(deviation, deviation))
         total = self.count + count
         delta = chunk_mean - self.mean
         self.mean += delta * count / total
@@ -128,10 +136,10 @@ class _DiffAccumulator:
         self.changed += int(np.count_nonzero(magnitude > self.epsilon))
         self.max_abs = max(self.max_abs, float(magnitude.max()))
         self.sum_abs += float(magnitude.sum())
-        self.sum_dd += float(np.dot(delta, delta))
-        self.sum_bb += float(np.dot(base, base))
-        self.sum_cc += float(np.dot(cand, cand))
-        self.sum_bc += float(np.dot(base, cand))
+        self.sum_dd += float(_dot(delta, delta))
+        self.sum_bb += float(_dot(base, base))
+        self.sum_cc += float(_dot(cand, cand))
+        self.sum_bc += float(_dot(base, cand))
 
     def result(self) -> DiffStats:
         compared = self.compared > 0
@@ -169,8 +177,7 @@ def measure_tensor(ref: TensorRef, on_bytes: ProgressCallback | None = None) -> 
     """Statistics of one tensor (an added, removed or reshaped one)."""
     side = _SideAccumulator()
     for chunk in iter_chunks(ref.array()):
-        values = _as_float64(chunk, ref.dtype)
-        side.add(values, _finite_mask(values))
+        side.add(_as_float64(chunk, ref.dtype))
         _report(on_bytes, chunk.nbytes)
     return side.result(ref)
 
@@ -187,9 +194,7 @@ def measure_pair(
     for base_chunk, cand_chunk in chunks:
         base = _as_float64(base_chunk, base_ref.dtype)
         cand = _as_float64(cand_chunk, cand_ref.dtype)
-        base_finite, cand_finite = _finite_mask(base), _finite_mask(cand)
-        base_side.add(base, base_finite)
-        cand_side.add(cand, cand_finite)
+        base_finite, cand_finite = base_side.add(base), cand_side.add(cand)
         diff.add(base, cand, _both(base_finite, cand_finite, base.size))
         _report(on_bytes, base_chunk.nbytes + cand_chunk.nbytes)
     return base_side.result(base_ref), cand_side.result(cand_ref), diff.result()
@@ -220,18 +225,23 @@ def _as_float64(chunk: np.ndarray, dtype: str) -> np.ndarray:
     return chunk.astype(np.float64)
 
 
-def _finite_mask(values: np.ndarray) -> np.ndarray | None:
-    """The finite mask, or None when every value is finite (the common, fast case)."""
-    finite = np.isfinite(values)
-    return None if finite.all() else finite
-
-
 def _both(base: np.ndarray | None, cand: np.ndarray | None, size: int) -> np.ndarray | None:
     if base is None and cand is None:
         return None
     return (base if base is not None else np.ones(size, bool)) & (
         cand if cand is not None else np.ones(size, bool)
     )
+
+
+def _dot(left: np.ndarray, right: np.ndarray) -> float:
+    """Σ left·right of two float64 chunks, without BLAS.
+
+    Measured here: OpenBLAS's threaded ddot (``np.dot``, ``np.vdot``) waits on
+    its worker threads on every call, 4 ms for a 16K-element chunk and worse
+    when the cores are busy, while einsum's SIMD loop takes 9 µs; in float64
+    over one chunk its rounding error stays far below 1e-6.
+    """
+    return float(np.einsum("i,i->", left, right))
 
 
 def _report(on_bytes: ProgressCallback | None, count: int) -> None:
