@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from diffai.compare import CompareOptions, compare_models
+from diffai.comparison import CompareOptions, compare_models
 from diffai.errors import UsageError
 from diffai.formats import open_model
 from diffai.policy import (

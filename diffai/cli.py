@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
-import threading
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, TextIO
-
-from tqdm import tqdm
+from collections.abc import Sequence
+from types import FrameType
 
 from diffai._version import __version__
-from diffai.api import compare_options, load_gate
-from diffai.compare import bytes_to_read, compare_models
 from diffai.errors import DiffaiError
-from diffai.formats import READERS, open_model
-from diffai.renderers.analysis_lines import ANALYSIS_KEYS, LINE_KEYS, VERDICT_KEYS
-from diffai.renderers.junit import render_junit
-from diffai.renderers.markdown import render_markdown
-from diffai.renderers.records import change_records, render_json, render_yaml
-from diffai.renderers.text import render_text
-from diffai.report import Report, write_atomically
+from diffai.renderers.analysis_lines import ANALYSIS_KEYS
 
-EXIT_SAME, EXIT_DIFFERENT, EXIT_TROUBLE = 0, 1, 2
-#: Below this many bytes a run is too quick for a progress bar to help.
-PROGRESS_MIN_BYTES = 256 * 1024 * 1024
+EXIT_TROUBLE, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143
+#: The readers' names, spelled out so that --help needs no reader imported (a test checks them).
+FORMAT_NAMES = ("safetensors", "pytorch", "numpy", "matlab", "folder")
 
 EXAMPLES = """\
 examples:
@@ -117,7 +106,7 @@ def _add_comparison_options(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--format",
-        choices=sorted(READERS),
+        choices=FORMAT_NAMES,
         help="read both inputs with this reader instead of detecting it",
     )
     add("--workers", type=int, help="threads measuring tensors (default: cores, at most 8)")
@@ -165,15 +154,20 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        report = run(args, sys.stderr)
-        write_outputs(report, args)
-        _print(render_stdout(report, args))
+        from diffai import command  # here, not at the top: --help and --version skip numpy
+
+        report = command.run(args, sys.stderr)
+        command.write_outputs(report, args)
+        _print(command.render_stdout(report, args))
     except DiffaiError as exc:
         print(f"diffai: error: {exc}", file=sys.stderr)
         return EXIT_TROUBLE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except _Terminated:
+        return EXIT_TERMINATED
     except Exception as exc:  # a bug, not bad input: one line unless DIFFAI_DEBUG asks for more
         if os.environ.get("DIFFAI_DEBUG"):
             raise
@@ -183,97 +177,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_TROUBLE
-    return exit_status(report, args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return command.exit_status(report, args)
 
 
-def exit_status(report: Report, args: argparse.Namespace) -> int:
-    """The verdict's when one was asked for, else diff's: identical or not."""
-    if args.policy or args.verdict:
-        return EXIT_DIFFERENT if report.verdict == "fail" and not args.exit_zero else EXIT_SAME
-    return EXIT_SAME if report.identical or args.exit_zero else EXIT_DIFFERENT
+class _Terminated(Exception):
+    """SIGTERM (a cancelled CI job): stop like Ctrl-C, before any output file is written."""
 
 
-def run(args: argparse.Namespace, progress_stream: TextIO) -> Report:
-    options = compare_options(args.epsilon, args.include, args.exclude, args.workers)
-    gate = load_gate(args.policy, args.metrics_baseline, args.metrics_candidate)
-    baseline = open_model(args.baseline, args.format)
-    candidate = open_model(args.candidate, args.format)
-    total = bytes_to_read(baseline, candidate, options)
-    with _progress_bar(total, progress_stream, args.progress) as on_bytes:
-        return Report.build(compare_models(baseline, candidate, options, on_bytes), gate)
-
-
-def write_outputs(report: Report, args: argparse.Namespace) -> None:
-    """The files asked for, each written atomically, only once the whole run has succeeded."""
-    outputs = [
-        (args.report, report.to_json),
-        (args.markdown, lambda: render_markdown(report.document)),
-        (args.junit, lambda: render_junit(report.document)),
-    ]
-    for path, render in outputs:
-        if path:
-            write_atomically(Path(path), render())
-
-
-def render_stdout(report: Report, args: argparse.Namespace) -> str:
-    document = report.document
-    if args.quiet:
-        return ""
-    if args.brief:
-        return "" if report.identical else f"Models {args.baseline} and {args.candidate} differ\n"
-    tensors = document["tensors"]
-    if args.sort_by_change_magnitude:
-        tensors = sorted(tensors, key=change_magnitude, reverse=True)
-    analyses = shown_sections(args)
-    if args.output == "text":
-        return render_text(document, tensors, analyses, show_layers=args.show_layer_impact)
-    records = change_records(document, tensors, analyses)
-    return render_json(records) if args.output == "json" else render_yaml(records)
-
-
-def shown_sections(args: argparse.Namespace) -> list[str]:
-    """Every section by default; with the seed's flags, those chosen (and the verdict if asked)."""
-    chosen = [key for key in ANALYSIS_KEYS if getattr(args, key)]
-    if not chosen:
-        return list(LINE_KEYS)
-    return chosen + list(VERDICT_KEYS) if args.policy or args.verdict else chosen
-
-
-def change_magnitude(tensor: dict[str, Any]) -> float:
-    """Relative L2 change; structural changes rank above any numeric one."""
-    diff = tensor["diff"]
-    if diff is None:
-        return float("inf") if tensor["status"] != "unchanged" else 0.0
-    if diff["relative_l2"] is None:
-        return float("inf") if diff["changed"] else 0.0
-    return diff["relative_l2"]
-
-
-class _progress_bar:
-    """A byte-counting tqdm bar on an interactive stderr; a no-op in CI logs and pipes."""
-
-    def __init__(self, total: int, stream: TextIO, forced: bool) -> None:
-        visible = forced or (stream.isatty() and total >= PROGRESS_MIN_BYTES)
-        self._bar = tqdm(
-            total=total,
-            unit="B",
-            unit_scale=True,
-            file=stream,
-            disable=not visible,
-            leave=False,
-            desc="comparing",
-        )
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> Callable[[int], None] | None:
-        return None if self._bar.disable else self._update
-
-    def _update(self, count: int) -> None:
-        with self._lock:
-            self._bar.update(count)
-
-    def __exit__(self, *exc: object) -> None:
-        self._bar.close()
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
 
 
 def _print(text: str) -> None:

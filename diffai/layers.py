@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from diffai.compare import TensorComparison
+from diffai.comparison import TensorComparison
 
 ROOT_LAYER = "(root)"
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from diffai._version import __version__
 from diffai.analyses import run_analyses
-from diffai.compare import STATUSES, Comparison, TensorComparison
+from diffai.comparison import STATUSES, Comparison, TensorComparison
 from diffai.errors import ReportError
 from diffai.layers import layer_impact
 from diffai.model import Model, Scalar

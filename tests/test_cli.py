@@ -246,7 +246,7 @@ class _Terminal(io.StringIO):
 
 
 def test_progress_bar_only_on_a_terminal_for_long_runs(models) -> None:
-    from diffai.cli import PROGRESS_MIN_BYTES, _progress_bar
+    from diffai.command import PROGRESS_MIN_BYTES, _progress_bar
 
     assert _progress_bar(PROGRESS_MIN_BYTES, io.StringIO(), forced=False).__enter__() is None
     assert _progress_bar(PROGRESS_MIN_BYTES - 1, _Terminal(), forced=False).__enter__() is None
@@ -282,3 +282,21 @@ def test_analysis_flags_choose_what_stdout_shows(run_cli, models) -> None:
     records = json.loads(run_cli(*models, "-o", "json", "--anomaly-detection").out)
     assert next(iter(records[0])) == "anomaly_detection"
     assert next(iter(records[1])) == "TensorStatsChanged"
+
+
+def test_format_names_match_the_reader_registry() -> None:
+    from diffai.cli import FORMAT_NAMES
+    from diffai.formats import READERS
+
+    assert sorted(FORMAT_NAMES) == sorted(READERS)
+
+
+def test_help_and_version_import_no_numpy() -> None:
+    """Start-up: the parser needs none of the engine, so --help stays as quick as python."""
+    import subprocess
+    import sys
+
+    heavy = "('numpy', 'jinja2', 'jsonschema', 'requests', 'torch')"
+    probe = f"import sys, diffai.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout == "[]\n"

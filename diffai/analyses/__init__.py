@@ -19,7 +19,7 @@ from diffai.analyses import (
     quantization,
     training,
 )
-from diffai.compare import Comparison
+from diffai.comparison import Comparison
 
 Analysis = Callable[[Comparison], dict[str, Any]]
 

@@ -20,7 +20,7 @@ from diffai.analyses.common import (
     max_abs,
     worst_severity,
 )
-from diffai.compare import Comparison, TensorComparison
+from diffai.comparison import Comparison, TensorComparison
 from diffai.layers import layer_of
 from diffai.stats import TensorStats
 

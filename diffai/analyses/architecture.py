@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from diffai.analyses.common import is_optimizer_state, ratio
-from diffai.compare import Comparison
+from diffai.comparison import Comparison
 from diffai.model import Model
 
 SIMILAR_PARAMETERS = 0.05  # within ±5% parameters counts as similar complexity

@@ -6,7 +6,7 @@ import math
 import re
 from collections.abc import Iterable
 
-from diffai.compare import Comparison, TensorComparison
+from diffai.comparison import Comparison, TensorComparison
 from diffai.stats import TensorStats
 
 SEVERITIES = ("none", "low", "medium", "high", "critical")

@@ -16,7 +16,7 @@ import statistics
 from typing import Any
 
 from diffai.analyses.common import weight_tensors
-from diffai.compare import Comparison, TensorComparison
+from diffai.comparison import Comparison, TensorComparison
 from diffai.layers import relative_change
 
 DIVERGING_UPDATE = 0.5

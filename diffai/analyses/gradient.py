@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from diffai.analyses.common import weight_tensors
-from diffai.compare import Comparison, TensorComparison
+from diffai.comparison import Comparison, TensorComparison
 from diffai.layers import relative_change
 
 EXPLODING_UPDATE = 1.0

@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Any
 
 from diffai.analyses.common import ratio
-from diffai.compare import Comparison
+from diffai.comparison import Comparison
 from diffai.model import Model
 
 MIB = 1024 * 1024

@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Any
 
 from diffai.analyses.common import ratio
-from diffai.compare import Comparison, TensorComparison
+from diffai.comparison import Comparison, TensorComparison
 from diffai.layers import relative_change
 
 PRECISION_BOUNDS = (("minimal", 1e-3), ("low", 1e-2), ("moderate", 1e-1))

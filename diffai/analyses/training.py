@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from diffai.compare import Comparison, ScalarChange
+from diffai.comparison import Comparison, ScalarChange
 
 _KINDS = (
     ("progress", re.compile(r"^(epochs?|step|global_step|iteration|iter|steps)$")),

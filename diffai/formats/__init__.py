@@ -40,7 +40,7 @@ def open_model(path: str | Path, format: str | None = None) -> Model:
     path = Path(path)
     if not path.exists():
         raise UnreadableModel(path, "no such file or directory")
-    reader = READERS[format] if format else detect_reader(path)
+    reader = READERS[check_format_name(format)] if format else detect_reader(path)
     return reader.read(path)
 
 

@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-from jsonschema.exceptions import ValidationError
+if TYPE_CHECKING:
+    import jsonschema
+    from jsonschema.exceptions import ValidationError
 
 KeyPath = tuple[str | int, ...]
 
@@ -52,12 +53,17 @@ def policy_schema() -> dict[str, Any]:
 
 def _finite_number(checker: Any, instance: Any) -> bool:
     """A number, as in JSON: YAML's ``.nan`` would silently pass every comparison."""
+    import jsonschema
+
     number = jsonschema.Draft202012Validator.TYPE_CHECKER.is_type(instance, "number")
     return number and not (isinstance(instance, float) and math.isnan(instance))
 
 
 @cache
 def _validator() -> jsonschema.protocols.Validator:
+    # Imported here: it costs 60 ms of start-up, and only policy files need it.
+    import jsonschema
+
     checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("number", _finite_number)
     cls = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)
     return cls(policy_schema())

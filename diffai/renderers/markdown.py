@@ -12,11 +12,12 @@ pointing at the JSON report.
 from __future__ import annotations
 
 import re
+from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import StrictUndefined
-from jinja2.sandbox import SandboxedEnvironment
+if TYPE_CHECKING:
+    from jinja2 import Template
 
 from diffai.renderers.analysis_lines import LINE_KEYS, analysis_lines
 
@@ -129,7 +130,12 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-def _template():
+@cache
+def _template() -> Template:
+    # Imported here: jinja2 costs start-up time and only --markdown needs it.
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
     environment = SandboxedEnvironment(
         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False
     )
