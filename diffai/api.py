@@ -29,6 +29,7 @@ def compare(
     exclude: Sequence[str] = (),
     format: str | None = None,
     workers: int | None = None,
+    shard: tuple[int, int] | None = None,
     policy: str | Path | Policy | None = None,
     metrics_baseline: str | Path | None = None,
     metrics_candidate: str | Path | None = None,
@@ -38,12 +39,13 @@ def compare(
 
     ``epsilon`` is the absolute difference above which an element counts as
     changed; ``include``/``exclude`` are glob patterns on tensor and scalar
-    names; ``policy`` is a policy file or a loaded ``Policy`` (default: the
+    names; ``shard`` = (i, n) measures only the i-th of n slices (see
+    ``diffai.merge``); ``policy`` is a policy file or a loaded ``Policy`` (default: the
     documented default policy); ``metrics_*`` override the policy's metrics
     files; ``on_bytes`` is called with byte counts as tensors are read.
     Raises ``DiffaiError`` subclasses for anything wrong with the inputs.
     """
-    options = compare_options(epsilon, include, exclude, workers)
+    options = compare_options(epsilon, include, exclude, workers, shard)
     gate = load_gate(policy, metrics_baseline, metrics_candidate)
     base_model = open_model(baseline, format)
     cand_model = open_model(candidate, format)
@@ -51,13 +53,17 @@ def compare(
 
 
 def compare_options(
-    epsilon: float, include: Sequence[str], exclude: Sequence[str], workers: int | None
+    epsilon: float,
+    include: Sequence[str],
+    exclude: Sequence[str],
+    workers: int | None,
+    shard: tuple[int, int] | None = None,
 ) -> CompareOptions:
     if not epsilon >= 0.0:
         raise UsageError(f"epsilon must be a non-negative number, got {epsilon}")
     if workers is not None and workers < 1:
         raise UsageError(f"workers must be at least 1, got {workers}")
-    return CompareOptions(epsilon, tuple(include), tuple(exclude), workers)
+    return CompareOptions(epsilon, tuple(include), tuple(exclude), workers, shard)
 
 
 def load_gate(

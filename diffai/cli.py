@@ -24,6 +24,7 @@ examples:
   diffai fp32/ bf16/ --include 'encoder.*' --show-layer-impact
   diffai model.pt model.safetensors -o json --report report.json
   diffai base/ tuned/ --policy policy.yaml --markdown comment.md --junit junit.xml
+  diffai base/ tuned/ --shard 2/4 --report part-2.json   (then: diffai merge part-*.json)
 
 exit status: 0 identical, 1 different (0 with --exit-zero), 2 trouble (bad input,
 unreadable file, usage); with --policy or --verdict: 0 pass or warn, 1 fail, 2 trouble
@@ -44,6 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analysis_options(parser)
     _add_policy_options(parser)
     parser.add_argument("--version", action="version", version=f"diffai {__version__}")
+    return parser
+
+
+def build_merge_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffai merge",
+        description="Combine the reports of a run split with --shard I/N into the report, "
+        "verdict and outputs one unsplit run gives.",
+        epilog="example:\n  diffai merge part-1.json part-2.json part-3.json --report report.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("parts", nargs="+", metavar="PART", help="a shard's --report file")
+    _add_output_options(parser)
+    _add_analysis_options(parser)
+    _add_policy_options(parser)
     return parser
 
 
@@ -109,6 +125,11 @@ def _add_comparison_options(parser: argparse.ArgumentParser) -> None:
         choices=FORMAT_NAMES,
         help="read both inputs with this reader instead of detecting it",
     )
+    add(
+        "--shard",
+        metavar="I/N",
+        help="measure only slice I of N (for CI matrix jobs); combine with 'diffai merge'",
+    )
     add("--workers", type=int, help="threads measuring tensors (default: cores, at most 8)")
 
 
@@ -153,12 +174,14 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    merging = argv[:1] == ["merge"]
+    args = build_merge_parser().parse_args(argv[1:]) if merging else build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         from diffai import command  # here, not at the top: --help and --version skip numpy
 
-        report = command.run(args, sys.stderr)
+        report = command.merge(args) if merging else command.run(args, sys.stderr)
         command.write_outputs(report, args)
         _print(command.render_stdout(report, args))
     except DiffaiError as exc:

@@ -17,12 +17,14 @@ from tqdm import tqdm
 from diffai.api import compare_options, load_gate
 from diffai.comparison import bytes_to_read, compare_models
 from diffai.formats import open_model
+from diffai.merge import merge_parts
 from diffai.renderers.analysis_lines import ANALYSIS_KEYS, LINE_KEYS, VERDICT_KEYS
 from diffai.renderers.junit import render_junit
 from diffai.renderers.markdown import render_markdown
 from diffai.renderers.records import change_records, render_json, render_yaml
 from diffai.renderers.text import render_text
 from diffai.report import Report, write_atomically
+from diffai.shard import parse_shard
 
 EXIT_SAME, EXIT_DIFFERENT = 0, 1
 #: Below this many bytes a run is too quick for a progress bar to help.
@@ -37,13 +39,20 @@ def exit_status(report: Report, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace, progress_stream: TextIO) -> Report:
-    options = compare_options(args.epsilon, args.include, args.exclude, args.workers)
+    shard = parse_shard(args.shard) if args.shard else None
+    options = compare_options(args.epsilon, args.include, args.exclude, args.workers, shard)
     gate = load_gate(args.policy, args.metrics_baseline, args.metrics_candidate)
     baseline = open_model(args.baseline, args.format)
     candidate = open_model(args.candidate, args.format)
     total = bytes_to_read(baseline, candidate, options)
     with _progress_bar(total, progress_stream, args.progress) as on_bytes:
         return Report.build(compare_models(baseline, candidate, options, on_bytes), gate)
+
+
+def merge(args: argparse.Namespace) -> Report:
+    """``diffai merge``: the shard reports combined and judged as one run."""
+    gate = load_gate(args.policy, args.metrics_baseline, args.metrics_candidate)
+    return Report.build(merge_parts(args.parts), gate)
 
 
 def write_outputs(report: Report, args: argparse.Namespace) -> None:
@@ -63,7 +72,8 @@ def render_stdout(report: Report, args: argparse.Namespace) -> str:
     if args.quiet:
         return ""
     if args.brief:
-        return "" if report.identical else f"Models {args.baseline} and {args.candidate} differ\n"
+        paths = document["baseline"]["path"], document["candidate"]["path"]
+        return "" if report.identical else "Models {} and {} differ\n".format(*paths)
     tensors = document["tensors"]
     if args.sort_by_change_magnitude:
         tensors = sorted(tensors, key=change_magnitude, reverse=True)

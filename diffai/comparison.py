@@ -16,6 +16,7 @@ from typing import Literal
 
 from diffai.errors import DiffaiError, UnreadableModel
 from diffai.model import Model, Scalar, TensorRef
+from diffai.shard import shard_members
 from diffai.stats import DiffStats, ProgressCallback, TensorStats, measure_pair, measure_tensor
 
 Status = Literal["unchanged", "changed", "added", "removed", "shape_changed", "dtype_changed"]
@@ -48,6 +49,7 @@ class CompareOptions:
     include: Sequence[str] = ()
     exclude: Sequence[str] = ()
     workers: int | None = None
+    shard: tuple[int, int] | None = None  # (index from 1, count): measure one slice only
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class Comparison:
     tensors: list[TensorComparison]
     scalars: list[ScalarChange]
     options: CompareOptions
+    #: Every selected tensor name in model order; a shard measures only some of them.
+    names: tuple[str, ...] = ()
 
     def count(self, status: Status) -> int:
         return sum(1 for tensor in self.tensors if tensor.status == status)
@@ -74,23 +78,32 @@ def compare_models(
 ) -> Comparison:
     """Compare every tensor and scalar the filters select; results in model order."""
     options = options or CompareOptions()
-    names = [
-        n for n in _ordered_names(baseline.tensors, candidate.tensors) if _selected(n, options)
-    ]
-    pairs = [(n, baseline.tensors.get(n), candidate.tensors.get(n)) for n in names]
+    names, pairs = _pairs(baseline, candidate, options)
     tensors = _measure_all(pairs, options, on_bytes)
     scalars = _scalar_changes(baseline.scalars, candidate.scalars, options)
-    return Comparison(baseline, candidate, tensors, scalars, options)
+    return Comparison(baseline, candidate, tensors, scalars, options, tuple(names))
 
 
 def bytes_to_read(baseline: Model, candidate: Model, options: CompareOptions) -> int:
     """Total tensor bytes ``compare_models`` will stream, for a progress bar."""
-    return sum(
-        ref.nbytes
-        for model in (baseline, candidate)
-        for name, ref in model.tensors.items()
-        if _selected(name, options)
-    )
+    return sum(_pair_bytes(base, cand) for _, base, cand in _pairs(baseline, candidate, options)[1])
+
+
+Pair = tuple[str, "TensorRef | None", "TensorRef | None"]
+
+
+def _pairs(
+    baseline: Model, candidate: Model, options: CompareOptions
+) -> tuple[list[str], list[Pair]]:
+    """The selected names, and the pairs this run (or this shard) measures."""
+    names = [
+        n for n in _ordered_names(baseline.tensors, candidate.tensors) if _selected(n, options)
+    ]
+    pairs = [(n, baseline.tensors.get(n), candidate.tensors.get(n)) for n in names]
+    if options.shard:
+        members = shard_members(((n, _pair_bytes(b, c)) for n, b, c in pairs), *options.shard)
+        pairs = [pair for pair in pairs if pair[0] in members]
+    return names, pairs
 
 
 def _ordered_names(base: dict[str, TensorRef], cand: dict[str, TensorRef]) -> list[str]:
@@ -105,7 +118,7 @@ def _selected(name: str, options: CompareOptions) -> bool:
 
 
 def _measure_all(
-    pairs: list[tuple[str, TensorRef | None, TensorRef | None]],
+    pairs: list[Pair],
     options: CompareOptions,
     on_bytes: ProgressCallback | None,
 ) -> list[TensorComparison]:

@@ -92,7 +92,26 @@ def build_document(comparison: Comparison) -> dict[str, Any]:
             _finite(dataclasses.asdict(layer)) for layer in layer_impact(comparison.tensors)
         ],
         "analyses": _finite(run_analyses(comparison)),
+        **({"shard": shard_section(comparison)} if comparison.options.shard else {}),
     }
+
+
+def shard_section(comparison: Comparison) -> dict[str, Any]:
+    """What ``diffai merge`` needs beyond this shard's tensors to rebuild the whole comparison."""
+    index, count = comparison.options.shard  # type: ignore[misc]
+    return {
+        "index": index,
+        "count": count,
+        "names": list(comparison.names),
+        "inventory": {
+            "baseline": _inventory(comparison.baseline),
+            "candidate": _inventory(comparison.candidate),
+        },
+    }
+
+
+def _inventory(model: Model) -> list[list[Any]]:
+    return [[name, list(ref.shape), ref.dtype] for name, ref in model.tensors.items()]
 
 
 def _artifact(model: Model) -> dict[str, Any]:

@@ -1,0 +1,108 @@
+"""``diffai merge``: shard reports (``--shard I/N``) back into the report one run would give.
+
+Each shard report carries its tensors' measurements plus the full name order
+and both models' inventories, which is all the analyses and the policy read;
+so the merged comparison is rebuilt exactly and judged afresh.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from diffai.comparison import CompareOptions, Comparison, ScalarChange, TensorComparison
+from diffai.errors import DiffaiError, UnreadableModel, UsageError
+from diffai.model import Model, TensorRef
+from diffai.stats import DiffStats, TensorStats
+
+
+def merge_parts(paths: list[str]) -> Comparison:
+    documents = [_read_part(path) for path in paths]
+    _check_parts(documents, paths)
+    return _rebuild(documents)
+
+
+def _read_part(path: str) -> dict[str, Any]:
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UnreadableModel(path, f"cannot read the shard report: {exc}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("shard"), dict):
+        raise UsageError(f"{path}: not a shard report (run diffai with --shard I/N --report FILE)")
+    return document
+
+
+def _check_parts(documents: list[dict[str, Any]], paths: list[str]) -> None:
+    count = documents[0]["shard"]["count"]
+    indexes = sorted(d["shard"]["index"] for d in documents)
+    if indexes != list(range(1, count + 1)):
+        raise UsageError(f"merge needs shards 1..{count} exactly once each, got {indexes}")
+    for path, document in zip(paths[1:], documents[1:], strict=True):
+        for key in ("schema_version", "baseline", "candidate", "scalars"):
+            if document[key] != documents[0][key]:
+                raise UsageError(f"{path}: its {key} differs from {paths[0]}'s; not one run")
+        if _same_run(document) != _same_run(documents[0]):
+            raise UsageError(f"{path}: options or tensor names differ from {paths[0]}'s")
+
+
+def _same_run(document: dict[str, Any]) -> tuple[Any, ...]:
+    options = {k: v for k, v in document["options"].items() if k != "shard"}
+    shard = document["shard"]
+    return options, shard["count"], shard["names"], shard["inventory"]
+
+
+def _rebuild(documents: list[dict[str, Any]]) -> Comparison:
+    first = documents[0]
+    records = {t["name"]: t for document in documents for t in document["tensors"]}
+    names = first["shard"]["names"]
+    missing = [name for name in names if name not in records]
+    if missing:
+        raise UsageError(f"no shard measured tensor {missing[0]!r}; were all parts given?")
+    options = {**first["options"], "shard": None}
+    return Comparison(
+        baseline=_model(first["baseline"], first["shard"]["inventory"]["baseline"]),
+        candidate=_model(first["candidate"], first["shard"]["inventory"]["candidate"]),
+        tensors=[_tensor(records[name]) for name in names],
+        scalars=[ScalarChange(s["name"], s["baseline"], s["candidate"]) for s in first["scalars"]],
+        options=CompareOptions(
+            **{
+                **options,
+                "include": tuple(options["include"]),
+                "exclude": tuple(options["exclude"]),
+            }
+        ),
+        names=tuple(names),
+    )
+
+
+def _model(artifact: dict[str, Any], inventory: list[list[Any]]) -> Model:
+    tensors = {
+        name: TensorRef(name, tuple(shape), dtype, _values_unavailable)
+        for name, shape, dtype in inventory
+    }
+    return Model(
+        path=artifact["path"],
+        format=artifact["format"],
+        size_bytes=artifact["bytes"],
+        tensors=tensors,
+        metadata=artifact.get("metadata", {}),
+    )
+
+
+def _values_unavailable() -> Any:
+    raise DiffaiError("a merged report holds measurements only, not tensor values")
+
+
+def _tensor(record: dict[str, Any]) -> TensorComparison:
+    return TensorComparison(
+        name=record["name"],
+        status=record["status"],
+        baseline=_stats(record["baseline"]),
+        candidate=_stats(record["candidate"]),
+        diff=DiffStats(**record["diff"]) if record["diff"] else None,
+    )
+
+
+def _stats(record: dict[str, Any] | None) -> TensorStats | None:
+    return None if record is None else TensorStats(**{**record, "shape": tuple(record["shape"])})
