@@ -59,6 +59,50 @@ class DiffStats:
     candidate_l2: float | None
 
 
+@dataclass(frozen=True)
+class _Moments:
+    """One chunk's count, mean, M2, extrema and special values: what an accumulator merges."""
+
+    count: int
+    mean: float
+    m2: float
+    min: float
+    max: float
+    zeros: int
+    nan: int
+    inf: int
+
+
+def _chunk_moments(values: np.ndarray) -> tuple[_Moments, np.ndarray | None]:
+    """A float64 chunk's moments over its finite values, and its finite mask (None: all finite)."""
+    total = float(values.sum())
+    if math.isfinite(total):  # NaN and inf poison a sum: one pass proves all are finite
+        return _finite_moments(values, total, 0, 0), None
+    finite = np.isfinite(values)
+    nan = int(np.count_nonzero(np.isnan(values)))
+    kept = values[finite]
+    inf = values.size - kept.size - nan
+    return _finite_moments(kept, float(kept.sum()), nan, inf), finite
+
+
+def _finite_moments(values: np.ndarray, total: float, nan: int, inf: int) -> _Moments:
+    count = values.size
+    if not count:
+        return _Moments(0, 0.0, 0.0, math.inf, -math.inf, 0, nan, inf)
+    mean = total / count
+    deviation = values - mean  # two-pass within the chunk: a large mean cannot cancel M2
+    return _Moments(
+        count=count,
+        mean=mean,
+        m2=_dot(deviation, deviation),
+        min=float(values.min()),
+        max=float(values.max()),
+        zeros=count - int(np.count_nonzero(values)),
+        nan=nan,
+        inf=inf,
+    )
+
+
 class _SideAccumulator:
     """Running count, mean, M2, extrema and special-value counts of one side."""
 
@@ -67,35 +111,20 @@ class _SideAccumulator:
         self.mean = self.m2 = 0.0
         self.min, self.max = math.inf, -math.inf
 
-    def add(self, values: np.ndarray) -> np.ndarray | None:
-        """Fold a float64 chunk in; return its finite mask, or None when all of it is finite."""
-        total = float(values.sum())
-        if math.isfinite(total):  # NaN and inf poison a sum: one pass proves all are finite
-            if values.size:
-                self._merge(values, total)
-            return None
-        finite = np.isfinite(values)
-        nan = int(np.count_nonzero(np.isnan(values)))
-        self.nan += nan
-        self.inf += values.size - int(np.count_nonzero(finite)) - nan
-        kept = values[finite]
-        if kept.size:
-            self._merge(kept, float(kept.sum()))
-        return finite
-
-    def _merge(self, values: np.ndarray, total: float) -> None:
-        count = values.size
-        chunk_mean = total / count
-        deviation = values - chunk_mean
-        chunk_m2 = float(_dot(deviation, deviation))
-        total = self.count + count
-        delta = chunk_mean - self.mean
-        self.mean += delta * count / total
-        self.m2 += chunk_m2 + delta * delta * self.count * count / total
+    def merge(self, chunk: _Moments) -> None:
+        """Chan, Golub and LeVeque's parallel update of mean and M2."""
+        self.nan += chunk.nan
+        self.inf += chunk.inf
+        if not chunk.count:
+            return
+        total = self.count + chunk.count
+        delta = chunk.mean - self.mean
+        self.mean += delta * chunk.count / total
+        self.m2 += chunk.m2 + delta * delta * self.count * chunk.count / total
         self.count = total
-        self.min = min(self.min, float(values.min()))
-        self.max = max(self.max, float(values.max()))
-        self.zeros += count - int(np.count_nonzero(values))
+        self.min = min(self.min, chunk.min)
+        self.max = max(self.max, chunk.max)
+        self.zeros += chunk.zeros
 
     def result(self, ref: TensorRef) -> TensorStats:
         has_values = self.count > 0
@@ -136,10 +165,20 @@ class _DiffAccumulator:
         self.changed += int(np.count_nonzero(magnitude > self.epsilon))
         self.max_abs = max(self.max_abs, float(magnitude.max()))
         self.sum_abs += float(magnitude.sum())
-        self.sum_dd += float(_dot(delta, delta))
-        self.sum_bb += float(_dot(base, base))
-        self.sum_cc += float(_dot(cand, cand))
-        self.sum_bc += float(_dot(base, cand))
+        self.sum_dd += _dot(delta, delta)
+        self.sum_bb += _dot(base, base)
+        self.sum_cc += _dot(cand, cand)
+        self.sum_bc += _dot(base, cand)
+
+    def add_identical(self, values: np.ndarray, finite: np.ndarray | None) -> None:
+        """A chunk equal on both sides: no difference, and every inner product is Σx²."""
+        self.components += values.size
+        kept = values if finite is None else values[finite]
+        self.compared += kept.size
+        square = _dot(kept, kept)
+        self.sum_bb += square
+        self.sum_cc += square
+        self.sum_bc += square
 
     def result(self) -> DiffStats:
         compared = self.compared > 0
@@ -177,7 +216,7 @@ def measure_tensor(ref: TensorRef, on_bytes: ProgressCallback | None = None) -> 
     """Statistics of one tensor (an added, removed or reshaped one)."""
     side = _SideAccumulator()
     for chunk in iter_chunks(ref.array()):
-        side.add(_as_float64(chunk, ref.dtype))
+        side.merge(_chunk_moments(_as_float64(chunk, ref.dtype))[0])
         _report(on_bytes, chunk.nbytes)
     return side.result(ref)
 
@@ -189,15 +228,42 @@ def measure_pair(
     on_bytes: ProgressCallback | None = None,
 ) -> tuple[TensorStats, TensorStats, DiffStats]:
     """Both sides' statistics and their difference, reading each tensor once."""
-    base_side, cand_side, diff = _SideAccumulator(), _SideAccumulator(), _DiffAccumulator(epsilon)
+    pair = _PairAccumulator(base_ref.dtype, cand_ref.dtype, epsilon)
     chunks = zip(iter_chunks(base_ref.array()), iter_chunks(cand_ref.array()), strict=True)
     for base_chunk, cand_chunk in chunks:
-        base = _as_float64(base_chunk, base_ref.dtype)
-        cand = _as_float64(cand_chunk, cand_ref.dtype)
-        base_finite, cand_finite = base_side.add(base), cand_side.add(cand)
-        diff.add(base, cand, _both(base_finite, cand_finite, base.size))
+        pair.add(base_chunk, cand_chunk)
         _report(on_bytes, base_chunk.nbytes + cand_chunk.nbytes)
-    return base_side.result(base_ref), cand_side.result(cand_ref), diff.result()
+    return pair.base.result(base_ref), pair.cand.result(cand_ref), pair.diff.result()
+
+
+class _PairAccumulator:
+    """Both sides and their difference, with a shortcut for byte-identical chunks."""
+
+    def __init__(self, base_dtype: str, cand_dtype: str, epsilon: float) -> None:
+        self.dtypes = base_dtype, cand_dtype
+        self.base, self.cand, self.diff = (
+            _SideAccumulator(),
+            _SideAccumulator(),
+            _DiffAccumulator(epsilon),
+        )
+
+    def add(self, base_chunk: np.ndarray, cand_chunk: np.ndarray) -> None:
+        base = _as_float64(base_chunk, self.dtypes[0])
+        base_moments, base_finite = _chunk_moments(base)
+        self.base.merge(base_moments)
+        if self.dtypes[0] == self.dtypes[1] and _same_bytes(base_chunk, cand_chunk):
+            # Frozen layers and re-saved weights: one side's arithmetic serves both (about 2x).
+            self.cand.merge(base_moments)
+            self.diff.add_identical(base, base_finite)
+            return
+        cand = _as_float64(cand_chunk, self.dtypes[1])
+        cand_moments, cand_finite = _chunk_moments(cand)
+        self.cand.merge(cand_moments)
+        self.diff.add(base, cand, _both(base_finite, cand_finite, base.size))
+
+
+def _same_bytes(left: np.ndarray, right: np.ndarray) -> bool:
+    return bool(np.array_equal(left.view(np.uint8), right.view(np.uint8)))
 
 
 def iter_chunks(array: np.ndarray, budget: int = CHUNK_ELEMENTS) -> Iterator[np.ndarray]:

@@ -163,3 +163,27 @@ def test_zero_dim_and_empty_tensors() -> None:
     assert stats.elements == 0 and stats.mean is None
     _, _, diff = measure_pair(ref(empty, "f32"), ref(empty, "f32"), 0.0)
     assert diff.changed == 0 and diff.l2 is None
+
+
+def test_identical_chunks_take_the_shortcut_and_give_the_same_numbers() -> None:
+    """One chunk differs, the rest are byte-identical (NaN included): numbers as float64 says."""
+    base = np.random.default_rng(9).standard_normal(CHUNK_ELEMENTS * 3).astype(np.float32)
+    base[5] = np.nan
+    cand = base.copy()
+    cand[CHUNK_ELEMENTS + 7 : CHUNK_ELEMENTS + 1000] += 0.5
+    base_stats, cand_stats, diff = measure_pair(ref(base, "f32"), ref(cand, "f32"), 0.0)
+    b, c = base.astype(np.float64), cand.astype(np.float64)
+    ok = np.isfinite(b)
+    assert diff.changed == 993 and base_stats.nan == cand_stats.nan == 1
+    assert diff.l2 == pytest.approx(np.linalg.norm((c - b)[ok]), rel=RTOL)
+    assert diff.relative_l2 == pytest.approx(
+        np.linalg.norm((c - b)[ok]) / np.linalg.norm(b[ok]), rel=RTOL
+    )
+    cosine = b[ok] @ c[ok] / (np.linalg.norm(b[ok]) * np.linalg.norm(c[ok]))
+    assert diff.cosine == pytest.approx(cosine, rel=RTOL)
+    assert cand_stats.mean == pytest.approx(c[ok].mean(), rel=RTOL)
+    assert cand_stats.std == pytest.approx(c[ok].std(), rel=RTOL)
+    _, same_stats, same = measure_pair(ref(base, "f32"), ref(base.copy(), "f32"), 0.0)
+    assert (same.changed, same.l2, same.relative_l2) == (0, 0.0, 0.0)
+    assert same.cosine == pytest.approx(1.0, rel=1e-15)
+    assert same_stats == base_stats
