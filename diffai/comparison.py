@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
+from threadpoolctl import threadpool_limits
+
 from diffai.errors import DiffaiError, UnreadableModel
 from diffai.model import Model, Scalar, TensorRef
 from diffai.shard import shard_members
@@ -125,7 +127,8 @@ def _measure_all(
     workers = options.workers or min(8, os.cpu_count() or 1)
     # Largest first, so one huge tensor does not start last and run alone.
     by_size = sorted(pairs, key=lambda pair: -_pair_bytes(pair[1], pair[2]))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    # One BLAS thread per worker: see stats._dot for what threaded ddot costs.
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
         futures = {
             name: pool.submit(_measure_one, name, base, cand, options.epsilon, on_bytes)
             for name, base, cand in by_size
