@@ -7,7 +7,9 @@
     │   ├── UnsafePickle          a pickle asks for a global outside the allow-list
     │   └── MissingExtra          reading it needs an optional package (torch, scipy, h5py)
     ├── PolicyError               a policy or metrics file is missing, unreadable or invalid
-    └── ReportError               the report could not be written
+    ├── ReportError               the report could not be written
+    └── GitHubError               a GitHub API call failed for good (after any retries)
+        └── CannotComment         the token may not do it (read-only fork token, missing permission)
 
 The library raises these and never prints or exits; ``cli.main`` turns each into
 one line on stderr and exit status 2.
@@ -62,3 +64,30 @@ class PolicyError(DiffaiError):
 
 class ReportError(DiffaiError):
     """An output file (report, markdown ...) could not be written."""
+
+
+class GitHubError(DiffaiError):
+    """A GitHub API call failed for good: at once for a request GitHub refuses, else after retries.
+
+    ``message`` is GitHub's own ``message`` when it answered, else what went wrong on the
+    way (no response, a wait beyond the retry budget); ``status`` is None without a response.
+    """
+
+    def __init__(
+        self, message: str, *, method: str = "", path: str = "", status: int | None = None
+    ) -> None:
+        self.message = message
+        self.method = method
+        self.path = path
+        self.status = status
+        call = f"{method} {path}".strip()
+        answered = f" -> HTTP {status}" if status else ""
+        super().__init__(f"GitHub API {call}{answered}: {message}" if call else message)
+
+
+class CannotComment(GitHubError):
+    """The token may not write here (401, or a 403/404 that is not a rate limit).
+
+    Not a failure of the run: a fork's pull request gets a read-only token, so the
+    caller warns once and still writes the summary and the report, and the gate decides.
+    """

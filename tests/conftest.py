@@ -16,6 +16,8 @@ from safetensors.numpy import save_file
 
 from diffai.cli import main
 
+pytest_plugins = ["tests.github_api"]
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "shared" / "spec" / "report.schema.json"
 
 

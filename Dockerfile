@@ -1,0 +1,24 @@
+# The diffai GitHub Action: `diffai` and its entry point on a slim Python, without torch
+# (diffai reads .pt files with its own allow-list unpickler; torch is an optional extra).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+
+# Install from a throw-away copy of the source, so the entry point runs the installed
+# package (templates and schemas as package data), exactly as `pip install diffai` would.
+COPY pyproject.toml README.md /src/
+COPY diffai /src/diffai
+RUN pip install --no-cache-dir /src \
+    && rm -rf /src
+
+COPY entrypoint.py /app/entrypoint.py
+
+# No USER line, on purpose: the runner mounts the checkout at /github/workspace (and the
+# files behind GITHUB_OUTPUT and GITHUB_STEP_SUMMARY) owned by its own account and starts
+# the container with that folder as the working directory. The Action must write the
+# report directory and those files there, which an unprivileged user of this image could
+# not; GitHub's documentation for Docker container actions asks for the default user.
+ENTRYPOINT ["python", "/app/entrypoint.py"]
