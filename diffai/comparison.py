@@ -21,6 +21,9 @@ from diffai.model import Model, Scalar, TensorRef
 from diffai.shard import shard_members
 from diffai.stats import DiffStats, ProgressCallback, TensorStats, measure_pair, measure_tensor
 
+#: A task measures tensors until it has this many bytes: large ones alone, small ones together.
+BATCH_BYTES = 4 * 1024 * 1024
+
 Status = Literal["unchanged", "changed", "added", "removed", "shape_changed", "dtype_changed"]
 STATUSES: tuple[Status, ...] = (
     "unchanged", "changed", "added", "removed", "shape_changed", "dtype_changed",
@@ -129,11 +132,32 @@ def _measure_all(
     by_size = sorted(pairs, key=lambda pair: -_pair_bytes(pair[1], pair[2]))
     # One BLAS thread per worker: see stats._dot for what threaded ddot costs.
     with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        futures = {
-            name: pool.submit(_measure_one, name, base, cand, options.epsilon, on_bytes)
-            for name, base, cand in by_size
-        }
-        return [futures[name].result() for name, _, _ in pairs]
+        tasks = [
+            pool.submit(_measure_batch, batch, options.epsilon, on_bytes)
+            for batch in _batches(by_size)
+        ]
+        measured = {t.name: t for task in tasks for t in task.result()}
+    return [measured[name] for name, _, _ in pairs]
+
+
+def _batches(pairs_by_size: list[Pair]) -> list[list[Pair]]:
+    """Small tensors several to a task: one task each cost 1 of 5 s on 10,000 tiny tensors."""
+    batches: list[list[Pair]] = []
+    current: list[Pair] = []
+    size = 0
+    for pair in pairs_by_size:
+        current.append(pair)
+        size += _pair_bytes(pair[1], pair[2])
+        if size >= BATCH_BYTES:
+            batches.append(current)
+            current, size = [], 0
+    return [*batches, current] if current else batches
+
+
+def _measure_batch(
+    batch: list[Pair], epsilon: float, on_bytes: ProgressCallback | None
+) -> list[TensorComparison]:
+    return [_measure_one(name, base, cand, epsilon, on_bytes) for name, base, cand in batch]
 
 
 def _pair_bytes(base: TensorRef | None, cand: TensorRef | None) -> int:

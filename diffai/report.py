@@ -22,7 +22,7 @@ from diffai._version import __version__
 from diffai.analyses import run_analyses
 from diffai.comparison import STATUSES, Comparison, TensorComparison
 from diffai.errors import ReportError
-from diffai.layers import layer_impact
+from diffai.layers import LayerImpact, layer_impact
 from diffai.model import Model, Scalar
 from diffai.policy import MetricsFile, Policy, default_policy, evaluate
 from diffai.stats import DiffStats, TensorStats
@@ -88,9 +88,7 @@ def build_document(comparison: Comparison) -> dict[str, Any]:
             }
             for s in comparison.scalars
         ],
-        "layers": [
-            _finite(dataclasses.asdict(layer)) for layer in layer_impact(comparison.tensors)
-        ],
+        "layers": [_flat_record(layer) for layer in layer_impact(comparison.tensors)],
         "analyses": _finite(run_analyses(comparison)),
         **({"shard": shard_section(comparison)} if comparison.options.shard else {}),
     }
@@ -149,13 +147,22 @@ def tensor_record(tensor: TensorComparison) -> dict[str, Any]:
 def stats_record(stats: TensorStats | None) -> dict[str, Any] | None:
     if stats is None:
         return None
-    record = _finite(dataclasses.asdict(stats))
+    record = _flat_record(stats)
     record["shape"] = list(stats.shape)
     return record
 
 
 def diff_record(diff: DiffStats | None) -> dict[str, Any] | None:
-    return None if diff is None else _finite(dataclasses.asdict(diff))
+    return None if diff is None else _flat_record(diff)
+
+
+def _flat_record(measured: TensorStats | DiffStats | LayerImpact) -> dict[str, Any]:
+    """A flat dataclass as a strict-JSON dict; ``dataclasses.asdict`` deep-copies and took
+    3 of 5 seconds on a 10,000-tensor model."""
+    return {
+        key: None if isinstance(value, float) and not math.isfinite(value) else value
+        for key, value in vars(measured).items()
+    }
 
 
 def json_scalar(value: Scalar) -> Any:
