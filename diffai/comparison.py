@@ -157,26 +157,15 @@ def _batches(pairs_by_size: list[Pair]) -> list[list[Pair]]:
 def _measure_batch(
     batch: list[Pair], epsilon: float, on_bytes: ProgressCallback | None
 ) -> list[TensorComparison]:
-    return [_measure_one(name, base, cand, epsilon, on_bytes) for name, base, cand in batch]
-
-
-def _pair_bytes(base: TensorRef | None, cand: TensorRef | None) -> int:
-    return (base.nbytes if base else 0) + (cand.nbytes if cand else 0)
-
-
-def _measure_one(
-    name: str,
-    base: TensorRef | None,
-    cand: TensorRef | None,
-    epsilon: float,
-    on_bytes: ProgressCallback | None,
-) -> TensorComparison:
-    try:
-        return _classify(name, base, cand, epsilon, on_bytes)
-    except DiffaiError:
-        raise
-    except (OSError, ValueError, TypeError) as exc:
-        raise UnreadableModel(f"tensor {name!r}", f"cannot read its values: {exc}") from exc
+    measured = []
+    for name, base, cand in batch:
+        try:
+            measured.append(_classify(name, base, cand, epsilon, on_bytes))
+        except DiffaiError:
+            raise
+        except (OSError, ValueError, TypeError) as exc:
+            raise UnreadableModel(f"tensor {name!r}", f"cannot read its values: {exc}") from exc
+    return measured
 
 
 def _classify(
