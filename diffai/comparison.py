@@ -168,6 +168,10 @@ def _measure_batch(
     return measured
 
 
+def _pair_bytes(base: TensorRef | None, cand: TensorRef | None) -> int:
+    return (base.nbytes if base else 0) + (cand.nbytes if cand else 0)
+
+
 def _classify(
     name: str,
     base: TensorRef | None,
