@@ -33,6 +33,25 @@ CANCELLATION_LIMIT = 1e-4
 ProgressCallback = Callable[[int], None]
 
 
+class _Workspace:
+    """Work arrays reused chunk after chunk, one set per tensor being measured.
+
+    Measured here: fresh 1 MiB temporaries every chunk made glibc map and unmap
+    memory, 94,000 page faults per 128 MB pair and twice as much kernel time
+    as arithmetic (0.35 GB/s); reused buffers fault once (1.5 GB/s).
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[tuple[str, np.dtype], np.ndarray] = {}
+
+    def take(self, name: str, size: int, dtype: np.dtype | type = np.float64) -> np.ndarray:
+        key = (name, np.dtype(dtype))
+        array = self._arrays.get(key)
+        if array is None or array.size < size:
+            array = self._arrays[key] = np.empty(size, dtype)
+        return array[:size]
+
+
 @dataclass(frozen=True)
 class TensorStats:
     shape: tuple[int, ...]
@@ -76,19 +95,21 @@ class _Moments:
     sumsq: float  # Σx² over the finite values, which the difference reuses as ‖b‖² or ‖c‖²
 
 
-def _chunk_moments(values: np.ndarray) -> tuple[_Moments, np.ndarray | None]:
+def _chunk_moments(values: np.ndarray, work: _Workspace) -> tuple[_Moments, np.ndarray | None]:
     """A float64 chunk's moments over its finite values, and its finite mask (None: all finite)."""
     total = float(values.sum())
     if math.isfinite(total):  # NaN and inf poison a sum: one pass proves all are finite
-        return _finite_moments(values, total, 0, 0), None
+        return _finite_moments(values, total, 0, 0, work), None
     finite = np.isfinite(values)
     nan = int(np.count_nonzero(np.isnan(values)))
     kept = values[finite]
     inf = values.size - kept.size - nan
-    return _finite_moments(kept, float(kept.sum()), nan, inf), finite
+    return _finite_moments(kept, float(kept.sum()), nan, inf, work), finite
 
 
-def _finite_moments(values: np.ndarray, total: float, nan: int, inf: int) -> _Moments:
+def _finite_moments(
+    values: np.ndarray, total: float, nan: int, inf: int, work: _Workspace
+) -> _Moments:
     count = values.size
     if not count:
         return _Moments(0, 0.0, 0.0, math.inf, -math.inf, 0, nan, inf, 0.0)
@@ -100,7 +121,7 @@ def _finite_moments(values: np.ndarray, total: float, nan: int, inf: int) -> _Mo
         m2=_centred_squares(values, mean, sumsq),
         min=float(values.min()),
         max=float(values.max()),
-        zeros=int(np.count_nonzero(values == 0)),  # a bool count: 5x faster than on floats
+        zeros=_count(np.equal(values, 0, out=work.take("flags", values.size, bool))),
         nan=nan,
         inf=inf,
         sumsq=sumsq,
@@ -163,8 +184,9 @@ class _SideAccumulator:
 class _DiffAccumulator:
     """Running sums of the element-wise difference and the inner products of a pair."""
 
-    def __init__(self, epsilon: float) -> None:
+    def __init__(self, epsilon: float, work: _Workspace) -> None:
         self.epsilon = epsilon
+        self.work = work
         self.compared = self.changed = self.components = 0
         self.max_abs = self.sum_abs = self.sum_dd = 0.0
         self.sum_bb = self.sum_cc = self.sum_bc = 0.0
@@ -188,12 +210,13 @@ class _DiffAccumulator:
     def _add_compared(self, base: np.ndarray, cand: np.ndarray) -> None:
         if base.size == 0:
             return
-        delta = cand - base
+        delta = np.subtract(cand, base, out=self.work.take("delta", base.size))
         self.compared += base.size
         self.sum_dd += _dot(delta, delta)
         self.sum_bc += _dot(base, cand)
         magnitude = np.abs(delta, out=delta)
-        self.changed += int(np.count_nonzero(magnitude > self.epsilon))
+        flags = self.work.take("flags", base.size, bool)
+        self.changed += _count(np.greater(magnitude, self.epsilon, out=flags))
         self.max_abs = max(self.max_abs, float(magnitude.max()))
         self.sum_abs += float(magnitude.sum())
 
@@ -239,9 +262,9 @@ def _nonfinite_mismatches(base: np.ndarray, cand: np.ndarray, both_finite: np.nd
 
 def measure_tensor(ref: TensorRef, on_bytes: ProgressCallback | None = None) -> TensorStats:
     """Statistics of one tensor (an added, removed or reshaped one)."""
-    side = _SideAccumulator()
+    side, work = _SideAccumulator(), _Workspace()
     for chunk in iter_chunks(ref.array()):
-        side.merge(_chunk_moments(_as_float64(chunk, ref.dtype))[0])
+        side.merge(_chunk_moments(_as_float64(chunk, ref.dtype, work, "base"), work)[0])
         _report(on_bytes, chunk.nbytes)
     return side.result(ref)
 
@@ -266,23 +289,22 @@ class _PairAccumulator:
 
     def __init__(self, base_dtype: str, cand_dtype: str, epsilon: float) -> None:
         self.dtypes = base_dtype, cand_dtype
-        self.base, self.cand, self.diff = (
-            _SideAccumulator(),
-            _SideAccumulator(),
-            _DiffAccumulator(epsilon),
-        )
+        self.work = _Workspace()
+        self.base, self.cand = _SideAccumulator(), _SideAccumulator()
+        self.diff = _DiffAccumulator(epsilon, self.work)
 
     def add(self, base_chunk: np.ndarray, cand_chunk: np.ndarray) -> None:
-        base = _as_float64(base_chunk, self.dtypes[0])
-        base_moments, base_finite = _chunk_moments(base)
+        base = _as_float64(base_chunk, self.dtypes[0], self.work, "base")
+        base_moments, base_finite = _chunk_moments(base, self.work)
         self.base.merge(base_moments)
-        if self.dtypes[0] == self.dtypes[1] and _same_bytes(base_chunk, cand_chunk):
+        same_dtype = self.dtypes[0] == self.dtypes[1]
+        if same_dtype and _same_bytes(base_chunk, cand_chunk, self.work):
             # Frozen layers and re-saved weights: one side's arithmetic serves both (about 2x).
             self.cand.merge(base_moments)
             self.diff.add_identical(base, base_moments)
             return
-        cand = _as_float64(cand_chunk, self.dtypes[1])
-        cand_moments, cand_finite = _chunk_moments(cand)
+        cand = _as_float64(cand_chunk, self.dtypes[1], self.work, "cand")
+        cand_moments, cand_finite = _chunk_moments(cand, self.work)
         self.cand.merge(cand_moments)
         if base_finite is None and cand_finite is None:
             self.diff.add(base, cand, (base_moments, cand_moments))
@@ -290,8 +312,12 @@ class _PairAccumulator:
             self.diff.add_masked(base, cand, _both(base_finite, cand_finite, base.size))
 
 
-def _same_bytes(left: np.ndarray, right: np.ndarray) -> bool:
-    return bool(np.array_equal(left.view(np.uint8), right.view(np.uint8)))
+def _same_bytes(left: np.ndarray, right: np.ndarray, work: _Workspace) -> bool:
+    """Bitwise equality of two contiguous chunks, compared as unsigned integers of their width."""
+    width = left.dtype.itemsize
+    as_int = np.dtype(f"u{width}") if width in (1, 2, 4, 8) else np.dtype(np.uint8)
+    left, right = left.view(as_int), right.view(as_int)
+    return bool(np.equal(left, right, out=work.take("same", left.size, bool)).all())
 
 
 def iter_chunks(array: np.ndarray, budget: int = CHUNK_ELEMENTS) -> Iterator[np.ndarray]:
@@ -313,10 +339,17 @@ def iter_chunks(array: np.ndarray, budget: int = CHUNK_ELEMENTS) -> Iterator[np.
         yield np.ascontiguousarray(array[start : start + rows]).reshape(-1)
 
 
-def _as_float64(chunk: np.ndarray, dtype: str) -> np.ndarray:
+def _as_float64(chunk: np.ndarray, dtype: str, work: _Workspace, name: str) -> np.ndarray:
+    """The chunk upcast into a reused float64 buffer (bf16 and f8 through ml_dtypes' casts)."""
     if is_complex(dtype):
         chunk = np.ascontiguousarray(chunk).view(chunk.real.dtype)
-    return chunk.astype(np.float64)
+    values = work.take(name, chunk.size)
+    values[...] = chunk
+    return values
+
+
+def _count(flags: np.ndarray) -> int:
+    return int(np.count_nonzero(flags))
 
 
 def _both(base: np.ndarray | None, cand: np.ndarray | None, size: int) -> np.ndarray:
