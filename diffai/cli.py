@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from diffai._version import __version__
-from diffai.errors import DiffaiError
+from diffai.errors import DiffaiError, ReportError
 from diffai.renderers.analysis_lines import ANALYSIS_KEYS
 
 EXIT_TROUBLE, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143
@@ -182,10 +182,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from diffai import command  # here, not at the top: --help and --version skip numpy
 
         report = command.merge(args) if merging else command.run(args, sys.stderr)
-        command.write_outputs(report, args)
         _print(command.render_stdout(report, args))
+        command.write_outputs(report, args)  # last: once written, the run has succeeded
     except DiffaiError as exc:
-        print(f"diffai: error: {exc}", file=sys.stderr)
+        from diffai.text import one_line  # a message may quote a hostile file's bytes
+
+        print(f"diffai: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_TROUBLE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -218,4 +220,8 @@ def _print(text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
     except BrokenPipeError:
-        sys.stderr.close()  # reader went away (`| head`): like other CLIs, stop quietly
+        # The reader went away (`| head`): like other CLIs, go on quietly, and keep Python
+        # from failing again on the same pipe at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError as exc:  # a full disk under `> out.txt`
+        raise ReportError(f"standard output: cannot write: {exc.strerror or exc}") from exc

@@ -56,15 +56,26 @@ def merge(args: argparse.Namespace) -> Report:
 
 
 def write_outputs(report: Report, args: argparse.Namespace) -> None:
-    """The files asked for, each written atomically, only once the whole run has succeeded."""
-    outputs = [
+    """The files asked for, only once the whole run has succeeded: all of them or none.
+
+    All are rendered before any is written, and when one cannot be written (a
+    full disk) or a signal stops the writing, those already written are removed.
+    """
+    renderers = [
         (args.report, report.to_json),
         (args.markdown, lambda: render_markdown(report.document)),
         (args.junit, lambda: render_junit(report.document)),
     ]
-    for path, render in outputs:
-        if path:
-            write_atomically(Path(path), render())
+    outputs = [(Path(path), render()) for path, render in renderers if path]
+    written: list[Path] = []
+    try:
+        for path, text in outputs:
+            if write_atomically(path, text):
+                written.append(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def render_stdout(report: Report, args: argparse.Namespace) -> str:

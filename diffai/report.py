@@ -9,10 +9,12 @@ what a PR comment shows is exactly what the uploaded artifact says.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,8 +187,17 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder, so readers never see half a report."""
+def write_atomically(path: Path, text: str) -> bool:
+    """Write via a temporary file in the same folder, so readers never see half a report.
+
+    Returns whether a file was put at ``path``. A FIFO or a character device
+    (``/dev/stdout``, ``/dev/full``) has no folder entry to replace: it is written
+    in place, and False returned. Whatever stops the write (a full disk, SIGINT,
+    SIGTERM) removes the temporary file before the exception goes on.
+    """
+    if _is_stream(path):
+        _write_stream(path, text)
+        return False
     temp = None
     try:
         handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -194,7 +205,28 @@ def write_atomically(path: Path, text: str) -> None:
             out.write(text)
         os.chmod(temp, 0o644)  # mkstemp's 0600 would hide the artifact from other CI users
         os.replace(temp, path)
+        temp = None
     except OSError as exc:
-        if temp is not None and os.path.exists(temp):
-            os.unlink(temp)
+        raise ReportError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+    finally:
+        if temp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+    return True
+
+
+def _is_stream(path: Path) -> bool:
+    """Replacing ``/dev/stdout`` with a file (as root may) would break it for everyone after."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
+def _write_stream(path: Path, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(text)
+    except OSError as exc:
         raise ReportError(f"{path}: cannot write: {exc.strerror or exc}") from exc

@@ -6,11 +6,14 @@ and by file extension second, so a misnamed file still reads correctly.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Protocol
 
 from diffai.errors import UnreadableModel, UsageError
 from diffai.formats import matlab, numpy, pytorch, safetensors, sharded
+from diffai.formats.limits import check_model
 from diffai.model import Model
 
 #: How many leading bytes ``matches`` is shown (MAT v7.3 keeps its HDF5 signature at 512).
@@ -36,12 +39,30 @@ READERS: dict[str, Reader] = {
 
 
 def open_model(path: str | Path, format: str | None = None) -> Model:
-    """Open a model artifact (file or folder) with the reader its content calls for."""
+    """Open a model artifact (file or folder) with the reader its content calls for.
+
+    Whatever the reader, the model must then pass ``check_model``.
+    """
     path = Path(path)
-    if not path.exists():
-        raise UnreadableModel(path, "no such file or directory")
+    _check_kind(path)
     reader = READERS[check_format_name(format)] if format else detect_reader(path)
-    return reader.read(path)
+    model = reader.read(path)
+    check_model(path, model)
+    return model
+
+
+def _check_kind(path: Path) -> None:
+    """A regular file one may read, or a folder: a FIFO or a device would block a reader."""
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISREG(mode):
+            path.open("rb").close()  # so no reader meets "permission denied" unprepared
+    except FileNotFoundError:
+        raise UnreadableModel(path, "no such file or directory") from None
+    except OSError as exc:  # a symlink loop, no permission, a folder that cannot be searched
+        raise UnreadableModel(path, f"cannot open: {exc.strerror or exc}") from exc
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise UnreadableModel(path, "not a regular file or a folder")
 
 
 def detect_reader(path: Path) -> Reader:

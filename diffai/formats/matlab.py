@@ -15,6 +15,7 @@ function handles and MATLAB objects are refused by name, never skipped.
 from __future__ import annotations
 
 import importlib
+import math
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,8 +24,10 @@ import numpy as np
 
 from diffai.dtypes import canonical_name, numpy_dtype
 from diffai.errors import MalformedModel, MissingExtra, UnreadableModel
-from diffai.formats.flatten import flatten_checkpoint
+from diffai.formats.flatten import TooManyEntries, flatten_checkpoint
+from diffai.formats.limits import MAX_DIMS, byte_budget
 from diffai.model import Model, Scalar, TensorRef
+from diffai.text import one_line
 
 FORMAT = "matlab"
 EXTENSIONS = (".mat",)
@@ -46,6 +49,18 @@ MATLAB_CLASSES = {
 COMPLEX = {"f64": "c128", "f32": "c64"}
 # #refs# holds cell contents and #subsystem# MATLAB objects; both are reached through references.
 HIDDEN_PREFIX = "#"
+# MATLAB nests structs and cells a few levels deep, and never shares one between two parents.
+# HDF5 links and references can form cycles, nest without end, or share a struct or cell so
+# that a walk visits it 2**depth times; and a compressed cell can hold millions of references.
+MAX_DEPTH = 100
+MAX_ITEMS = 10_000
+# A char array becomes one string in every report; MATLAB's are names and notes.
+MAX_CHARS = 1 << 20
+# Bytes per element of what whosmat calls a variable's class (v5), to size it before loading.
+V5_ITEM_BYTES = {
+    "double": 8, "single": 4, "int64": 8, "uint64": 8, "int32": 4, "uint32": 4,
+    "int16": 2, "uint16": 2, "int8": 1, "uint8": 1, "logical": 1, "char": 2,
+}  # fmt: skip
 
 
 def matches(path: Path, head: bytes) -> bool:
@@ -78,7 +93,10 @@ def _header_text(header: bytes) -> str:
 
 
 def _model(path: Path, variables: dict[str, Any], metadata: dict[str, Any]) -> Model:
-    tensors, scalars = flatten_checkpoint(variables, lambda value: isinstance(value, TensorRef))
+    try:
+        tensors, scalars = flatten_checkpoint(variables, lambda value: isinstance(value, TensorRef))
+    except TooManyEntries as exc:
+        raise MalformedModel(path, str(exc)) from exc
     return Model(
         path=str(path),
         format=FORMAT,
@@ -115,30 +133,57 @@ def _read_v5(path: Path) -> Model:
     if "header" in metadata:
         metadata["header"] = _header_text(metadata["header"])
     values = _V5Values(path, sio.matlab)
-    variables = {
-        name: values.convert(name, value.astype(bool) if classes.get(name) == "logical" else value)
-        for name, value in contents.items()
-    }
+    logical = {name for name, matlab_class in classes.items() if matlab_class == "logical"}
+    try:
+        variables = {
+            name: values.convert(name, value.astype(bool) if name in logical else value)
+            for name, value in contents.items()
+        }
+    except RecursionError as exc:
+        raise MalformedModel(path, "structs and cells nest too deeply to read") from exc
     return _model(path, variables, metadata)
 
 
 def _load_v5(path: Path, sio: ModuleType) -> tuple[dict[str, Any], dict[str, str]]:
-    """The variables, and their MATLAB classes: loadmat turns logical arrays into uint8."""
+    """The variables, and their MATLAB classes: loadmat turns logical arrays into uint8.
+
+    scipy reads every variable whole, so their declared sizes are checked first: a
+    compressed variable of zeros can declare gigabytes in a few kilobytes of file.
+    """
     errors = (
         ValueError,
         TypeError,
         EOFError,
         OSError,
         NotImplementedError,
+        RecursionError,
         sio.matlab.MatReadError,
     )
     try:
         with path.open("rb") as handle:
-            classes = {name: matlab_class for name, _shape, matlab_class in sio.whosmat(handle)}
+            listing = sio.whosmat(handle)
+            _check_v5_sizes(path, listing)
             handle.seek(0)
-            return sio.loadmat(handle, struct_as_record=False), classes
+            contents = sio.loadmat(handle, struct_as_record=False)
     except errors as exc:
-        raise MalformedModel(path, f"not a readable MAT file: {exc}") from exc
+        raise MalformedModel(path, f"not a readable MAT file: {one_line(exc)}") from exc
+    except MemoryError as exc:
+        raise MalformedModel(path, "its variables need more memory than there is") from exc
+    return contents, {name: matlab_class for name, _shape, matlab_class in listing}
+
+
+def _check_v5_sizes(path: Path, listing: list[tuple[str, tuple[int, ...], str]]) -> None:
+    declared = sum(
+        math.prod(shape) * V5_ITEM_BYTES.get(matlab_class, 0)
+        for _name, shape, matlab_class in listing
+    )
+    budget = byte_budget(path.stat().st_size)
+    if declared > budget:
+        raise MalformedModel(
+            path,
+            f"its variables declare {declared:,} bytes, more than {budget:,} for a file of "
+            f"its size (compressed data that inflates this far is refused)",
+        )
 
 
 class _V5Values:
@@ -197,11 +242,11 @@ def _read_v73(path: Path, head: bytes) -> Model:
         handle = h5py.File(path, "r")
         variables = {
             name: values.convert(name, item)
-            for name, item in handle.items()
+            for name, item in values.children("", handle)
             if not name.startswith(HIDDEN_PREFIX)
         }
-    except (OSError, KeyError, ValueError) as exc:
-        raise MalformedModel(path, f"not a readable MAT v7.3 (HDF5) file: {exc}") from exc
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise MalformedModel(path, f"not a readable MAT v7.3 (HDF5) file: {one_line(exc)}") from exc
     return _model(path, variables, {"header": _header_text(head)})
 
 
@@ -210,34 +255,109 @@ class _V73Values:
 
     HDF5 is row-major and MATLAB column-major, so every dataset is stored with
     its axes reversed; transposing gives back MATLAB's (and scipy's) shape.
+
+    Only what lies inside the file is read: HDF5 can also keep a dataset's bytes in
+    any other file (external storage, virtual datasets) or link to one, and a
+    file from a pull request could so read ``/proc/self/environ`` into tensor
+    values that the report and the PR comment then show.
     """
 
     def __init__(self, path: Path, h5py: ModuleType) -> None:
         self.path = path
         self.h5py = h5py
+        self._open: set[Any] = set()  # the HDF5 objects on the way down, to spot cycles
+        self._containers: set[Any] = set()  # every struct and cell walked so far
+        self._items = 0
 
     def convert(self, where: str, item: Any) -> Any:
+        self._enter(where, item)
+        try:
+            return self._convert(where, item)
+        finally:
+            self._open.discard(item.id)
+
+    def _enter(self, where: str, item: Any) -> None:
+        self._items += 1
+        problem = ""
+        if self._items > MAX_ITEMS:
+            problem = f"is one item too many: the file holds over {MAX_ITEMS:,}"
+        elif item.id in self._open:
+            problem = "contains itself (an HDF5 link or reference cycle)"
+        elif len(self._open) >= MAX_DEPTH:
+            problem = f"nests deeper than {MAX_DEPTH} levels"
+        if problem:
+            raise MalformedModel(self.path, f"variable {where[:200]!r} {problem}")
+        self._open.add(item.id)
+
+    def _walk_once(self, where: str, container: Any) -> None:
+        if container.id in self._containers:
+            raise MalformedModel(
+                self.path,
+                f"variable {where[:200]!r} is a struct or cell that another one holds too "
+                "(shared, it could be walked 2**depth times)",
+            )
+        self._containers.add(container.id)
+
+    def _convert(self, where: str, item: Any) -> Any:
         if isinstance(item, self.h5py.Group):
             return self._struct(where, item)
+        self._check_storage(where, item)
         matlab_class = _attribute_text(item, "MATLAB_class")
         if item.attrs.get("MATLAB_empty"):
             return self._empty(where, item, matlab_class)
         if matlab_class == "char":
-            codes = np.asarray(item[()], dtype="<u2").T
-            return _strings([row.tobytes().decode("utf-16-le", "replace") for row in codes])
+            return self._char(where, item)
         if matlab_class == "cell":
             return self._cell(where, item)
         return self._tensor(where, item, matlab_class)
 
+    def children(self, where: str, group: Any) -> list[tuple[str, Any]]:
+        """The group's members, refusing soft and external links (MATLAB writes neither)."""
+        for key in group:
+            link = group.get(key, getlink=True)
+            if isinstance(link, (self.h5py.SoftLink, self.h5py.ExternalLink)):
+                raise MalformedModel(
+                    self.path,
+                    f"variable {f'{where}.{key}'.lstrip('.')!r} is an HDF5 link to "
+                    f"{link.path!r}, which diffai does not follow",
+                )
+        return list(group.items())
+
+    def _check_storage(self, where: str, dataset: Any) -> None:
+        if dataset.external or dataset.is_virtual:
+            raise MalformedModel(
+                self.path,
+                f"variable {where!r} keeps its data in another file (HDF5 external storage "
+                "or a virtual dataset); diffai reads only the file it is given",
+            )
+
     def _struct(self, where: str, group: Any) -> dict[str, Any]:
+        self._walk_once(where, group)
         if "MATLAB_sparse" in group.attrs:
             raise UnreadableModel(
                 self.path, f"variable {where!r} is a sparse matrix, which diffai cannot compare"
             )
-        return {key: self.convert(f"{where}.{key}", child) for key, child in group.items()}
+        return {
+            key: self.convert(f"{where}.{key}", child) for key, child in self.children(where, group)
+        }
+
+    def _char(self, where: str, dataset: Any) -> Scalar:
+        if dataset.size > MAX_CHARS:
+            raise MalformedModel(
+                self.path,
+                f"variable {where!r} is a char array of {dataset.size:,} characters, "
+                f"over the limit of {MAX_CHARS:,}",
+            )
+        codes = np.asarray(dataset[()], dtype="<u2").T
+        return _strings([row.tobytes().decode("utf-16-le", "replace") for row in codes])
 
     def _cell(self, where: str, dataset: Any) -> list[Any]:
         """References into #refs#; the transposed storage makes C order MATLAB's linear order."""
+        self._walk_once(where, dataset)
+        if dataset.size > MAX_ITEMS:
+            raise MalformedModel(
+                self.path, f"variable {where!r} is a cell of {dataset.size:,} items, too many"
+            )
         references = np.asarray(dataset[()]).ravel()
         return [
             self.convert(f"{where}.{index}", dataset.file[reference])
@@ -245,22 +365,33 @@ class _V73Values:
         ]
 
     def _empty(self, where: str, dataset: Any, matlab_class: str) -> Any:
-        """MATLAB stores an empty array's dimensions as its data."""
+        """MATLAB stores an empty array's dimensions as its data; one of them is 0."""
         if matlab_class == "char":
             return ""
         if matlab_class == "cell":
             return []
         dtype = self._dtype(where, matlab_class, dataset.dtype)
-        shape = tuple(int(size) for size in np.asarray(dataset[()]).ravel())
+        sizes = np.asarray(dataset[()]).ravel() if dataset.size <= MAX_DIMS else None
+        if sizes is None or sizes.dtype.kind not in "iu" or 0 not in sizes or any(sizes < 0):
+            raise MalformedModel(
+                self.path, f"variable {where!r} is marked empty, but its sizes are not a shape"
+            )
+        shape = tuple(int(size) for size in sizes)
         return TensorRef(
             name=where, shape=shape, dtype=dtype, load=lambda: np.zeros(shape, numpy_dtype(dtype))
         )
 
     def _tensor(self, where: str, dataset: Any, matlab_class: str) -> TensorRef:
+        """Read when loaded, so a filter or a chunk that fails then still names the file."""
         dtype = self._dtype(where, matlab_class, dataset.dtype)
 
         def load() -> np.ndarray:
-            return _as_dtype(np.asarray(dataset[()]), numpy_dtype(dtype)).T
+            try:
+                stored = np.asarray(dataset[()])
+            except (OSError, ValueError) as exc:
+                problem = f"variable {where!r}: cannot read: {one_line(exc)}"
+                raise MalformedModel(self.path, problem) from exc
+            return _as_dtype(stored, numpy_dtype(dtype)).T
 
         return TensorRef(name=where, shape=dataset.shape[::-1], dtype=dtype, load=load)
 

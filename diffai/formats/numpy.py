@@ -11,9 +11,10 @@ archive; compressed ones (``np.savez_compressed``) can only be inflated, which
 
 from __future__ import annotations
 
+import io
 import math
+import struct
 import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -26,14 +27,18 @@ import numpy as np
 from diffai.dtypes import NUMPY_DTYPES, canonical_name
 from diffai.errors import MalformedModel, UnreadableModel
 from diffai.formats.flatten import ROOT_NAME
-from diffai.formats.zipmembers import ZipMembers
+from diffai.formats.zipmembers import MEMBER_ERRORS, OPEN_ERRORS, ZipMembers
 from diffai.model import Model, TensorRef
+from diffai.text import one_line
 
 FORMAT = "numpy"
 EXTENSIONS = (".npy", ".npz")
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+HEADER_LENGTHS = {(1, 0): struct.Struct("<H"), (2, 0): struct.Struct("<I")}
+#: numpy's own ``max_header_size``: no legitimate header comes near it.
+MAX_HEADER_BYTES = 10_000
 MEMBER_SUFFIX = ".npy"
 # Version 3.0 only exists for structured dtypes with non-ASCII field names,
 # which diffai refuses anyway.
@@ -41,7 +46,7 @@ HEADER_READERS = {
     (1, 0): np.lib.format.read_array_header_1_0,
     (2, 0): np.lib.format.read_array_header_2_0,
 }
-ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
+ZIP_ERRORS = (*MEMBER_ERRORS, *OPEN_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,7 @@ def _member_header(path: Path, members: ZipMembers, member: str, label: str) -> 
         with members.archive.open(member) as stream:
             return _parse_header(path, label, stream)
     except ZIP_ERRORS as exc:
-        raise MalformedModel(path, f"cannot read {label}: {exc}") from exc
+        raise MalformedModel(path, f"cannot read {label}: {one_line(exc)}") from exc
 
 
 def _parse_header(path: Path, label: str, stream: IO[bytes]) -> _Header:
@@ -135,13 +140,35 @@ def _parse_header(path: Path, label: str, stream: IO[bytes]) -> _Header:
         read_header = HEADER_READERS.get(version)
         if read_header is None:
             raise MalformedModel(path, f"{label}: npy format version {version} is not supported")
-        shape, fortran, dtype = read_header(stream)
+        shape, fortran, dtype = read_header(_bounded_header(path, label, stream, version))
     except (ValueError, TokenError) as exc:
         # numpy tokenizes headers it cannot parse at first, hence TokenError.
-        raise MalformedModel(path, f"{label}: bad npy header: {exc}") from exc
+        raise MalformedModel(path, f"{label}: bad npy header: {one_line(exc)}") from exc
     if any(size < 0 for size in shape):
         raise MalformedModel(path, f"{label}: bad npy header: negative size in shape {shape}")
     return _Header(shape=shape, fortran=fortran, dtype=dtype, offset=stream.tell())
+
+
+def _bounded_header(
+    path: Path, label: str, stream: IO[bytes], version: tuple[int, int]
+) -> IO[bytes]:
+    """The length field and the header, read only once the length is known to be sane.
+
+    numpy reads a header whole before it checks its size, and a compressed npz
+    member can declare a header of 4 GB of spaces in a few kilobytes.
+    """
+    length_field = HEADER_LENGTHS[version]
+    raw_length = stream.read(length_field.size)
+    if len(raw_length) < length_field.size:
+        raise MalformedModel(path, f"{label}: bad npy header: it ends before its length")
+    (length,) = length_field.unpack(raw_length)
+    if length > MAX_HEADER_BYTES:
+        raise MalformedModel(
+            path,
+            f"{label}: bad npy header: {length:,} bytes long, over numpy's limit of "
+            f"{MAX_HEADER_BYTES:,}",
+        )
+    return io.BytesIO(raw_length + stream.read(length))
 
 
 def _checked_dtype(path: Path, label: str, header: _Header, available: int) -> str:

@@ -25,7 +25,7 @@ import numpy as np
 
 from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel, MissingExtra, UnreadableModel, UnsafePickle
-from diffai.formats.flatten import flatten_checkpoint
+from diffai.formats.flatten import TooManyEntries, flatten_checkpoint
 from diffai.formats.torch_pickle import (
     TORCH_DTYPES,
     PickledTensor,
@@ -34,8 +34,9 @@ from diffai.formats.torch_pickle import (
     refusal_hint,
     unpickle_checkpoint,
 )
-from diffai.formats.zipmembers import ZipMembers
+from diffai.formats.zipmembers import OPEN_ERRORS, ZipMembers
 from diffai.model import Model, Scalar, TensorRef
+from diffai.text import one_line
 
 FORMAT = "pytorch"
 EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt")
@@ -86,7 +87,7 @@ def _zip_names(path: Path) -> list[str]:
     try:
         with zipfile.ZipFile(path) as archive:
             return archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):
+    except OPEN_ERRORS:
         return []
 
 
@@ -122,7 +123,7 @@ def _byteorder(path: Path, members: ZipMembers, prefix: str) -> str:
     name = f"{prefix}byteorder"
     if name not in members.names():
         return "little"
-    order = members.read_bytes(name).decode("ascii", errors="replace")
+    order = members.read_bytes(name, len("little")).decode("ascii", errors="replace")
     if order not in ("little", "big"):
         raise MalformedModel(path, f"unknown byte order {order!r} in {name!r}")
     return order
@@ -146,11 +147,16 @@ def _model_from_pickle(
 def _flatten(
     path: Path, checkpoint: Any, is_tensor: Callable[[Any], bool]
 ) -> tuple[dict[str, Any], dict[str, Scalar]]:
-    """A few bytes of pickle nest lists deep enough to exhaust the stack of a recursive walk."""
+    """A few bytes of pickle nest lists deep enough to exhaust the stack of a recursive walk,
+    or hold an integer key too long for ``str`` (over 4,300 digits) to make a name of."""
     try:
         return flatten_checkpoint(checkpoint, is_tensor)
     except RecursionError as exc:
         raise MalformedModel(path, "the checkpoint nests too deeply to read") from exc
+    except TooManyEntries as exc:
+        raise MalformedModel(path, str(exc)) from exc
+    except ValueError as exc:
+        raise MalformedModel(path, "the checkpoint holds an integer too long to show") from exc
 
 
 def _tensor_ref(path: Path, name: str, tensor: PickledTensor, byteorder: str) -> TensorRef:
@@ -158,7 +164,7 @@ def _tensor_ref(path: Path, name: str, tensor: PickledTensor, byteorder: str) ->
     try:
         view = _strided_view(tensor, _stored_dtype(tensor.dtype, byteorder))
     except (ValueError, OverflowError) as exc:
-        raise MalformedModel(path, f"tensor {name!r}: {exc}") from exc
+        raise MalformedModel(path, f"tensor {name!r}: {one_line(exc)}") from exc
     return TensorRef(name, view.shape, tensor.dtype, _loader(view, numpy_dtype(tensor.dtype)))
 
 
@@ -242,7 +248,8 @@ def _torch_failure(path: Path, refused: UnsafePickle | None, exc: Exception) -> 
     if refused is not None:
         hint = f"{refusal_hint(refused.global_name)}; torch.load(weights_only=True) refused it too"
         return UnsafePickle(path, refused.global_name, f"{hint}: {reason}")
-    named = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+    # "GLOBAL x.y was not an allowed global", or "unsupported GLOBAL x.y whose module x is blocked"
+    named = re.search(r"GLOBAL ([\w.]+) (?:was not an allowed|whose module)", str(exc))
     if named:
         hint = f"{refusal_hint(named.group(1))}; torch.load(weights_only=True) refused it"
         return UnsafePickle(path, named.group(1), hint)

@@ -8,7 +8,6 @@ overlaps and trailing bytes, all of which hide data a reviewer never sees.
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from pathlib import Path
@@ -18,8 +17,9 @@ import numpy as np
 
 from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel, UnreadableModel
-from diffai.formats.strictjson import DuplicateKey, loads_strict
+from diffai.formats.strictjson import DuplicateKey, InvalidJson, loads_strict
 from diffai.model import Model, TensorRef
+from diffai.text import one_line
 
 FORMAT = "safetensors"
 EXTENSIONS = (".safetensors",)
@@ -82,8 +82,9 @@ def _parse_header_json(path: Path, raw: bytes) -> dict[str, Any]:
         header = loads_strict(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise MalformedModel(path, f"safetensors header is not UTF-8 ({exc.reason})") from exc
-    except json.JSONDecodeError as exc:
-        raise MalformedModel(path, f"safetensors header is not valid JSON: {exc}") from exc
+    except InvalidJson as exc:
+        problem = f"safetensors header is not valid JSON: {one_line(exc)}"
+        raise MalformedModel(path, problem) from exc
     except DuplicateKey as exc:
         raise MalformedModel(path, f"safetensors header repeats the key {exc.key!r}") from exc
     if not isinstance(header, dict):
@@ -125,8 +126,8 @@ def _check_entry(path: Path, name: str, entry: Any) -> None:
             path,
             f"tensor {name!r}: entry must have exactly dtype, shape, data_offsets (got {keys})",
         )
-    if entry["dtype"] not in DTYPES:
-        raise MalformedModel(path, f"tensor {name!r}: unknown dtype {entry['dtype']!r}")
+    if not isinstance(entry["dtype"], str) or entry["dtype"] not in DTYPES:
+        raise MalformedModel(path, f"tensor {name!r}: unknown dtype {entry['dtype']!r:.40}")
     shape, offsets = entry["shape"], entry["data_offsets"]
     if not _is_int_list(shape):
         raise MalformedModel(path, f"tensor {name!r}: shape {shape!r} is not a list of sizes")
@@ -175,7 +176,7 @@ def _map_data(path: Path, offset: int, length: int) -> np.ndarray:
     try:
         return np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=(length,))
     except OSError as exc:
-        raise UnreadableModel(path, f"cannot map the tensor data: {exc}") from exc
+        raise UnreadableModel(path, f"cannot map the tensor data: {one_line(exc)}") from exc
 
 
 def _tensor_ref(name: str, entry: dict[str, Any], data: np.ndarray) -> TensorRef:

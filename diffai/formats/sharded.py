@@ -14,14 +14,15 @@ folder, which is fine, while an index naming ``../../x`` is not.
 
 from __future__ import annotations
 
-import json
+import stat
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from diffai.errors import MalformedModel, UnreadableModel
-from diffai.formats.strictjson import DuplicateKey, loads_strict
+from diffai.formats.strictjson import DuplicateKey, InvalidJson, loads_strict
 from diffai.model import Model, Scalar, TensorRef
+from diffai.text import one_line
 
 FORMAT = "folder"
 EXTENSIONS = (".json",)
@@ -121,8 +122,8 @@ def _parse_index(index: Path) -> tuple[dict[str, str], dict[str, Any]]:
         raise MalformedModel(index, f"index is {size} bytes, over the 100 MB limit")
     try:
         document = loads_strict(index.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedModel(index, f"index is not valid JSON: {exc}") from exc
+    except (UnicodeDecodeError, InvalidJson) as exc:
+        raise MalformedModel(index, f"index is not valid JSON: {one_line(exc)}") from exc
     except DuplicateKey as exc:
         # A repeated tensor name would silently point at only one of its shards.
         raise MalformedModel(index, f"index repeats the key {exc.key!r}") from exc
@@ -177,9 +178,21 @@ def _shard_path(index: Path, shard_name: str, tensor: str) -> Path:
             index, f"shard {shard_name!r} (for tensor {tensor!r}) points outside the index's folder"
         )
     shard_path = index.parent / shard_name
-    if not shard_path.is_file():
-        raise UnreadableModel(index, f"shard {shard_name!r} (for tensor {tensor!r}) does not exist")
+    problem = _not_a_file(shard_path)
+    if problem:
+        raise UnreadableModel(index, f"shard {shard_name!r} (for tensor {tensor!r}) {problem}")
     return shard_path
+
+
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` cannot be read as a file (a FIFO would block the reader for ever), or ''."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as exc:  # a symlink loop, a folder on the way that cannot be searched
+        return f"cannot be opened: {exc.strerror or exc}"
+    return "" if stat.S_ISREG(mode) else "is not a regular file"
 
 
 def _open_weight_file(path: Path) -> Model:

@@ -7,6 +7,7 @@ tensor entry to one reader and another to the next; diffai refuses instead.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 
@@ -16,9 +17,26 @@ class DuplicateKey(ValueError):
         super().__init__(f"repeated key {key!r}")
 
 
+class InvalidJson(ValueError):
+    """Not JSON, or JSON that Python cannot hold: nested past the stack, a 5,000-digit number."""
+
+
 def loads_strict(raw: bytes | str) -> Any:
-    """Parse JSON; ``DuplicateKey`` on a repeated object key, ``JSONDecodeError`` on bad JSON."""
-    return json.loads(raw, object_pairs_hook=_reject_duplicate_keys)
+    """Parse JSON; ``DuplicateKey`` on a repeated object key, ``InvalidJson`` on bad JSON.
+
+    Bytes must be UTF-8 (``UnicodeDecodeError`` otherwise).
+    """
+    try:
+        return json.loads(raw, object_pairs_hook=_reject_duplicate_keys)
+    except (DuplicateKey, UnicodeDecodeError):
+        raise
+    except json.JSONDecodeError as exc:
+        raise InvalidJson(str(exc)) from exc
+    except RecursionError:
+        raise InvalidJson("nested too deeply") from None
+    except ValueError as exc:  # int() refuses numbers of over 4,300 digits
+        digits = sys.get_int_max_str_digits()
+        raise InvalidJson(f"a number has more than {digits:,} digits") from exc
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

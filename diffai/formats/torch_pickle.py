@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import io
 import pickle
+import pickletools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel, UnsafePickle
 from diffai.formats.zipmembers import ZipMembers
 from diffai.model import Scalar
+from diffai.text import one_line
 
 TORCH_DTYPES = {
     "float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16",
@@ -40,6 +42,9 @@ STORAGE_DTYPES = {
 NUMPY_SCALAR_CODES = frozenset(
     ["b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16"]
 )
+#: A 7B model's data.pkl is about 30 KB, one of 10,000 tensors 1 MB. Unpickling can take 70
+#: times a pickle's size in memory (a list per byte), so this bounds a hostile one near 1 GiB.
+MAX_PICKLE_BYTES = 16 << 20
 #: How a hostile or damaged pickle fails inside the unpickler and our stand-ins.
 _PICKLE_ERRORS = (
     pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
@@ -48,11 +53,87 @@ _PICKLE_ERRORS = (
 
 
 def unpickle_checkpoint(path: Path, members: ZipMembers, pickle_name: str, prefix: str) -> Any:
-    data = members.read_bytes(pickle_name)
+    data = members.read_bytes(pickle_name, MAX_PICKLE_BYTES)
+    _check_memo_indexes(path, pickle_name, data)
     try:
         return _AllowListUnpickler(data, path, members, f"{prefix}data/").load()
+    except MemoryError as exc:
+        raise MalformedModel(path, f"{pickle_name}: unpickling it needs more memory") from exc
     except _PICKLE_ERRORS as exc:
-        raise MalformedModel(path, f"{pickle_name}: malformed pickle ({exc})") from exc
+        raise MalformedModel(path, f"{pickle_name}: malformed pickle ({one_line(exc)})") from exc
+
+
+def _check_memo_indexes(path: Path, pickle_name: str, data: bytes) -> None:
+    """No memo index beyond the pickle's length: C's unpickler sizes its memo by the index.
+
+    Six bytes (``LONG_BINPUT 1479017329``) would make it allocate and zero 23 GB.
+    Real pickles number their memo entries from 0, one per object. The scan
+    stops where the unpickler will fail anyway (an unknown opcode, a short file).
+    """
+    position, end = 0, len(data)
+    while position < end:
+        code, position = data[position], position + 1
+        argument = _OPCODE_ARGUMENTS.get(code)
+        if argument is None or code == _STOP:
+            return
+        index = _memo_index(code, data, position)
+        if index is not None and index > end:
+            raise MalformedModel(
+                path, f"{pickle_name}: memo index {index:,} is beyond any real pickle's"
+            )
+        position = _argument_end(argument, data, position)
+        if position < 0:
+            return
+
+
+def _memo_index(code: int, data: bytes, position: int) -> int | None:
+    if code == _LONG_BINPUT:
+        return int.from_bytes(data[position : position + 4], "little")
+    if code == _PUT:  # protocol 0: a decimal line
+        digits = data[position : data.find(b"\n", position)][:20]
+        return int(digits) if digits.isdigit() else None
+    return None
+
+
+def _argument_end(argument: tuple[str, int, bool], data: bytes, position: int) -> int:
+    """Where the opcode's argument ends, or -1 when the data ends first."""
+    kind, size, signed = argument
+    if kind == "fixed":
+        return position + size
+    if kind == "lines":
+        for _ in range(size):
+            newline = data.find(b"\n", position)
+            if newline < 0:
+                return -1
+            position = newline + 1
+        return position
+    length = int.from_bytes(data[position : position + size], "little", signed=signed)
+    return position + size + length if length >= 0 else -1  # the unpickler refuses it
+
+
+def _opcode_arguments() -> dict[int, tuple[str, int, bool]]:
+    """Each opcode's argument: a fixed size, lines (GLOBAL and INST take two), or sized bytes."""
+    sized = {
+        pickletools.TAKEN_FROM_ARGUMENT1: (1, False),
+        pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
+        pickletools.TAKEN_FROM_ARGUMENT4U: (4, False),
+        pickletools.TAKEN_FROM_ARGUMENT8U: (8, False),
+    }
+    arguments = {}
+    for opcode in pickletools.opcodes:
+        n = opcode.arg.n if opcode.arg else 0
+        if n >= 0:
+            argument = ("fixed", n, False)
+        elif n == pickletools.UP_TO_NEWLINE:
+            argument = ("lines", 2 if opcode.arg.name.endswith("_pair") else 1, False)
+        else:
+            argument = ("sized", *sized[n])
+        arguments[ord(opcode.code)] = argument
+    return arguments
+
+
+_OPCODE_ARGUMENTS = _opcode_arguments()
+_STOP, _PUT, _LONG_BINPUT = ord(pickle.STOP), ord(pickle.PUT), ord(pickle.LONG_BINPUT)
 
 
 class _AllowListUnpickler(pickle.Unpickler):

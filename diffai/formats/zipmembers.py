@@ -2,6 +2,11 @@
 
 ``torch.save`` and ``np.savez`` store members uncompressed, so a member's bytes
 can be mapped straight from the archive instead of being read into memory.
+A compressed member must be inflated into memory, and a few kilobytes of
+deflate stream can claim gigabytes (a zip bomb), so every read states how much
+it accepts, and the members inflated from one archive share one budget of
+``byte_budget(archive size)``, checked against the sizes the archive declares
+before anything is inflated (``zipfile`` never inflates past a declared size).
 """
 
 from __future__ import annotations
@@ -14,9 +19,20 @@ from pathlib import Path
 import numpy as np
 
 from diffai.errors import MalformedModel, UnreadableModel
+from diffai.formats.limits import byte_budget
+from diffai.text import one_line
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _LOCAL_SIGNATURE = b"PK\x03\x04"
+#: How zipfile fails on a damaged directory: ValueError for a name flagged UTF-8 that is
+#: not, NotImplementedError for a "zip file version" it does not know.
+OPEN_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError)
+#: How zipfile fails on a damaged member; RuntimeError is its "encrypted, password required",
+#: ValueError a local header whose name is flagged UTF-8 and is not.
+MEMBER_ERRORS = (
+    zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError,
+    ValueError,
+)  # fmt: skip
 
 
 class ZipMembers:
@@ -26,32 +42,61 @@ class ZipMembers:
         self.path = path
         try:
             self.archive = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise MalformedModel(path, f"not a readable zip archive: {exc}") from exc
-        self._file = np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size else None
+        except OPEN_ERRORS as exc:
+            raise MalformedModel(path, f"not a readable zip archive: {one_line(exc)}") from exc
+        size = path.stat().st_size
+        self._file = np.memmap(path, dtype=np.uint8, mode="r") if size else None
+        self._inflate_budget = byte_budget(size)
+        self._inflated: set[str] = set()
 
     def names(self) -> list[str]:
         return self.archive.namelist()
 
-    def read_bytes(self, name: str) -> bytes:
-        """A small member (a pickle, a header) read whole."""
-        try:
-            return self.archive.read(name)
-        except (KeyError, zipfile.BadZipFile, OSError, zlib.error, NotImplementedError) as exc:
-            raise MalformedModel(self.path, f"cannot read zip member {name!r}: {exc}") from exc
+    def read_bytes(self, name: str, limit: int) -> bytes:
+        """A member read whole, refused unread if it declares more than ``limit`` bytes."""
+        info = self._info(name)
+        self._check_size(info, limit)
+        return self._read(info)
 
     def member_array(self, name: str) -> np.ndarray:
-        """The member's bytes: mapped when stored, decompressed into memory otherwise."""
-        try:
-            info = self.archive.getinfo(name)
-        except KeyError as exc:
-            raise MalformedModel(self.path, f"zip member {name!r} is missing") from exc
+        """The member's bytes: mapped when stored, else inflated into memory (within budget)."""
+        info = self._info(name)
         if info.compress_type != zipfile.ZIP_STORED or self._file is None:
-            return np.frombuffer(self.read_bytes(name), dtype=np.uint8)
+            return np.frombuffer(self._inflate(info), dtype=np.uint8)
         start = self._data_offset(info)
         if start + info.file_size > self._file.size:
             raise MalformedModel(self.path, f"zip member {name!r} runs past the end of the file")
         return self._file[start : start + info.file_size]
+
+    def _info(self, name: str) -> zipfile.ZipInfo:
+        try:
+            return self.archive.getinfo(name)
+        except KeyError as exc:
+            raise MalformedModel(self.path, f"zip member {name!r} is missing") from exc
+
+    def _inflate(self, info: zipfile.ZipInfo) -> bytes:
+        """Charged to the budget once per member, however often it is read (npz loads lazily)."""
+        if info.filename not in self._inflated:
+            self._check_size(info, self._inflate_budget)
+            self._inflate_budget -= info.file_size
+            self._inflated.add(info.filename)
+        return self._read(info)
+
+    def _check_size(self, info: zipfile.ZipInfo, limit: int) -> None:
+        if info.file_size > limit:
+            raise MalformedModel(
+                self.path,
+                f"zip member {info.filename!r} declares {info.file_size:,} bytes, over the "
+                f"limit of {limit:,} (a zip bomb?)",
+            )
+
+    def _read(self, info: zipfile.ZipInfo) -> bytes:
+        try:
+            return self.archive.read(info)
+        except MEMBER_ERRORS as exc:
+            raise MalformedModel(
+                self.path, f"cannot read zip member {info.filename!r}: {one_line(exc)}"
+            ) from exc
 
     def _data_offset(self, info: zipfile.ZipInfo) -> int:
         header_end = info.header_offset + _LOCAL_HEADER.size

@@ -9,7 +9,9 @@ parse also turns into Python values.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,11 @@ _Loader.add_implicit_resolver(
 )
 
 
+#: A policy is a few hundred bytes and a YAML metrics file a few kilobytes; the pure-Python
+#: YAML parser takes up to 50 seconds a megabyte. JSON metrics (evaluation harness results
+#: with their configs) run larger, and parse a thousand times faster.
+MAX_YAML_BYTES = 64 << 10
+MAX_JSON_BYTES = 16 << 20
 #: A policy holds dozens of values; far more can only come from aliases nested in aliases
 #: (a "billion laughs"), which schema validation would expand and its messages print.
 MAX_VALUES = 100_000
@@ -49,7 +56,7 @@ class Lines:
 def load_policy(path: str | Path) -> Policy:
     """The policy in a YAML file, checked against the shipped schema."""
     source = str(path)
-    lines, document = _parse_yaml(source, _read_text(source, "policy"))
+    lines, document = _parse_yaml(source, _read_text(source, "policy", MAX_YAML_BYTES))
     if lines is None:
         raise PolicyError(f'{source}: the policy file is empty; start it with "version: 1"')
     if not isinstance(document, dict):
@@ -64,8 +71,9 @@ def load_policy(path: str | Path) -> Policy:
 def load_metrics(path: str | Path) -> MetricsFile:
     """The evaluation metrics in a JSON or YAML file, as a mapping that remembers its file."""
     source = str(path)
-    text = _read_text(source, "metrics")
-    values = _parse_json(source, text) if source.endswith(".json") else _parse_yaml(source, text)[1]
+    is_json = source.endswith(".json")
+    text = _read_text(source, "metrics", MAX_JSON_BYTES if is_json else MAX_YAML_BYTES)
+    values = _parse_json(source, text) if is_json else _parse_yaml(source, text)[1]
     if values is None:
         raise PolicyError(f"{source}: the metrics file is empty")
     if not isinstance(values, dict):
@@ -85,17 +93,33 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
     return sizes[id(node)]
 
 
-def _read_text(source: str, what: str) -> str:
+def _read_text(source: str, what: str, limit: int) -> str:
+    """The file's text; never more than ``limit`` bytes read, never a FIFO or device opened.
+
+    A policy can come from the pull request's own tree, where a symlink to
+    ``/dev/zero`` would otherwise be read until memory runs out.
+    """
     try:
-        return Path(source).read_text(encoding="utf-8")
+        _check_regular_file(source, what)
+        with open(source, "rb") as handle:
+            raw = handle.read(limit + 1)
+        if len(raw) > limit:
+            raise PolicyError(f"{source}: over {limit:,} bytes, too big for a {what} file")
+        return raw.decode("utf-8")
     except FileNotFoundError:
         raise PolicyError(f"{source}: no such {what} file") from None
-    except IsADirectoryError:
-        raise PolicyError(f"{source}: is a folder, not a {what} file") from None
     except UnicodeDecodeError:
         raise PolicyError(f"{source}: not a text file (not UTF-8)") from None
     except OSError as exc:
         raise PolicyError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+
+
+def _check_regular_file(source: str, what: str) -> None:
+    mode = os.stat(source).st_mode
+    if stat.S_ISDIR(mode):
+        raise PolicyError(f"{source}: is a folder, not a {what} file")
+    if not stat.S_ISREG(mode):
+        raise PolicyError(f"{source}: not a regular file (a FIFO or a device?)")
 
 
 def _parse_yaml(source: str, text: str) -> tuple[_LineMap | None, Any]:
@@ -113,6 +137,8 @@ def _parse_yaml(source: str, text: str) -> tuple[_LineMap | None, Any]:
         return lines, loader.construct_document(node)
     except RecursionError:
         raise PolicyError(f"{source}: nested too deeply to be a policy or metrics file") from None
+    except (ValueError, OverflowError) as exc:  # a 5,000-digit number, a 13th month ...
+        raise PolicyError(f"{source}: invalid YAML value: {_first_line(exc)}") from exc
     except yaml.MarkedYAMLError as exc:
         line = f":{exc.problem_mark.line + 1}" if exc.problem_mark else ""
         problem = f"{exc.context}, {exc.problem}" if exc.context else exc.problem
@@ -128,6 +154,13 @@ def _parse_json(source: str, text: str) -> Any:
         raise PolicyError(f"{source}: nested too deeply to be a metrics file") from None
     except json.JSONDecodeError as exc:
         raise PolicyError(f"{source}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+    except ValueError as exc:  # int() refuses numbers of over 4,300 digits
+        raise PolicyError(f"{source}: invalid JSON value: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    """Python's own message up to its advice (``use sys.set_int_max_str_digits() ...``)."""
+    return str(exc).split(";")[0].splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _raise_first_problem(source: str, lines: _LineMap, document: dict[str, Any]) -> None:

@@ -5,12 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from diffai.text import one_line
+
 Line = Callable[[dict[str, Any]], str]
 
 
 def analysis_lines(document: dict[str, Any], keys: Sequence[str]) -> list[str]:
-    """One line per chosen section that has something to say, in the order given."""
-    return [f"{key}: {line}" for key in keys if (line := _LINES[key](section(document, key)))]
+    """One line per chosen section that has something to say, in the order given.
+
+    A section may quote checkpoint values (a string ``epoch`` in training_progress),
+    so each line is made one line.
+    """
+    return [
+        f"{key}: {one_line(line)}" for key in keys if (line := _LINES[key](section(document, key)))
+    ]
 
 
 def section(document: dict[str, Any], key: str) -> dict[str, Any]:

@@ -1,0 +1,112 @@
+"""What every model must satisfy, whatever its format: checked once a reader is done.
+
+A reader checks its own format's rules; these are the ones no format can
+promise on its own, because each protects a later stage from a hostile file:
+
+- names are shown on one line in logs, PR comments and reports, so a name may
+  hold no control character, line or paragraph separator, or lone surrogate
+  (which no UTF-8 output can encode), and no more than ``MAX_NAME_CHARS``;
+- a shape must be one numpy can build (at most 64 axes, sizes that fit in
+  64 bits), or reading the values would fail long after the file was accepted;
+- the tensors may add up to at most ``byte_budget(file size)``: views that
+  repeat their storage (stride 0, overlapping strides) and compressed members
+  let a few bytes of file declare terabytes, which would take hours to
+  stream (or memory to inflate), while real checkpoints stay near their size;
+- a scalar must fit in the JSON report: integers of at most ``MAX_INT_BITS``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from diffai.dtypes import numpy_dtype
+from diffai.errors import MalformedModel
+from diffai.model import Model, Scalar, TensorRef
+from diffai.text import UNSHOWABLE
+
+#: Real names are under 200 characters; a megabyte-long one only floods every output.
+MAX_NAME_CHARS = 1024
+#: numpy's own limit on the number of axes.
+MAX_DIMS = 64
+#: numpy indexes with signed 64-bit integers, so no size (in bytes or elements) may reach 2**63.
+MAX_SIZE = 2**63 - 1
+#: The tensors may declare this many times the file's bytes ...
+MAX_EXPANSION = 8
+#: ... plus this much, so small files may still hold a modest expanded buffer.
+EXPANSION_ALLOWANCE = 1 << 30
+#: 128-bit hashes and seeds fit; a 4,300-digit integer cannot even be written as JSON.
+MAX_INT_BITS = 1024
+
+
+def byte_budget(file_size: int) -> int:
+    """How many bytes of tensors a file of ``file_size`` bytes may declare."""
+    return MAX_EXPANSION * file_size + EXPANSION_ALLOWANCE
+
+
+def check_model(path: Path, model: Model) -> None:
+    for name, ref in model.tensors.items():
+        check_name(path, "tensor", name)
+        _check_shape(path, ref)
+    for name, value in model.scalars.items():
+        check_name(path, "scalar", name)
+        _check_scalar(path, name, value)
+    _check_budget(path, model)
+
+
+def check_name(path: Path, kind: str, name: str) -> None:
+    if len(name) > MAX_NAME_CHARS:
+        raise MalformedModel(
+            path,
+            f"{kind} name {name[:40]!r}... is {len(name):,} characters long, "
+            f"over the limit of {MAX_NAME_CHARS}",
+        )
+    bad = UNSHOWABLE.search(name)
+    if bad:
+        raise MalformedModel(
+            path,
+            f"{kind} name {name!r} contains {bad.group()!r}, "
+            "which no log or comment shows on one line",
+        )
+
+
+def _check_shape(path: Path, ref: TensorRef) -> None:
+    shape = ref.shape
+    problem = ""
+    if len(shape) > MAX_DIMS:
+        problem = f"{len(shape)} axes, over numpy's limit of {MAX_DIMS}"
+    elif any(size > MAX_SIZE for size in shape):
+        problem = "a size that does not fit in 64 bits"
+    elif math.prod(size for size in shape if size) * numpy_dtype(ref.dtype).itemsize > MAX_SIZE:
+        problem = "more bytes than a 64-bit size can count"
+    if problem:
+        shown = _shown_shape(shape)
+        raise MalformedModel(path, f"tensor {ref.name!r}: shape {shown} has {problem}")
+
+
+def _shown_shape(shape: tuple[int, ...]) -> str:
+    text = str(list(shape))
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _check_scalar(path: Path, name: str, value: Scalar) -> None:
+    values = value if isinstance(value, list) else [value]
+    for item in values:
+        if isinstance(item, int) and item.bit_length() > MAX_INT_BITS:
+            raise MalformedModel(
+                path,
+                f"scalar {name!r} is an integer of {item.bit_length():,} bits, "
+                f"over the limit of {MAX_INT_BITS}",
+            )
+
+
+def _check_budget(path: Path, model: Model) -> None:
+    declared = sum(ref.nbytes for ref in model.tensors.values())
+    budget = byte_budget(model.size_bytes)
+    if declared > budget:
+        raise MalformedModel(
+            path,
+            f"its tensors add up to {declared:,} bytes, more than {MAX_EXPANSION}x its "
+            f"{model.size_bytes:,} bytes plus 1 GiB: views that repeat their storage or "
+            "compressed data that inflate this far are refused",
+        )

@@ -1,0 +1,287 @@
+"""Hostile .npy, .npz and .mat files through the CLI.
+
+tests/test_format_numpy.py refuses object arrays and malformed headers at the
+reader; tests/test_format_matlab.py refuses sparse matrices and MATLAB objects.
+Here: object arrays whose pickle is live, headers and archives built to burst
+memory, and HDF5 files that loop, nest, fan out or reach outside themselves.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zipfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.hostile.conftest import Refusal, assert_refused, run_bounded
+from tests.hostile.test_pytorch_hostile import Call, declare_size
+from tests.test_format_matlab import V73_HEADER, write_v73
+
+# --- numpy ---------------------------------------------------------------------------------
+
+
+def live_object_array(sentinel: Path) -> np.ndarray:
+    """An object array whose pickle runs ``touch sentinel`` when loaded with allow_pickle."""
+    array = np.empty(1, dtype=object)
+    array[0] = Call(os.system, f"touch {sentinel}")
+    return array
+
+
+def test_an_object_npy_is_refused_and_its_pickle_never_runs(
+    refused: Callable[..., Refusal], tmp_path: Path, sentinel: Path
+) -> None:
+    hostile = tmp_path / "hostile.npy"
+    np.save(hostile, live_object_array(sentinel), allow_pickle=True)
+    assert_refused(refused(hostile), "holds an object array (dtype '|O')")
+    assert not sentinel.exists()
+    np.load(hostile, allow_pickle=True)  # the same file, loaded naively, runs the command
+    assert sentinel.exists()
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["stored", "compressed"])
+def test_an_object_npz_member_is_refused_and_its_pickle_never_runs(
+    refused: Callable[..., Refusal], tmp_path: Path, sentinel: Path, compress: bool
+) -> None:
+    hostile = tmp_path / "hostile.npz"
+    save = np.savez_compressed if compress else np.savez
+    save(hostile, fine=np.ones(2), evil=live_object_array(sentinel))
+    assert_refused(refused(hostile), "member 'evil.npy' holds an object array")
+    assert not sentinel.exists()
+
+
+def npy_with_header_length(version: int, length: int) -> bytes:
+    field = struct.pack("<H" if version == 1 else "<I", length)
+    return b"\x93NUMPY" + bytes([version, 0]) + field + b"{'descr': '<f4', "
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        pytest.param(npy_with_header_length(1, 65_535), "65,535 bytes long", id="v1-64k"),
+        pytest.param(npy_with_header_length(2, 2**32 - 1), "4,294,967,295 bytes long", id="v2-4GB"),
+        pytest.param(b"\x93NUMPY\x02\x00\x10", "it ends before its length", id="v2-cut"),
+        pytest.param(b"\x93NUMPY\x03\x00", "npy format version (3, 0) is not supported", id="v3"),
+    ],
+)  # fmt: skip
+def test_a_huge_or_broken_npy_header_is_refused_unread(
+    refused: Callable[..., Refusal], tmp_path: Path, content: bytes, problem: str
+) -> None:
+    hostile = tmp_path / "hostile.npy"
+    hostile.write_bytes(content)
+    assert_refused(refused(hostile), problem)
+
+
+def test_an_npz_member_name_with_a_newline_is_refused(
+    refused: Callable[..., Refusal], tmp_path: Path
+) -> None:
+    hostile = tmp_path / "hostile.npz"
+    with zipfile.ZipFile(hostile, "w") as archive:
+        buffer = io.BytesIO()
+        np.save(buffer, np.ones(2, np.float32))
+        archive.writestr("w\n::error::forged.npy", buffer.getvalue())
+    assert_refused(refused(hostile), "tensor name 'w\\n::error::forged' contains '\\n'")
+
+
+# --- MATLAB v7.3 (HDF5) -----------------------------------------------------------------------
+
+
+def v73(path: Path, build: Callable[[h5py.File], None]) -> Path:
+    """An HDF5 file with MATLAB's header, its contents made by ``build``."""
+    with h5py.File(path, "w", userblock_size=512) as handle:
+        build(handle)
+    with path.open("r+b") as raw:
+        raw.write(V73_HEADER.ljust(116, b" "))
+    return path
+
+
+def classed(item: h5py.HLObject, matlab_class: str) -> h5py.HLObject:
+    item.attrs["MATLAB_class"] = np.bytes_(matlab_class.encode())
+    return item
+
+
+def cell_of(parent: h5py.Group, name: str, targets: list[h5py.HLObject]) -> h5py.Dataset:
+    cell = classed(
+        parent.create_dataset(name, shape=(len(targets), 1), dtype=h5py.ref_dtype), "cell"
+    )
+    for index, target in enumerate(targets):
+        cell[index, 0] = target.ref
+    return cell
+
+
+def self_cell(handle: h5py.File) -> None:
+    cell = classed(handle.create_dataset("c", shape=(1, 1), dtype=h5py.ref_dtype), "cell")
+    cell[0, 0] = cell.ref
+
+
+def ref_cycle(handle: h5py.File) -> None:
+    refs = handle.create_group("#refs#")
+    first = classed(refs.create_dataset("a", shape=(1, 1), dtype=h5py.ref_dtype), "cell")
+    cell_of(handle, "c", [first])
+    first[0, 0] = cell_of(refs, "b", [first]).ref
+
+
+def group_loop(handle: h5py.File) -> None:
+    group = classed(handle.create_group("s"), "struct")
+    group["again"] = group  # a hard link: the struct holds itself
+
+
+def deep_groups(handle: h5py.File) -> None:
+    group = handle
+    for _ in range(150):
+        group = classed(group.create_group("g"), "struct")
+
+
+def soft_link(handle: h5py.File) -> None:
+    handle["w"] = h5py.SoftLink("/#refs#/w")
+
+
+def external_link(handle: h5py.File) -> None:
+    handle["w"] = h5py.ExternalLink("/etc/passwd", "/w")
+
+
+def empty_but_huge(handle: h5py.File) -> None:
+    sizes = classed(handle.create_dataset("e", data=np.array([2**40, 2**40], np.uint64)), "double")
+    sizes.attrs["MATLAB_empty"] = 1
+
+
+V73_CASES = [
+    pytest.param(self_cell, "variable 'c.0' contains itself", id="cell-holds-itself"),
+    pytest.param(ref_cycle, "variable 'c.0.0.0' contains itself", id="reference-cycle"),
+    pytest.param(group_loop, "variable 's.again' contains itself", id="group-hard-link-loop"),
+    pytest.param(deep_groups, "nests deeper than 100 levels", id="150-nested-groups"),
+    pytest.param(soft_link, "is an HDF5 link to '/#refs#/w', which diffai does not follow",
+                 id="soft-link"),
+    pytest.param(external_link, "is an HDF5 link to '/w', which diffai does not follow",
+                 id="external-link"),
+    pytest.param(empty_but_huge, "marked empty, but its sizes are not a shape", id="empty-huge"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("build", "problem"), V73_CASES)
+def test_a_looping_nesting_or_linking_v73_file_is_refused(
+    refused: Callable[..., Refusal],
+    tmp_path: Path,
+    build: Callable[[h5py.File], None],
+    problem: str,
+) -> None:
+    hostile = v73(tmp_path / "hostile.mat", build)
+    assert_refused(refused(hostile), problem)
+
+
+def test_external_storage_is_refused_and_the_outside_file_never_read(
+    run_cli, tmp_path: Path
+) -> None:
+    """HDF5 can keep a dataset's bytes in any file: its values would leak into the PR comment."""
+    secret = tmp_path / "secret.env"
+    secret.write_bytes(b"GITHUB_TOKEN=ghs_0123456789abcdef0123456789abcdef0123\n")
+
+    def outside(handle: h5py.File) -> None:
+        size = secret.stat().st_size
+        dataset = handle.create_dataset(
+            "w", shape=(size, 1), dtype="u1", external=[(secret, 0, size)]
+        )
+        classed(dataset, "uint8")
+
+    hostile = v73(tmp_path / "hostile.mat", outside)
+    report = tmp_path / "report.json"
+    result = run_cli(write_v73(tmp_path / "base.mat", {"w": np.zeros((1, 55), np.uint16)}),
+                     hostile, "--report", report, "-o", "json")  # fmt: skip
+    refusal = Refusal(hostile, result.code, result.err, report.exists())
+    assert_refused(refusal, "keeps its data in another file (HDF5 external storage")
+    assert result.out == ""
+
+
+# Built to exhaust memory or time: read in a child process with both bounded.
+def shared_children(handle: h5py.File) -> None:
+    """Forty cells, each holding the next one twice: 2**40 paths to the last."""
+    refs = handle.create_group("#refs#")
+    below = classed(refs.create_dataset("leaf", data=np.ones((1, 1))), "double")
+    for level in range(40):
+        below = cell_of(refs, f"level{level}", [below, below])
+    cell_of(handle, "c", [below])
+
+
+def million_references(handle: h5py.File) -> None:
+    """A compressed cell of a million references to one leaf: a few kilobytes of file."""
+    refs = handle.create_group("#refs#")
+    leaf = classed(refs.create_dataset("leaf", data=np.ones((1, 1))), "double")
+    cell = handle.create_dataset(
+        "c", data=np.full((10**6, 1), leaf.ref, dtype=h5py.ref_dtype), compression="gzip"
+    )
+    classed(cell, "cell")
+
+
+def inflating_dataset(handle: h5py.File) -> None:
+    """12.8 GB of doubles, never written: every chunk is the fill value, the file 2 KB."""
+    shape, chunks = (40_000, 40_000), (1000, 1000)
+    classed(handle.create_dataset("w", shape, "f8", chunks=chunks, compression="gzip"), "double")
+
+
+def v5_inflating(path: Path) -> Path:
+    """A compressed MAT v5 variable that declares 20000x20000 doubles (3.2 GB)."""
+    rows, cols = 20_000, 20_000
+    inner = b"".join([
+        struct.pack("<II", 6, 8) + struct.pack("<II", 6, 0),  # array flags: double
+        struct.pack("<II", 5, 8) + struct.pack("<ii", rows, cols),  # dimensions
+        struct.pack("<II", 1, 1) + b"w" + bytes(7),  # name
+        struct.pack("<II", 9, rows * cols * 8),  # real part, whose bytes never come
+    ])  # fmt: skip
+    matrix = struct.pack("<II", 14, len(inner) + rows * cols * 8) + inner
+    stream = zlib.compressobj()
+    packed = (
+        stream.compress(matrix) + stream.compress(bytes(1 << 16)) + stream.flush(zlib.Z_SYNC_FLUSH)
+    )
+    header = (
+        b"MATLAB 5.0 MAT-file, hostile".ljust(116) + bytes(8) + struct.pack("<H", 0x0100) + b"IM"
+    )
+    path.write_bytes(header + struct.pack("<II", 15, len(packed)) + packed)
+    return path
+
+
+def npz_inflating(path: Path) -> Path:
+    """A compressed member whose header and directory promise 2 GiB of doubles."""
+    header = io.BytesIO()
+    shape = {"descr": "<f8", "fortran_order": False, "shape": (2**28,)}
+    np.lib.format.write_array_header_1_0(header, shape)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("w.npy", header.getvalue() + bytes(1 << 16))
+    return declare_size(path, "w.npy", len(header.getvalue()) + 2**31)
+
+
+BOMB_PROBLEMS = {
+    "million-references": "is a cell of 1,000,000 items, too many",
+    "shared-children": "is a struct or cell that another one holds too",
+    "inflating-hdf5": "its tensors add up to 12,800,000,000 bytes",
+    "inflating-v5": "its variables declare 3,200,000,000 bytes",
+    "npz-bomb": "its tensors add up to 2,147,483,648 bytes",
+}
+
+
+def write_bombs(folder: Path) -> dict[str, Path]:
+    return {
+        "million-references": v73(folder / "references.mat", million_references),
+        "shared-children": v73(folder / "shared.mat", shared_children),
+        "inflating-hdf5": v73(folder / "inflating.mat", inflating_dataset),
+        "inflating-v5": v5_inflating(folder / "inflating-v5.mat"),
+        "npz-bomb": npz_inflating(folder / "bomb.npz"),
+    }
+
+
+@pytest.fixture(scope="module")
+def bomb_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Refusal]:
+    files = write_bombs(tmp_path_factory.mktemp("bombs"))
+    return dict(zip(files, run_bounded(list(files.values())), strict=True))
+
+
+@pytest.mark.parametrize("name", list(BOMB_PROBLEMS))
+def test_a_bomb_is_refused_in_bounded_memory_and_time(
+    bomb_results: dict[str, Refusal], name: str
+) -> None:
+    assert_refused(bomb_results[name], BOMB_PROBLEMS[name])
