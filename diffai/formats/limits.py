@@ -46,15 +46,15 @@ def byte_budget(file_size: int) -> int:
 
 def check_model(path: Path, model: Model) -> None:
     for name, ref in model.tensors.items():
-        check_name(path, "tensor", name)
+        _check_name(path, "tensor", name)
         _check_shape(path, ref)
     for name, value in model.scalars.items():
-        check_name(path, "scalar", name)
+        _check_name(path, "scalar", name)
         _check_scalar(path, name, value)
     _check_budget(path, model)
 
 
-def check_name(path: Path, kind: str, name: str) -> None:
+def _check_name(path: Path, kind: str, name: str) -> None:
     if len(name) > MAX_NAME_CHARS:
         raise MalformedModel(
             path,

@@ -124,7 +124,7 @@ def _check_regular_file(source: str, what: str) -> None:
 
 def _parse_yaml(source: str, text: str) -> tuple[_LineMap | None, Any]:
     """The lines of every key (read before construction resolves merge keys) and the values."""
-    loader = _Loader(text)
+    loader = _loader(source, text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -145,6 +145,16 @@ def _parse_yaml(source: str, text: str) -> tuple[_LineMap | None, Any]:
         raise PolicyError(f"{source}{line}: invalid YAML: {problem}") from exc
     finally:
         loader.dispose()
+
+
+def _loader(source: str, text: str) -> _Loader:
+    """The loader refuses a NUL or other control character before it parses anything."""
+    try:
+        return _Loader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        problem = f"unacceptable character #x{exc.character:04x} ({exc.reason})"
+        raise PolicyError(f"{source}:{line}: invalid YAML: {problem}") from exc
 
 
 def _parse_json(source: str, text: str) -> Any:

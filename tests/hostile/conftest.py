@@ -116,7 +116,7 @@ def run_bounded(
         capture_output=True,
         text=True,
         timeout=TIME_LIMIT * len(argvs),
-        preexec_fn=_limit_memory,
+        preexec_fn=limit_memory,
         check=True,
     )
     results = json.loads(child.stdout)
@@ -126,5 +126,5 @@ def run_bounded(
     ]
 
 
-def _limit_memory() -> None:
+def limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))

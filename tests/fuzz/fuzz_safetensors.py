@@ -1,0 +1,16 @@
+"""Fuzz the safetensors target (see README.md here):
+
+python tests/fuzz/fuzz_safetensors.py -max_total_time=600 /tmp/st tests/fuzz/corpus/safetensors
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import main
+
+if __name__ == "__main__":
+    main("safetensors")

@@ -1,0 +1,150 @@
+"""The fuzz targets: bytes in, and either a usable result or a DiffaiError out, nothing else.
+
+Shared by the atheris harnesses (``fuzz_*.py``), their plain-Python fallback
+(``mutate.py``), the hypothesis properties and the replay of committed
+regressions (``tests/hostile``), so all four hold the readers to one contract:
+
+- the reader returns a model whose every tensor loads with the promised shape
+  and dtype, and which compares and reports (strict JSON) without error; or
+- it raises a ``DiffaiError`` whose message is one line;
+- and in no case does it start a process or open a socket (an audit hook
+  watches), or leave the sentinel file a crafted pickle would create.
+
+Any other exception, or a broken promise, propagates: that is a crash.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from diffai.comparison import compare_models
+from diffai.dtypes import numpy_dtype
+from diffai.errors import DiffaiError, PolicyError
+from diffai.formats import open_model
+from diffai.model import Model
+from diffai.policy.load import load_metrics, load_policy
+from diffai.renderers.markdown import render_markdown
+from diffai.report import Report
+
+#: Audit events that mean a byte of input ran as code: a process, a shell, a socket.
+FORBIDDEN_EVENTS = frozenset(
+    {
+        "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
+        "subprocess.Popen", "pty.spawn", "socket.connect", "socket.bind", "webbrowser.open",
+    }
+)  # fmt: skip
+#: The file the crafted pickles of the corpus create if they ever run.
+SENTINEL = Path(tempfile.gettempdir()) / "diffai-fuzz-sentinel"
+#: Storages that a fuzzed data.pkl may name: ``data/0`` (16 bytes) and ``data/1`` (8 bytes).
+STORAGES = {"0": bytes(range(16)), "1": bytes(8)}
+
+
+class CodeRan(AssertionError):
+    """An input made diffai start a process, open a socket or create the sentinel file."""
+
+
+_watching: list[str] = []
+
+
+def _audit(event: str, _args: tuple[object, ...]) -> None:
+    if _watching and event in FORBIDDEN_EVENTS:
+        _watching.append(event)
+
+
+sys.addaudithook(_audit)  # hooks cannot be removed, so this one only records while watching
+
+
+@contextmanager
+def no_code_runs() -> Iterator[None]:
+    SENTINEL.unlink(missing_ok=True)
+    _watching[:] = ["watching"]
+    try:
+        yield
+    finally:
+        events, _watching[:] = _watching[1:], []
+        if events or SENTINEL.exists():
+            raise CodeRan(f"audit events {events}, sentinel created: {SENTINEL.exists()}")
+
+
+def check_model_file(path: Path, format: str | None) -> Model | None:
+    """The reader contract for one file: a usable model, or one DiffaiError line."""
+    try:
+        model = open_model(path, format)
+        _exercise(model)
+    except DiffaiError as exc:
+        _one_line(exc)
+        return None
+    return model
+
+
+def _exercise(model: Model) -> None:
+    """Every promise a reader makes, used the way a comparison and a report use it."""
+    for ref in model.tensors.values():
+        array = ref.array()
+        assert array.shape == ref.shape, (ref.name, array.shape, ref.shape)
+        assert array.dtype.newbyteorder("<") == numpy_dtype(ref.dtype), (ref.name, array.dtype)
+    report = Report.build(compare_models(model, model))
+    report.to_json()
+    render_markdown(report.document)
+
+
+def _one_line(exc: DiffaiError) -> None:
+    message = str(exc)
+    assert message and "\n" not in message and "\r" not in message, repr(message)
+
+
+def safetensors_input(data: bytes, workdir: Path) -> None:
+    path = workdir / "fuzz.safetensors"
+    path.write_bytes(data)
+    with no_code_runs():
+        check_model_file(path, "safetensors")
+
+
+def pytorch_input(data: bytes, workdir: Path) -> None:
+    """Odd first byte: the rest is data.pkl in a well-formed torch zip; even: the whole file."""
+    path = workdir / "fuzz.pt"
+    path.write_bytes(torch_zip(data[1:]) if data[:1] and data[0] & 1 else data[1:])
+    with no_code_runs():
+        check_model_file(path, "pytorch")
+
+
+def torch_zip(pickle_bytes: bytes, storages: dict[str, bytes] = STORAGES) -> bytes:
+    """The layout torch.save writes, around a given pickle."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data.pkl", pickle_bytes)
+        archive.writestr("archive/byteorder", "little")
+        for key, payload in storages.items():
+            archive.writestr(f"archive/data/{key}", payload)
+        archive.writestr("archive/version", "3\n")
+    return buffer.getvalue()
+
+
+def policy_input(data: bytes, workdir: Path) -> None:
+    """The same bytes as a policy, as YAML metrics and as JSON metrics."""
+    loaders: list[tuple[str, Callable[[Path], object]]] = [
+        ("policy.yaml", load_policy),
+        ("metrics.yaml", load_metrics),
+        ("metrics.json", load_metrics),
+    ]
+    for name, load in loaders:
+        path = workdir / name
+        path.write_bytes(data)
+        with no_code_runs():
+            try:
+                load(path)
+            except PolicyError as exc:
+                _one_line(exc)
+
+
+TARGETS: dict[str, Callable[[bytes, Path], None]] = {
+    "safetensors": safetensors_input,
+    "pytorch": pytorch_input,
+    "policy": policy_input,
+}
