@@ -3,13 +3,15 @@
 ``refused`` runs the real CLI in this process (fast, for the many crafted
 files). ``run_bounded`` runs it in a child process limited in address space
 and time, for the inputs built to exhaust one of them; one child takes a whole
-batch, since starting Python is what costs time here.
+batch, since starting Python is what costs time here. ``Call`` and
+``declare_size`` craft the pickles and zip archives several modules need.
 """
 
 from __future__ import annotations
 
 import json
 import resource
+import struct
 import subprocess
 import sys
 import time
@@ -128,3 +130,24 @@ def run_bounded(
 
 def limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+class Call:
+    """Pickles as ``func(*args)``, the way a hostile ``__reduce__`` does."""
+
+    def __init__(self, func: object, *args: object) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return self.func, self.args
+
+
+def declare_size(path: Path, member: str, size: int) -> Path:
+    """Make the central directory claim ``size`` uncompressed bytes for ``member``."""
+    raw = bytearray(path.read_bytes())
+    entry = raw.index(b"PK\x01\x02")
+    while raw[entry + 46 : entry + 46 + len(member)] != member.encode():
+        entry = raw.index(b"PK\x01\x02", entry + 4)
+    struct.pack_into("<I", raw, entry + 24, size)  # the uncompressed size field
+    path.write_bytes(bytes(raw))
+    return path

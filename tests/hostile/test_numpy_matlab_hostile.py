@@ -20,8 +20,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.hostile.conftest import Refusal, assert_refused, run_bounded
-from tests.hostile.test_pytorch_hostile import Call, declare_size
+from tests.hostile.conftest import Call, Refusal, assert_refused, declare_size, run_bounded
 from tests.test_format_matlab import V73_HEADER, write_v73
 
 # --- numpy ---------------------------------------------------------------------------------

@@ -21,17 +21,7 @@ import pytest
 import torch
 
 from diffai.formats import flatten
-from tests.hostile.conftest import Refusal, assert_refused, run_bounded
-
-
-class Call:
-    """Pickles as ``func(*args)``, the way a hostile ``__reduce__`` does."""
-
-    def __init__(self, func: object, *args: object) -> None:
-        self.func, self.args = func, args
-
-    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
-        return self.func, self.args
+from tests.hostile.conftest import Call, Refusal, assert_refused, declare_size, run_bounded
 
 
 # A tiny protocol-0 assembler: hostile pickles are written by hand, not by a pickler.
@@ -70,17 +60,6 @@ def archive(
         for key, payload in (storages or {}).items():
             method = zipfile.ZIP_DEFLATED if key in compressed else zipfile.ZIP_STORED
             opened.writestr(f"{folder}/data/{key}", payload, compress_type=method)
-    return path
-
-
-def declare_size(path: Path, member: str, size: int) -> Path:
-    """Make the central directory claim ``size`` uncompressed bytes for ``member``."""
-    raw = bytearray(path.read_bytes())
-    entry = raw.index(b"PK\x01\x02")
-    while raw[entry + 46 : entry + 46 + len(member)] != member.encode():
-        entry = raw.index(b"PK\x01\x02", entry + 4)
-    struct.pack_into("<I", raw, entry + 24, size)  # the uncompressed size field
-    path.write_bytes(bytes(raw))
     return path
 
 
