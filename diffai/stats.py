@@ -33,6 +33,12 @@ CANCELLATION_LIMIT = 1e-4
 ProgressCallback = Callable[[int], None]
 
 
+#: Values near the float64 limit overflow a sum to inf, which the report turns into null;
+#: numpy's RuntimeWarning about it would be a second, unexplained line on stderr.
+def _quiet() -> np.errstate:
+    return np.errstate(over="ignore", invalid="ignore")  # a fresh one: each may be entered once
+
+
 class _Workspace:
     """Work arrays reused chunk after chunk, one set per tensor being measured.
 
@@ -271,10 +277,17 @@ def _nonfinite_mismatches(base: np.ndarray, cand: np.ndarray, both_finite: np.nd
 def measure_tensor(ref: TensorRef, on_bytes: ProgressCallback | None = None) -> TensorStats:
     """Statistics of one tensor (an added, removed or reshaped one)."""
     side, work = _SideAccumulator(), _Workspace()
+    with _quiet():
+        _measure_side(ref, side, work, on_bytes)
+    return side.result(ref)
+
+
+def _measure_side(
+    ref: TensorRef, side: _SideAccumulator, work: _Workspace, on_bytes: ProgressCallback | None
+) -> None:
     for chunk in iter_chunks(ref.array()):
         side.merge(_chunk_moments(_as_float64(chunk, ref.dtype, work, "base"), work, chunk)[0])
         _report(on_bytes, chunk.nbytes)
-    return side.result(ref)
 
 
 def measure_pair(
@@ -286,9 +299,10 @@ def measure_pair(
     """Both sides' statistics and their difference, reading each tensor once."""
     pair = _PairAccumulator(base_ref.dtype, cand_ref.dtype, epsilon)
     chunks = zip(iter_chunks(base_ref.array()), iter_chunks(cand_ref.array()), strict=True)
-    for base_chunk, cand_chunk in chunks:
-        pair.add(base_chunk, cand_chunk)
-        _report(on_bytes, base_chunk.nbytes + cand_chunk.nbytes)
+    with _quiet():
+        for base_chunk, cand_chunk in chunks:
+            pair.add(base_chunk, cand_chunk)
+            _report(on_bytes, base_chunk.nbytes + cand_chunk.nbytes)
     return pair.base.result(base_ref), pair.cand.result(cand_ref), pair.diff.result()
 
 
