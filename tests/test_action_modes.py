@@ -139,7 +139,7 @@ def test_an_unreadable_model_is_trouble_even_with_fail_on_never(
 
 
 def test_a_github_outage_is_one_warning_and_the_verdict_stands(
-    action: ActionRunner, github_api: FakeGitHub, workspace: Path
+    action: ActionRunner, github_api: FakeGitHub, workspace: Path, validate_report
 ) -> None:
     github_api.fail("GET", "/comments$", *[Reply(503, "<html>down</html>")] * 5)
 
@@ -148,7 +148,7 @@ def test_a_github_outage_is_one_warning_and_the_verdict_stands(
     [warning] = step.annotations("warning", "diffai: GitHub API")
     assert "HTTP 503" in warning.message and "The verdict is unaffected" in warning.message
     assert step.code == 1 and step.outputs["verdict"] == "fail"
-    assert (step.report_dir / "report.json").exists()
+    validate_report(json.loads((step.report_dir / "report.json").read_text()))
 
 
 def test_a_garbled_answer_from_github_is_a_warning_too(

@@ -396,7 +396,7 @@ def test_a_502_and_a_secondary_rate_limit_are_retried_into_success(
 
 
 def test_a_read_only_token_still_gives_summary_artifact_and_exit_status(
-    action: ActionRunner, github_api: FakeGitHub, workspace: Path
+    action: ActionRunner, github_api: FakeGitHub, workspace: Path, validate_report
 ) -> None:
     step = action.run(
         token=READ_ONLY_TOKEN, candidate=write_failing_candidate(workspace), commit_status="true"
@@ -413,6 +413,7 @@ def test_a_read_only_token_still_gives_summary_artifact_and_exit_status(
         "report.json",
     ]
     assert step.outputs["verdict"] == "fail" and step.outputs["comment-url"] == ""
+    validate_report(json.loads((step.report_dir / "report.json").read_text()))
 
 
 def test_a_push_comments_nowhere(action: ActionRunner, github_api: FakeGitHub) -> None:
