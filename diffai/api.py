@@ -5,17 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import diffai.policy
 from diffai.comparison import CompareOptions, compare_models
 from diffai.errors import UsageError
 from diffai.formats import open_model
-from diffai.policy import (
-    MetricsFile,
-    Policy,
-    default_policy,
-    load_metrics,
-    load_policy,
-    policy_metric_files,
-)
+from diffai.policy import MetricsFile, Policy, default_policy, policy_metric_files
 from diffai.report import Gate, Report
 from diffai.stats import ProgressCallback
 
@@ -75,7 +69,7 @@ def load_gate(
     if policy is None:
         policy = default_policy()
     elif not isinstance(policy, Policy):
-        policy = load_policy(policy)
+        policy = diffai.policy.load_policy(policy)  # imports YAML only now
     named_baseline, named_candidate = policy_metric_files(policy)
     return Gate(
         policy=policy,
@@ -85,4 +79,4 @@ def load_gate(
 
 
 def _metrics(path: str | Path | None) -> MetricsFile | None:
-    return None if path is None else load_metrics(path)
+    return None if path is None else diffai.policy.load_metrics(path)

@@ -12,8 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from tqdm import tqdm
-
 from diffai.api import compare_options, load_gate
 from diffai.comparison import bytes_to_read, compare_models
 from diffai.formats import open_model
@@ -118,23 +116,22 @@ class _progress_bar:
 
     def __init__(self, total: int, stream: TextIO, forced: bool) -> None:
         visible = forced or (stream.isatty() and total >= PROGRESS_MIN_BYTES)
-        self._bar = tqdm(
-            total=total,
-            unit="B",
-            unit_scale=True,
-            file=stream,
-            disable=not visible,
-            leave=False,
-            desc="comparing",
-        )
+        self._bar = _tqdm_bar(total, stream) if visible else None
         self._lock = threading.Lock()
 
     def __enter__(self) -> Callable[[int], None] | None:
-        return None if self._bar.disable else self._update
+        return None if self._bar is None else self._update
 
     def _update(self, count: int) -> None:
         with self._lock:
-            self._bar.update(count)
+            self._bar.update(count)  # type: ignore[union-attr]
 
     def __exit__(self, *exc: object) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _tqdm_bar(total: int, stream: TextIO) -> Any:
+    from tqdm import tqdm  # only for a visible bar: its import is 30 ms of every run's start
+
+    return tqdm(total=total, unit="B", unit_scale=True, file=stream, leave=False, desc="comparing")

@@ -16,6 +16,7 @@ Conventions (also in docs/statistics.md):
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -29,6 +30,8 @@ from diffai.model import TensorRef
 CHUNK_ELEMENTS = 1 << 17
 #: M2 from Σx² is trusted while it is at least this fraction of Σx² (see _centred_squares).
 CANCELLATION_LIMIT = 1e-4
+#: Leading elements compared before a whole chunk is checked for identical bytes.
+PROBE_ELEMENTS = 64
 
 ProgressCallback = Callable[[int], None]
 
@@ -40,11 +43,12 @@ def _quiet() -> np.errstate:
 
 
 class _Workspace:
-    """Work arrays reused chunk after chunk, one set per tensor being measured.
+    """Work arrays reused chunk after chunk and tensor after tensor, one set per thread.
 
     Measured here: fresh 1 MiB temporaries every chunk made glibc map and unmap
     memory, 94,000 page faults per 128 MB pair and twice as much kernel time
-    as arithmetic (0.35 GB/s); reused buffers fault once (1.5 GB/s).
+    as arithmetic (0.35 GB/s); reused buffers fault once (1.5 GB/s). A set per
+    tensor still cost 116 x 4 MiB of fresh pages on a 512 MiB model.
     """
 
     def __init__(self) -> None:
@@ -56,6 +60,25 @@ class _Workspace:
         if array is None or array.size < size:
             array = self._arrays[key] = np.empty(size, dtype)
         return array[:size]
+
+    def ones(self, size: int) -> np.ndarray:
+        """1.0 repeated, the other operand of a sum done as a dot product (see ``_sum``)."""
+        array = self._arrays.get(("ones", np.dtype(np.float64)))
+        if array is None or array.size < size:
+            array = self.take("ones", size)
+            array.fill(1.0)
+        return array[:size]
+
+
+_THREAD = threading.local()
+
+
+def _workspace() -> _Workspace:
+    """This thread's workspace; threads never share one, so none needs a lock."""
+    work = getattr(_THREAD, "work", None)
+    if work is None:
+        work = _THREAD.work = _Workspace()
+    return work
 
 
 @dataclass(frozen=True)
@@ -109,7 +132,7 @@ def _chunk_moments(
     ``raw`` is the chunk as stored: where it is f32 or f64, extrema and zeros are
     exact on it and read half the bytes of the float64 copy.
     """
-    total = float(values.sum())
+    total = _sum(values, work)
     if math.isfinite(total):  # NaN and inf poison a sum: one pass proves all are finite
         exact = raw if raw.dtype.kind == "f" and raw.dtype.itemsize >= 4 else values
         return _finite_moments(values, total, 0, 0, work, exact), None
@@ -117,7 +140,7 @@ def _chunk_moments(
     nan = int(np.count_nonzero(np.isnan(values)))
     kept = values[finite]
     inf = values.size - kept.size - nan
-    return _finite_moments(kept, float(kept.sum()), nan, inf, work, kept), finite
+    return _finite_moments(kept, _sum(kept, work), nan, inf, work, kept), finite
 
 
 def _finite_moments(
@@ -229,10 +252,12 @@ class _DiffAccumulator:
         self.sum_dd += _dot(delta, delta)
         self.sum_bc += _dot(base, cand)
         magnitude = np.abs(delta, out=delta)
-        flags = self.work.take("flags", base.size, bool)
-        self.changed += _count(np.greater(magnitude, self.epsilon, out=flags))
-        self.max_abs = max(self.max_abs, float(magnitude.max()))
-        self.sum_abs += float(magnitude.sum())
+        largest = float(magnitude.max())
+        self.max_abs = max(self.max_abs, largest)
+        self.sum_abs += _sum(magnitude, self.work)
+        if largest > self.epsilon:  # else none changed, and the count's two passes are saved
+            flags = self.work.take("flags", base.size, bool)
+            self.changed += _count(np.greater(magnitude, self.epsilon, out=flags))
 
     def add_identical(self, values: np.ndarray, side: _Moments) -> None:
         """A chunk equal on both sides: no difference, and every inner product is its Σx²."""
@@ -276,7 +301,7 @@ def _nonfinite_mismatches(base: np.ndarray, cand: np.ndarray, both_finite: np.nd
 
 def measure_tensor(ref: TensorRef, on_bytes: ProgressCallback | None = None) -> TensorStats:
     """Statistics of one tensor (an added, removed or reshaped one)."""
-    side, work = _SideAccumulator(), _Workspace()
+    side, work = _SideAccumulator(), _workspace()
     with _quiet():
         _measure_side(ref, side, work, on_bytes)
     return side.result(ref)
@@ -311,7 +336,7 @@ class _PairAccumulator:
 
     def __init__(self, base_dtype: str, cand_dtype: str, epsilon: float) -> None:
         self.dtypes = base_dtype, cand_dtype
-        self.work = _Workspace()
+        self.work = _workspace()
         self.base, self.cand = _SideAccumulator(), _SideAccumulator()
         self.diff = _DiffAccumulator(epsilon, self.work)
 
@@ -335,10 +360,16 @@ class _PairAccumulator:
 
 
 def _same_bytes(left: np.ndarray, right: np.ndarray, work: _Workspace) -> bool:
-    """Bitwise equality of two contiguous chunks, compared as unsigned integers of their width."""
+    """Bitwise equality of two contiguous chunks, compared as unsigned integers of their width.
+
+    A changed chunk nearly always differs in its first elements: probing them
+    first spares such chunks the full comparison (22 of ~300 us per f32 chunk).
+    """
     width = left.dtype.itemsize
     as_int = np.dtype(f"u{width}") if width in (1, 2, 4, 8) else np.dtype(np.uint8)
     left, right = left.view(as_int), right.view(as_int)
+    if not np.array_equal(left[:PROBE_ELEMENTS], right[:PROBE_ELEMENTS]):
+        return False
     return bool(np.equal(left, right, out=work.take("same", left.size, bool)).all())
 
 
@@ -379,6 +410,12 @@ def _both(base: np.ndarray | None, cand: np.ndarray | None, size: int) -> np.nda
     if base is None or cand is None:
         return base if cand is None else cand  # type: ignore[return-value]
     return base & cand
+
+
+def _sum(values: np.ndarray, work: _Workspace) -> float:
+    """Σ values as a dot product with ones: BLAS ddot takes 8 us per 128K float64 elements,
+    ``ndarray.sum`` 31 us, with the same float64 accuracy over one chunk (see ``_dot``)."""
+    return _dot(values, work.ones(values.size))
 
 
 def _dot(left: np.ndarray, right: np.ndarray) -> float:

@@ -300,3 +300,21 @@ def test_help_and_version_import_no_numpy() -> None:
     probe = f"import sys, diffai.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout == "[]\n"
+
+
+def test_a_run_without_policy_or_bar_imports_only_what_it_uses(
+    models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """YAML, tqdm, Jinja and the rest cost 60 ms of start-up; a plain run needs none of them."""
+    import subprocess
+    import sys
+
+    heavy = "('yaml', 'tqdm', 'jinja2', 'jsonschema', 'requests', 'scipy', 'torch')"
+    argv = [*map(str, models), "--report", str(tmp_path / "report.json"), "-q"]
+    probe = (
+        f"import sys; from diffai.cli import main; code = main({argv!r}); "
+        f"print(code, sorted(m for m in {heavy} if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout == "1 []\n"
+    assert (tmp_path / "report.json").exists()

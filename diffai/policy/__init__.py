@@ -14,7 +14,8 @@ The format is documented in ``docs/policy.md`` and defined by the shipped
 
 from __future__ import annotations
 
-from diffai.policy.load import load_metrics, load_policy
+from typing import Any
+
 from diffai.policy.metrics import MetricsFile
 from diffai.policy.model import (
     DeploymentBudgets,
@@ -29,6 +30,17 @@ from diffai.policy.model import (
 )
 from diffai.policy.schema import policy_schema
 from diffai.policy.verdict import evaluate
+
+
+def __getattr__(name: str) -> Any:
+    """``load_policy`` and ``load_metrics`` on first use: YAML's import is 15 ms that a run
+    without a policy (the default policy needs no file) would otherwise pay."""
+    if name in ("load_metrics", "load_policy"):
+        from diffai.policy import load
+
+        return getattr(load, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DeploymentBudgets",

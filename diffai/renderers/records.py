@@ -12,8 +12,6 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import yaml
-
 from diffai.renderers.analysis_lines import section
 
 RECORD_KINDS = {
@@ -48,17 +46,15 @@ def render_json(records: list[dict[str, Any]]) -> str:
     return json.dumps(records, indent=2, allow_nan=False) + "\n"
 
 
-class _SeedStyleDumper(yaml.SafeDumper):
-    """Block mappings, but flow lists of plain values (``shape: [64, 32]``), as in the seed."""
-
-
-def _represent_list(dumper: yaml.SafeDumper, items: list[Any]) -> yaml.Node:
-    flow = all(not isinstance(item, (dict, list)) for item in items)
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=flow)
-
-
-_SeedStyleDumper.add_representer(list, _represent_list)
-
-
 def render_yaml(records: list[dict[str, Any]]) -> str:
-    return yaml.dump(records, Dumper=_SeedStyleDumper, sort_keys=False, allow_unicode=True)
+    import yaml  # here, not above: 15 ms of import that text and JSON output never need
+
+    class SeedStyleDumper(yaml.SafeDumper):
+        """Block mappings, but flow lists of plain values (``shape: [64, 32]``), as in the seed."""
+
+    def represent_list(dumper: yaml.SafeDumper, items: list[Any]) -> yaml.Node:
+        flow = all(not isinstance(item, (dict, list)) for item in items)
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=flow)
+
+    SeedStyleDumper.add_representer(list, represent_list)
+    return yaml.dump(records, Dumper=SeedStyleDumper, sort_keys=False, allow_unicode=True)
