@@ -10,10 +10,12 @@ integration" for read-only tokens and for ``GET /user`` with an installation tok
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,11 +42,18 @@ class Token:
 
 @dataclass(frozen=True)
 class Reply:
-    """One answer: a dict or list is sent as JSON, a str as an HTML error page (as proxies do)."""
+    """One answer, its body sent as JSON (a dict or list), an HTML page (a str) or raw (bytes).
+
+    A str is what proxies send; bytes, labelled JSON, make a cut-off body. ``delay`` holds
+    the answer back that long, past a client's timeout; ``acts`` makes a canned fault take
+    effect all the same, as when GitHub did the work and the answer was lost.
+    """
 
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    acts: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,7 +155,12 @@ class FakeGitHub:
         request = Received(method, path, dict(parse_qsl(split.query)), headers, payload)
         with self._lock:
             self.received.append(request)
-            return self._fault_for(request) or self._route(request)
+            fault = self._fault_for(request)
+            if fault is None:
+                return self._route(request)
+            if fault.acts:
+                self._route(request)  # done, but the client hears only the fault
+            return fault
 
     def _fault_for(self, request: Received) -> Reply | None:
         for index, (method, pattern, _) in enumerate(self._faults):
@@ -180,7 +194,7 @@ class FakeGitHub:
         shown = comments[(page - 1) * per_page : page * per_page]
         pages = f"{self.api_url}/repositories/{REPOSITORY_ID}/issues/{number}/comments"
         link = _link(f"{pages}?per_page={per_page}", page, len(comments), per_page)
-        return Reply(200, [_comment_json(c, self.api_url) for c in shown], link)
+        return Reply(200, [comment_json(c, self.api_url) for c in shown], link)
 
     def create_comment(self, request: Received, token: Token, number: str) -> Reply:
         invalid = _invalid_body(request.json)
@@ -188,7 +202,7 @@ class FakeGitHub:
             return invalid
         comment = Comment(next(self._ids), int(number), token.login, request.json["body"])
         self.comments[comment.id] = comment
-        return Reply(201, _comment_json(comment, self.api_url))
+        return Reply(201, comment_json(comment, self.api_url))
 
     def edit_comment(self, request: Received, token: Token, comment_id: str) -> Reply:
         comment = self.comments.get(int(comment_id))
@@ -196,7 +210,7 @@ class FakeGitHub:
         if invalid:
             return invalid
         comment.body = request.json["body"]
-        return Reply(200, _comment_json(comment, self.api_url))
+        return Reply(200, comment_json(comment, self.api_url))
 
     def create_status(self, request: Received, token: Token, sha: str) -> Reply:
         status = {"context": "default", **(request.json or {}), "sha": sha}
@@ -219,7 +233,7 @@ class FakeGitHub:
         return Reply(200, [_pull_json(p) for p in found if head in (None, f"{p.owner}:{p.branch}")])
 
 
-def _comment_json(comment: Comment, base: str) -> dict[str, Any]:
+def comment_json(comment: Comment, base: str) -> dict[str, Any]:
     page = f"https://github.com/{REPOSITORY}/pull/{comment.number}"
     return {
         "id": comment.id,
@@ -261,16 +275,29 @@ def _pull_json(pull: Pull) -> dict[str, Any]:
     }
 
 
+def _encode(body: Any) -> tuple[bytes, str]:
+    """The bytes of a ``Reply`` body, and their content type."""
+    if isinstance(body, bytes):
+        return body, "application/json"
+    if isinstance(body, str):
+        return body.encode(), "text/html"
+    return json.dumps(body).encode(), "application/json"
+
+
 def _handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _serve(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             headers = {name.lower(): value for name, value in self.headers.items()}
             reply = fake.handle(self.command, self.path, headers, raw)
-            html = isinstance(reply.body, str)
-            data = (reply.body if html else json.dumps(reply.body)).encode()
+            time.sleep(reply.delay)  # outside the fake's lock: the client's retry gets in
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self._answer(reply)  # unless the client timed out and hung up: the delay's point
+
+        def _answer(self, reply: Reply) -> None:
+            data, content_type = _encode(reply.body)
             self.send_response(reply.status)
-            self.send_header("Content-Type", "text/html" if html else "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             for name, value in {"x-ratelimit-remaining": "4999", **reply.headers}.items():
                 self.send_header(name, value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,12 +29,14 @@ from tests.github_api import (
     FakeGitHub,
     Pull,
     Reply,
+    comment_json,
     error,
 )
 
 MARKER = "<!-- diffai-comment: models -->"
 SHA = "a" * 40
 COMMENTS = r"/issues/7/comments$"
+STALLED = Reply(200, [], delay=1.0)  # long past the tests' request_timeout of 0.2 s
 SECONDARY = (
     "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
 )
@@ -189,6 +192,34 @@ def test_a_long_body_is_trimmed_keeping_the_marker(
     assert github.find_comment(7, MARKER) is not None
 
 
+def test_a_comment_deleted_after_it_was_listed_is_created_again(
+    github: GitHub, github_api: FakeGitHub
+) -> None:
+    deleted = github_api.add_comment(7, body("old"))
+    github_api.fail("GET", COMMENTS, Reply(200, [comment_json(deleted, github_api.api_url)]))
+    del github_api.comments[deleted.id]  # by someone, between the listing and the edit
+
+    url = github.upsert_comment(7, MARKER, body("new"))
+
+    [comment] = github_api.comments_on(7)
+    assert comment.body == body("new")
+    assert url == f"https://github.com/{REPOSITORY}/pull/7#issuecomment-{comment.id}"
+    assert [r.method for r in github_api.received[-2:]] == ["PATCH", "POST"]
+
+
+def test_a_deleted_comment_that_may_not_be_created_again_is_refused(
+    github: GitHub, github_api: FakeGitHub
+) -> None:
+    github_api.fail("PATCH", r"/issues/comments/\d+$", error(404, "Not Found"))
+    github_api.fail("POST", COMMENTS, error(403, FORBIDDEN))
+    github_api.add_comment(7, body("old"))
+
+    with pytest.raises(CannotComment, match=FORBIDDEN) as caught:
+        github.upsert_comment(7, MARKER, body("new"))
+
+    assert (caught.value.method, caught.value.status) == ("POST", 403)
+
+
 # --- who "we" are -----------------------------------------------------------------------
 
 
@@ -298,6 +329,55 @@ def test_no_connection_is_retried_then_reported(
     assert fake_time.slept == [1.0, 2.0, 4.0, 8.0]
 
 
+def test_a_stalled_answer_times_out_and_is_asked_again(
+    make_client: Callable[..., GitHub], github_api: FakeGitHub, fake_time: FakeTime
+) -> None:
+    github_api.fail("GET", COMMENTS, STALLED)
+
+    make_client(request_timeout=0.2).upsert_comment(7, MARKER, body("pass"))
+
+    assert len(github_api.calls("GET", COMMENTS)) == 2
+    assert [c.body for c in github_api.comments_on(7)] == [body("pass")]
+    assert fake_time.slept == [1.0]
+
+
+def test_answers_that_never_come_are_bounded_then_reported(
+    make_client: Callable[..., GitHub], github_api: FakeGitHub, fake_time: FakeTime
+) -> None:
+    github_api.fail("GET", COMMENTS, *[STALLED] * 3)
+    client = make_client(request_timeout=0.2, max_attempts=3)
+    started = time.monotonic()
+
+    with pytest.raises(
+        GitHubError, match=r"no response; still failing after 3 attempts: .*timed out"
+    ):
+        client.find_comment(7, MARKER)
+
+    assert time.monotonic() - started < 2.0  # three stalls of 1 s were cut at 0.2 s each
+    assert fake_time.slept == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [
+        pytest.param(Reply(502, "<html>502 Bad Gateway</html>", acts=True), id="502"),
+        pytest.param(Reply(201, {}, delay=1.0, acts=True), id="timeout"),
+    ],
+)
+def test_a_comment_created_despite_a_lost_answer_is_not_posted_twice(
+    make_client: Callable[..., GitHub], github_api: FakeGitHub, fake_time: FakeTime, lost: Reply
+) -> None:
+    github_api.fail("POST", COMMENTS, lost)
+
+    url = make_client(request_timeout=0.2).upsert_comment(7, MARKER, body("pass"))
+
+    [comment] = github_api.comments_on(7)
+    assert url == f"https://github.com/{REPOSITORY}/pull/7#issuecomment-{comment.id}"
+    assert len(github_api.calls("POST")) == 1
+    assert github_api.calls("PATCH") == []
+    assert fake_time.slept == [1.0]
+
+
 def test_a_validation_error_is_not_retried(
     github: GitHub, github_api: FakeGitHub, fake_time: FakeTime
 ) -> None:
@@ -358,6 +438,67 @@ def test_a_next_page_link_off_the_api_host_is_not_followed(
 
     with pytest.raises(GitHubError, match=r"evil\.example"):
         github.find_comment(7, MARKER)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "garbled", "problem"),
+    [
+        pytest.param(
+            "GET",
+            f"/repos/{REPOSITORY}/issues/7/comments",
+            Reply(200, "<html>Sign in to your proxy</html>"),
+            "a body that is not JSON (text/html)",
+            id="html-page",
+        ),
+        pytest.param(
+            "GET",
+            f"/repos/{REPOSITORY}/issues/7/comments",
+            Reply(200, b'[{"id": 1'),
+            "a body that is not JSON (application/json)",
+            id="cut-off-json",
+        ),
+        pytest.param(
+            "GET",
+            f"/repos/{REPOSITORY}/issues/7/comments",
+            Reply(200, {"comments": []}),
+            "JSON that is not a list",
+            id="object-for-a-list",
+        ),
+        pytest.param(
+            "POST",
+            f"/repos/{REPOSITORY}/issues/7/comments",
+            Reply(201, {"id": 1}),
+            "an object without html_url",
+            id="comment-without-url",
+        ),
+        pytest.param(
+            "GET",
+            "/user",
+            Reply(200, [{"login": "octocat"}]),
+            "JSON that is not an object",
+            id="list-for-an-object",
+        ),
+    ],
+)
+def test_a_garbled_success_is_an_error_at_once(
+    make_client: Callable[..., GitHub],
+    github_api: FakeGitHub,
+    fake_time: FakeTime,
+    method: str,
+    path: str,
+    garbled: Reply,
+    problem: str,
+) -> None:
+    github_api.fail(method, f"^{path}$", garbled)
+
+    with pytest.raises(GitHubError) as caught:
+        make_client(USER_TOKEN).upsert_comment(7, MARKER, body("pass"))
+
+    assert type(caught.value) is GitHubError  # not a missing permission, and not a crash
+    expected = f"GitHub API {method} {path} -> HTTP {garbled.status}: unexpected answer: {problem}"
+    assert str(caught.value) == expected
+    assert len(github_api.calls(method, f"^{path}$")) == 1
+    assert fake_time.slept == []
 
 
 def test_the_token_never_shows_in_a_repr(github: GitHub) -> None:

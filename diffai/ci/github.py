@@ -5,7 +5,8 @@ client takes it, the API base (``GITHUB_API_URL``, so GitHub Enterprise works) a
 clocks as parameters, which is what lets the tests talk to a real loopback server.
 
 The library never prints: a token that may not write raises ``CannotComment`` (the caller
-warns once and carries on), anything else that fails for good raises ``GitHubError``.
+warns once and carries on), anything else that fails for good raises ``GitHubError``, and
+so does a successful answer whose body is not the JSON the call expects (a proxy's page).
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ _ERROR_FOR_STATUS: dict[int, type[GitHubError]] = {
     403: CannotComment,
     404: CannotComment,
 }
+
+
+class _AlreadyPosted(Exception):
+    """Our comment, found before its POST was sent again: GitHub had acted, the answer was lost."""
+
+    def __init__(self, comment: dict[str, Any]) -> None:
+        super().__init__()
+        self.comment = comment
 
 
 @dataclass(frozen=True)
@@ -127,17 +136,20 @@ class GitHub:
         """Edit our marked comment, or create it when there is none; its ``html_url``.
 
         An unchanged body is not sent again, so a re-run does not mark the comment edited.
+        A comment deleted between the listing and the edit (GitHub: 404) is created anew.
         """
         if not marker or marker not in body:
             raise ValueError("the comment body must contain its (non-empty) marker")
         body = trim_body(body, marker)
         existing = self.find_comment(number, marker)
         if existing is None:
-            return self._post_comment(number, body)
-        if existing.get("body") == body:
-            return str(existing["html_url"])
-        url = self._url(f"/issues/comments/{existing['id']}")
-        return str(self._call("PATCH", url, json={"body": body}).json()["html_url"])
+            return self._post_comment(number, marker, body)
+        try:
+            return self._edit_comment(existing, body)
+        except CannotComment as refused:
+            if refused.status != 404:
+                raise
+        return self._post_comment(number, marker, body)  # deleted since it was listed
 
     def create_status(
         self,
@@ -175,9 +187,10 @@ class GitHub:
 
     def _ask_identity(self) -> str:
         try:
-            return str(self._call("GET", f"{self.api_url}/user").json()["login"])
+            response = self._call("GET", f"{self.api_url}/user")
         except CannotComment:  # an installation token (GITHUB_TOKEN) may not read /user
             return FALLBACK_IDENTITY
+        return str(_answer(response, dict, "login")["login"])
 
     def _comments(self, number: int) -> Iterator[dict[str, Any]]:
         """Every comment on the PR, oldest first, one page of 100 at a time."""
@@ -185,7 +198,7 @@ class GitHub:
         params: dict[str, Any] | None = {"per_page": 100}
         while url:
             response = self._call("GET", url, params=params)
-            yield from response.json()
+            yield from _answer(response, list, "id", "html_url")
             url, params = self._next_page(response), None  # the next link keeps the query
 
     def _next_page(self, response: requests.Response) -> str | None:
@@ -195,9 +208,31 @@ class GitHub:
             raise GitHubError(f"refusing to follow a next-page link off the API: {url}")
         return url
 
-    def _post_comment(self, number: int, body: str) -> str:
-        response = self._call("POST", self._url(f"/issues/{number}/comments"), json={"body": body})
-        return str(response.json()["html_url"])
+    def _post_comment(self, number: int, marker: str, body: str) -> str:
+        """Create our comment; before sending the POST again, look whether GitHub made it anyway.
+
+        A POST is not idempotent: the timeout or the 502 may come after the comment was created.
+        """
+
+        def look_again() -> None:
+            found = self.find_comment(number, marker)
+            if found is not None:
+                raise _AlreadyPosted(found)
+
+        url = self._url(f"/issues/{number}/comments")
+        try:
+            response = self._call("POST", url, json={"body": body}, before_resend=look_again)
+        except _AlreadyPosted as posted:
+            return self._edit_comment(posted.comment, body)
+        return str(_answer(response, dict, "html_url")["html_url"])
+
+    def _edit_comment(self, comment: dict[str, Any], body: str) -> str:
+        """PATCH our comment, unless it already says this."""
+        if comment.get("body") == body:
+            return str(comment["html_url"])
+        url = self._url(f"/issues/comments/{comment['id']}")
+        response = self._call("PATCH", url, json={"body": body})
+        return str(_answer(response, dict, "html_url")["html_url"])
 
     def _listed_pull(self, run: dict[str, Any]) -> int | None:
         """The event lists PRs whose head is this branch, including ones into other repos."""
@@ -208,7 +243,8 @@ class GitHub:
         return None
 
     def _pull_for_commit(self, sha: str) -> int | None:
-        pulls = self._call("GET", self._url(f"/commits/{sha}/pulls")).json()
+        response = self._call("GET", self._url(f"/commits/{sha}/pulls"))
+        pulls = _answer(response, list, "number", "state")
         return next((int(p["number"]) for p in pulls if p["state"] == "open"), None)
 
     def _pull_for_branch(self, run: dict[str, Any]) -> int | None:
@@ -218,7 +254,8 @@ class GitHub:
             return None
         head = f"{head_repository['owner']['login']}:{run['head_branch']}"
         params = {"state": "open", "head": head}
-        pulls = self._call("GET", self._url("/pulls"), params=params).json()
+        response = self._call("GET", self._url("/pulls"), params=params)
+        pulls = _answer(response, list, "number")
         return int(pulls[0]["number"]) if pulls else None
 
     def _url(self, path: str) -> str:
@@ -232,6 +269,40 @@ class GitHub:
         error = _ERROR_FOR_STATUS.get(response.status_code, GitHubError)
         path = urlsplit(url).path
         raise error(api_message(response), method=method, path=path, status=response.status_code)
+
+
+def _answer(response: requests.Response, shape: type[Any], *keys: str) -> Any:
+    """A successful answer's body, checked: a list of objects or one object, with these keys.
+
+    Anything else (a proxy's login page, a cut-off body) is a GitHubError naming the call,
+    raised at once: sending the request again would not change what came back.
+    """
+    try:
+        data = response.json()
+    except ValueError:
+        kind = response.headers.get("content-type") or "no content type"
+        problem = f"a body that is not JSON ({kind})"
+    else:
+        problem = _shape_problem(data, shape, keys)
+        if problem is None:
+            return data
+    path = urlsplit(response.url).path
+    method = response.request.method or ""
+    status = response.status_code
+    raise GitHubError(f"unexpected answer: {problem}", method=method, path=path, status=status)
+
+
+def _shape_problem(data: Any, shape: type[Any], keys: tuple[str, ...]) -> str | None:
+    """What is wrong with a body's shape; None when nothing is."""
+    if not isinstance(data, shape):
+        return f"JSON that is not {'a list' if shape is list else 'an object'}"
+    for item in data if shape is list else [data]:
+        if not isinstance(item, dict):
+            return "a list item that is not an object"
+        missing = [key for key in keys if key not in item]
+        if missing:
+            return f"an object without {', '.join(missing)}"
+    return None
 
 
 def trim_body(body: str, marker: str, limit: int = COMMENT_LIMIT) -> str:

@@ -2,9 +2,9 @@
 
 GitHub's documented rules ("Rate limits for the REST API"): a 403 or 429 that is a rate
 limit says how long to wait with ``retry-after``, else with ``x-ratelimit-remaining: 0``
-and ``x-ratelimit-reset`` (epoch seconds), else "wait at least one minute". Server errors
-and lost connections are worth a retry after an exponential backoff. Any other answer
-is final: retrying a 422 or a permission refusal only repeats it.
+and ``x-ratelimit-reset`` (epoch seconds), else "wait at least one minute". Server errors,
+lost connections and answers that never came are worth a retry after an exponential
+backoff. Any other answer is final: retrying a 422 or a permission refusal only repeats it.
 
 A CI job must finish, so every wait counts against one budget: when GitHub asks for a
 longer wait than is left, the request fails at once with a message that says so.
@@ -22,7 +22,6 @@ import requests
 
 from diffai.errors import GitHubError
 
-REQUEST_TIMEOUT = 30.0
 UNSPECIFIED_RATE_LIMIT_WAIT = 60.0  # GitHub: "wait for at least one minute before retrying"
 RESET_SLACK = 1.0  # x-ratelimit-reset has whole seconds, and runner clocks drift a little
 
@@ -31,11 +30,18 @@ Outcome = requests.Response | requests.RequestException
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try: attempts per request, and seconds of waiting per request."""
+    """How hard to try: attempts and seconds of waiting per request, seconds per attempt.
+
+    ``request_timeout`` is how long one attempt waits for a connection or for the next
+    bytes of an answer; a stalled attempt is then "no response", retried like one. The
+    budget is measured with a monotonic ``clock``, so in production the time a timed-out
+    attempt took counts against ``max_total_wait`` too, not only the sleeps between.
+    """
 
     max_attempts: int = 5
     max_total_wait: float = 60.0
     base_delay: float = 1.0
+    request_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -60,8 +66,19 @@ class RetryingSender:
     clock: Callable[[], float]
     wall_clock: Callable[[], float]
 
-    def send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        """GitHub's final answer, which may be an error status; GitHubError when out of tries."""
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        before_resend: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """GitHub's final answer, which may be an error status; GitHubError when out of tries.
+
+        ``before_resend`` runs before every attempt but the first: a request that is not
+        idempotent can look whether a lost answer had done its work, and raise to stop.
+        """
         started = self.clock()
         for attempt in itertools.count(1):
             outcome = self._attempt(method, url, kwargs)
@@ -73,6 +90,8 @@ class RetryingSender:
             if stop:
                 _give_up(method, url, outcome, stop)
             self.sleep(wait.seconds)
+            if before_resend:
+                before_resend()
 
     def _reason_to_stop(self, attempt: int, wait: Wait, elapsed: float) -> str | None:
         """The attempts are spent, or the next one would start after the time budget."""
@@ -86,7 +105,7 @@ class RetryingSender:
 
     def _attempt(self, method: str, url: str, kwargs: dict[str, Any]) -> Outcome:
         try:
-            return self.session.request(method, url, timeout=REQUEST_TIMEOUT, **kwargs)
+            return self.session.request(method, url, timeout=self.policy.request_timeout, **kwargs)
         except (requests.ConnectionError, requests.Timeout) as exc:
             return exc
 
