@@ -1,7 +1,7 @@
 """Pair two models' tensors by name and measure every pair, in parallel threads.
 
-numpy releases the GIL inside its kernels, so threads (one tensor each) keep
-every core busy while memory stays bounded by one chunk buffer per worker.
+The stats kernel releases the GIL while it sums a chunk, so threads (one tensor
+each) keep every core busy while memory stays bounded by one chunk per worker.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
-
-from threadpoolctl import threadpool_limits
 
 from diffai.errors import DiffaiError, UnreadableModel
 from diffai.model import Model, Scalar, TensorRef
@@ -130,8 +128,7 @@ def _measure_all(
     workers = options.workers or min(8, os.cpu_count() or 1)
     # Largest first, so one huge tensor does not start last and run alone.
     by_size = sorted(pairs, key=lambda pair: -_pair_bytes(pair[1], pair[2]))
-    # One BLAS thread per worker: see stats._dot for what threaded ddot costs.
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(workers) as pool:
         tasks = [
             pool.submit(_measure_batch, batch, options.epsilon, on_bytes)
             for batch in _batches(by_size)

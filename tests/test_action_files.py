@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,7 @@ def test_the_image_is_slim_python_without_torch() -> None:
     assert base == "python:3.11-slim"
     assert "PYTHONDONTWRITEBYTECODE=1" in env and "PYTHONUNBUFFERED=1" in env
     assert "pip install --no-cache-dir" in runs
+    assert "apt-get purge -y --auto-remove gcc" in runs  # the kernel's compiler stays out
     assert "torch" not in runs and "[" not in runs  # no extras: torch stays optional
     assert "USER" not in dict(dockerfile())  # the runner's mounts need the default user
 
@@ -157,8 +159,17 @@ def test_the_build_context_keeps_what_the_image_copies() -> None:
             assert (ROOT / source).exists(), source
 
 
+def docker_ignored() -> Callable[[str, list[str]], set[str]]:
+    """The ``**/`` patterns of .dockerignore (caches, a locally built kernel) for copytree."""
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    return shutil.ignore_patterns(*(line[3:] for line in ignore if line.startswith("**/")))
+
+
 def replay_image(root: Path) -> Path:
-    """The Dockerfile's COPY and pip lines carried out under ``root``; the install folder."""
+    """The Dockerfile's COPY and pip lines carried out under ``root``; the install folder.
+
+    The pip line builds the kernel from diffai/_kernel.c, as the image build does.
+    """
     site = root / "site-packages"
     for instruction, arguments in dockerfile():
         if instruction == "COPY":
@@ -168,10 +179,13 @@ def replay_image(root: Path) -> Path:
                 if target.endswith("/"):
                     destination = destination / Path(source).name
                 destination.parent.mkdir(parents=True, exist_ok=True)
-                copy = shutil.copytree if (ROOT / source).is_dir() else shutil.copy
-                copy(ROOT / source, destination)
+                if (ROOT / source).is_dir():  # without what .dockerignore keeps out
+                    shutil.copytree(ROOT / source, destination, ignore=docker_ignored())
+                else:
+                    shutil.copy(ROOT / source, destination)
         elif instruction == "RUN":
-            pip = shlex.split(arguments.split("&&")[0])
+            [install] = [step for step in arguments.split("&&") if "pip install" in step]
+            pip = shlex.split(install)
             assert pip[:3] == ["pip", "install", "--no-cache-dir"]
             source = root / pip[-1].lstrip("/")
             subprocess.run(
