@@ -1,6 +1,6 @@
 """What diffai is measured against, each run as its own process by ``perf.py``.
 
-    python bench/competitors.py floor|torch|diffai-python BASE.safetensors CAND.safetensors
+    python bench/competitors.py floor|torch|torch-f64|diffai-python BASE CAND   (.safetensors)
 
 Each prints one JSON object on stdout: ``pass_seconds`` (the work, after imports)
 and what it computed. Each imports only what it needs, inside its function.
@@ -10,7 +10,10 @@ and what it computed. Each imports only what it needs, inside its function.
   tensor of both files (no copies, no float64, no second pass);
 - ``torch``: the script a user writes with torch (threads at torch's default):
   ``safe_open(framework="pt")``, per tensor mean/std/min/max of both sides,
-  ``(a - b).norm() / a.norm()`` and the cosine similarity;
+  ``(a - b).norm() / a.norm()`` and the cosine similarity, in float32 (``.float()``);
+- ``torch-f64``: the same script in float64 (``.double()``), which a user who wants
+  numbers they can compare writes: torch's float32 reductions over a 44M-element
+  tensor are off by up to 6e-3;
 - ``diffai-python``: ``diffai.diff_paths`` of the Rust-based ``diffai-python``
   0.5.2 from PyPI, whose module is also named ``diffai``: ``perf.py`` installs it
   in its own folder and puts that first on ``PYTHONPATH``.
@@ -57,7 +60,7 @@ def floor(base: str, cand: str) -> dict[str, Any]:
     }
 
 
-def torch_script(base: str, cand: str) -> dict[str, Any]:
+def torch_script(base: str, cand: str, precision: str = "float") -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
     from safetensors import safe_open
@@ -66,7 +69,8 @@ def torch_script(base: str, cand: str) -> dict[str, Any]:
     tensors = {}
     with safe_open(base, framework="pt") as left, safe_open(cand, framework="pt") as right:
         for name in left.keys():  # noqa: SIM118 (safe_open is not a dict)
-            a, b = left.get_tensor(name).float(), right.get_tensor(name).float()
+            a = getattr(left.get_tensor(name), precision)()
+            b = getattr(right.get_tensor(name), precision)()
             stats = [a.mean(), a.std(), a.min(), a.max(), b.mean(), b.std(), b.min(), b.max()]
             relative_l2 = (a - b).norm() / a.norm()
             cosine = F.cosine_similarity(a.flatten(), b.flatten(), dim=0)
@@ -97,7 +101,16 @@ def diffai_python(base: str, cand: str) -> dict[str, Any]:
     }
 
 
-TOOLS = {"floor": floor, "torch": torch_script, "diffai-python": diffai_python}
+def torch_script_f64(base: str, cand: str) -> dict[str, Any]:
+    return torch_script(base, cand, "double")
+
+
+TOOLS = {
+    "floor": floor,
+    "torch": torch_script,
+    "torch-f64": torch_script_f64,
+    "diffai-python": diffai_python,
+}
 
 
 def main() -> None:

@@ -113,7 +113,7 @@ def floor_goal(run: PerfRun) -> Goal:
         f"{floor_rate / _stage_rate(one):.1f}x the floor's time per byte per core. On 1 worker "
         f"the compare stage takes {median_field(one, 'compare_faults'):,.0f} minor page faults "
         f"(the floor's pass {median_field(floor, 'faults'):,.0f}) and spends {system:.2f} s of "
-        f"CPU in the kernel against {user:.2f} s in numpy. On the default workers its threads "
+        f"CPU in the OS against {user:.2f} s in user mode. On the default workers its threads "
         f"were runnable but waiting for a CPU (the machine's other load) "
         f"{median_field(default, 'compare_cpu_wait'):.2f} s in all; diffai's stages (default "
         f"workers): {stages}"
@@ -128,24 +128,25 @@ def floor_goal(run: PerfRun) -> Goal:
 
 
 def agreement_goal(run: PerfRun) -> Goal:
+    """ "Same numbers" against the torch script that computes them in float64.
+
+    The float32 script cannot be the yardstick: its reductions over the largest
+    tensor are off by up to 6e-3 from float64 numpy, 1e9 times diffai's error.
+    """
     acc = run.accuracy
-    closer = (
-        "diffai"
-        if max(acc.torch_gaps.values()) > max(acc.diffai_gaps[f"diff.{k}"] for k in acc.torch_gaps)
-        else "torch"
-    )
-    sample = ", ".join(
-        f"{key}: torch {acc.torch_gaps[key]:.1e}, diffai {acc.diffai_gaps[f'diff.{key}']:.1e}"
+    errors = ", ".join(
+        f"{key}: torch float32 {acc.torch_gaps[key]:.1e}, torch float64 "
+        f"{acc.torch_f64_gaps[key]:.1e}, diffai {acc.diffai_gaps[f'diff.{key}']:.1e}"
         for key in acc.torch_gaps
     )
     return Goal(
-        f"torch script's relative_l2 and cosine vs diffai's report, {pair_names(run)[SMALL]}",
+        f"torch script (in float64) vs diffai's report, relative_l2 and cosine, "
+        f"{pair_names(run)[SMALL]}",
         f"largest relative gap {acc.agreement:.1e} ({acc.agreement_tensor}); "
         f"{acc.disagreeing} of {acc.tensors} tensors beyond 1e-5",
         "≤ 1e-5 per tensor",
         acc.agreement <= 1e-5,
-        f"error against float64 numpy on {acc.tensor} ({acc.elements:,} elements): {sample}; "
-        f"{closer} is closer",
+        f"error against float64 numpy on {acc.tensor} ({acc.elements:,} elements): {errors}",
     )
 
 
@@ -270,6 +271,16 @@ def other_figures(run: PerfRun) -> list[list[str]]:
         shard_row(run),
         eviction_row(run),
         diffai_python_row(run),
+        torch_f64_row(run),
+    ]
+
+
+def torch_f64_row(run: PerfRun) -> list[str]:
+    seconds, diffai = _seconds(_get(run, "torch-f64", SMALL)), _get(run, "diffai", SMALL)
+    ratio = "" if seconds is None else f": {seconds / diffai.seconds:.1f}x diffai's"
+    return [
+        f"the torch script in float64, {pair_names(run)[SMALL]} (one run)",
+        f"{_fmt_s(seconds)}{ratio}; the figures the agreement goal holds diffai's against",
     ]
 
 
