@@ -126,8 +126,8 @@ def _moments(side: KernelSide, chunk: _KernelChunk) -> _Moments:
     if not count:
         return _Moments(0, 0.0, 0.0, math.inf, -math.inf, 0, nan, inf)
     mean = total / count
-    return _Moments(count, mean, _centred_squares(chunk, count, mean, sumsq), low, high, zeros,
-                    nan, inf)  # fmt: skip
+    m2 = _centred_squares(chunk, count, mean, sumsq)
+    return _Moments(count, mean, m2, low, high, zeros, nan, inf)
 
 
 def _centred_squares(chunk: _KernelChunk, count: int, mean: float, sumsq: float) -> float:
