@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
+from diffai.dtypes import is_complex
 from diffai.errors import DiffaiError, UnreadableModel
 from diffai.model import Model, Scalar, TensorRef
 from diffai.shard import shard_members
@@ -184,6 +185,9 @@ def _classify(
     if base.shape != cand.shape:
         stats = measure_tensor(base, on_bytes), measure_tensor(cand, on_bytes)
         return TensorComparison(name, "shape_changed", *stats, None)
+    if is_complex(base.dtype) != is_complex(cand.dtype):  # 2n components against n
+        stats = measure_tensor(base, on_bytes), measure_tensor(cand, on_bytes)
+        return TensorComparison(name, "dtype_changed", *stats, None)
     base_stats, cand_stats, diff = measure_pair(base, cand, epsilon, on_bytes)
     status: Status = (
         "dtype_changed"

@@ -318,3 +318,21 @@ def test_a_run_without_policy_or_bar_imports_only_what_it_uses(
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout == "1 []\n"
     assert (tmp_path / "report.json").exists()
+
+
+def test_a_complex_tensor_against_a_real_one_has_no_difference(
+    run_cli, tmp_path: Path, validate_report
+) -> None:
+    """2n components against n: each side is measured alone, no element-wise metric."""
+    weights = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.savez(tmp_path / "base.npz", w=weights.astype(np.complex64))
+    np.savez(tmp_path / "cand.npz", w=weights)
+    report = tmp_path / "report.json"
+    result = run_cli(tmp_path / "base.npz", tmp_path / "cand.npz", "--report", report)
+    assert result.code == 1 and "  ~ w: dtype=c64->f32\n" in result.out
+    document = json.loads(report.read_text())
+    validate_report(document)
+    [tensor] = document["tensors"]
+    assert (tensor["status"], tensor["diff"]) == ("dtype_changed", None)
+    assert tensor["baseline"]["mean"] == pytest.approx(2.5 / 2)  # real and imaginary parts
+    assert tensor["candidate"]["mean"] == pytest.approx(2.5)

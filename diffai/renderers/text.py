@@ -77,7 +77,10 @@ def _shape_changed(tensor: dict[str, Any]) -> str:
 
 def _dtype_changed(tensor: dict[str, Any]) -> str:
     base, cand = tensor["baseline"], tensor["candidate"]
-    return f"dtype={base['dtype']}->{cand['dtype']}, " + _difference(tensor)
+    retyped = f"dtype={base['dtype']}->{cand['dtype']}"
+    if tensor["diff"] is None:  # complex against real: no element-wise difference
+        return retyped
+    return f"{retyped}, {_difference(tensor)}"
 
 
 def _changed(tensor: dict[str, Any]) -> str:
