@@ -28,8 +28,10 @@
 enum Code { F64, F32, F16, BF16, CODES };
 static const Py_ssize_t WIDTH[CODES] = {8, 4, 2, 2};
 
-/* x86-64 Linux builds an AVX2/FMA copy of the loops too, picked at load time. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+/* GCC 12+ on x86-64 glibc builds an AVX2/FMA copy of the loops too, picked at load time
+ * (target_clones needs glibc's ifunc; elsewhere the portable loops are the only ones). */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
+    defined(__GLIBC__)
 #define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define VECTOR_CLONES
