@@ -24,6 +24,13 @@ DTYPES = {
 }  # fmt: skip
 
 
+def is_mapped(array: np.ndarray) -> bool:
+    """The values come from a map of the file, not a copy read into memory."""
+    while array is not None and not isinstance(array, np.memmap):
+        array = array.base
+    return array is not None
+
+
 def _sample(dtype: str, shape: tuple[int, ...] = (3, 4)) -> np.ndarray:
     values = np.random.default_rng(0).standard_normal(shape) * 50
     return (values + 1j * values if np.dtype(dtype).kind == "c" else values).astype(dtype)
@@ -57,7 +64,7 @@ def test_npy_is_one_tensor_named_tensor(tmp_path: Path) -> None:
     assert list(model.tensors) == ["tensor"]
     assert (model.tensors["tensor"].shape, model.tensors["tensor"].dtype) == ((3, 4), "f32")
     np.testing.assert_array_equal(model.tensors["tensor"].array(), _sample("<f4"))
-    assert isinstance(model.tensors["tensor"].array(), np.memmap)
+    assert is_mapped(model.tensors["tensor"].array())
 
 
 @pytest.mark.parametrize("canonical", DTYPES)
@@ -99,7 +106,7 @@ def test_stored_npz_members_are_mapped_not_copied(save_npz: Callable[..., Path])
     path = save_npz("big.npz", big=np.ones((1024, 1024), np.float64))
     model = open_model(path)
     array = model.tensors["big"].array()
-    assert isinstance(array, np.memmap)
+    assert is_mapped(array)
     assert _peak_bytes(lambda: model.tensors["big"].array().sum()) < 1024 * 1024
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from diffai.dtypes import NUMPY_DTYPES, canonical_name
 from diffai.errors import MalformedModel, UnreadableModel
 from diffai.formats.flatten import ROOT_NAME
+from diffai.formats.mapped import map_bytes
 from diffai.formats.zipmembers import MEMBER_ERRORS, OPEN_ERRORS, ZipMembers
 from diffai.model import Model, TensorRef
 from diffai.text import one_line
@@ -91,7 +92,7 @@ def _read_npy(path: Path) -> dict[str, TensorRef]:
     with path.open("rb") as handle:
         header = _parse_header(path, "the array", handle)
     dtype = _checked_dtype(path, "the array", header, path.stat().st_size - header.offset)
-    data = np.memmap(path, dtype=np.uint8, mode="r")
+    data = map_bytes(path)
     return {ROOT_NAME: _tensor_ref(ROOT_NAME, header, dtype, lambda: data)}
 
 

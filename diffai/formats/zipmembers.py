@@ -20,6 +20,7 @@ import numpy as np
 
 from diffai.errors import MalformedModel, UnreadableModel
 from diffai.formats.limits import byte_budget
+from diffai.formats.mapped import map_bytes
 from diffai.text import one_line
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
@@ -45,7 +46,7 @@ class ZipMembers:
         except OPEN_ERRORS as exc:
             raise MalformedModel(path, f"not a readable zip archive: {one_line(exc)}") from exc
         size = path.stat().st_size
-        self._file = np.memmap(path, dtype=np.uint8, mode="r") if size else None
+        self._file = map_bytes(path) if size else None
         self._inflate_budget = byte_budget(size)
         self._inflated: set[str] = set()
 
