@@ -126,7 +126,7 @@ def _moments(side: KernelSide, chunk: _KernelChunk) -> _Moments:
     if not count:
         return _Moments(0, 0.0, 0.0, math.inf, -math.inf, 0, nan, inf)
     mean = total / count
-    m2 = _centred_squares(chunk, count, mean, sumsq)
+    m2 = 0.0 if low == high else _centred_squares(chunk, count, mean, sumsq)  # a constant chunk
     return _Moments(count, mean, m2, low, high, zeros, nan, inf)
 
 
@@ -155,6 +155,10 @@ class _SideAccumulator:
         self.nan += chunk.nan
         self.inf += chunk.inf
         if not chunk.count:
+            return
+        if not self.count:  # the update's δ²·0 would be NaN for means beyond ~1e154
+            self.count, self.mean, self.m2 = chunk.count, chunk.mean, chunk.m2
+            self.min, self.max, self.zeros = chunk.min, chunk.max, chunk.zeros
             return
         total = self.count + chunk.count
         delta = chunk.mean - self.mean
@@ -225,9 +229,12 @@ class _DiffAccumulator:
 
 
 def _cosine(dot: float, norm_b: float | None, norm_c: float | None) -> float | None:
+    """None when a norm is 0, or when the sums overflowed (|values| beyond ~1e154): clamping
+    NaN would have reported a perfect 1.0."""
     if not norm_b or not norm_c:
         return None
-    return max(-1.0, min(1.0, dot / (norm_b * norm_c)))
+    cosine = dot / (norm_b * norm_c)
+    return max(-1.0, min(1.0, cosine)) if math.isfinite(cosine) else None
 
 
 def measure_tensor(ref: TensorRef, on_bytes: ProgressCallback | None = None) -> TensorStats:

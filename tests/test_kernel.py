@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import subprocess
+import sysconfig
+from pathlib import Path
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -97,3 +103,18 @@ def test_big_endian_values_are_measured_like_little_endian_ones() -> None:
 def test_misuse_is_a_value_error(call, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_a_fast_math_build_is_refused() -> None:
+    """-ffast-math (say, from a user's CFLAGS) would make the kernel count no NaN or inf."""
+    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    if shutil.which(compiler[0]) is None:
+        pytest.skip(f"no C compiler {compiler[0]!r} here")
+    source = Path(_kernel.__file__).with_name("_kernel.c")
+    if not source.exists():
+        pytest.skip("installed without its source")
+    include = sysconfig.get_paths()["include"]
+    build = [*compiler, "-fsyntax-only", f"-I{include}", str(source)]
+    assert subprocess.run(build, capture_output=True).returncode == 0
+    refused = subprocess.run([*build, "-ffast-math"], capture_output=True, text=True)
+    assert refused.returncode != 0 and "must not be compiled with -ffast-math" in refused.stderr

@@ -187,3 +187,13 @@ def test_identical_chunks_take_the_shortcut_and_give_the_same_numbers() -> None:
     assert (same.changed, same.l2, same.relative_l2) == (0, 0.0, 0.0)
     assert same.cosine == pytest.approx(1.0, rel=1e-15)
     assert same_stats == base_stats
+
+
+def test_values_near_the_float64_limit_give_no_false_figures() -> None:
+    """Σx² overflows beyond ~1e154: std stays exact for a constant tensor, and a cosine that
+    cannot be computed is null, never a clamped 1.0."""
+    constant = np.full(1000, 1e200)
+    stats = measure_tensor(ref(constant, "f64"))
+    assert (stats.mean, stats.std) == (1e200, 0.0)
+    _, _, diff = measure_pair(ref(constant, "f64"), ref(constant * 0.5, "f64"), 0.0)
+    assert diff.cosine is None and diff.baseline_l2 == math.inf
