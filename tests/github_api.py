@@ -31,6 +31,8 @@ BOT = "github-actions[bot]"
 WRITE_TOKEN = "ghs_write_token"  # GITHUB_TOKEN with pull-requests: write
 READ_ONLY_TOKEN = "ghs_read_only_token"  # GITHUB_TOKEN of a pull_request run from a fork
 USER_TOKEN = "ghp_user_token"  # a personal access token: it may GET /user
+APP = "diffai-reviewer[bot]"
+APP_TOKEN = "ghs_app_token"  # a GitHub App's installation token: it writes as APP
 FORBIDDEN = "Resource not accessible by integration"
 
 
@@ -109,6 +111,7 @@ class FakeGitHub:
             WRITE_TOKEN: Token(BOT),
             READ_ONLY_TOKEN: Token(BOT, can_write=False),
             USER_TOKEN: Token("octocat"),
+            APP_TOKEN: Token(APP),
         }
         self.comments: dict[int, Comment] = {}
         self.statuses: list[dict[str, Any]] = []

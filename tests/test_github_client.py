@@ -20,6 +20,8 @@ from diffai.ci.github import (
 )
 from diffai.errors import CannotComment, GitHubError
 from tests.github_api import (
+    APP,
+    APP_TOKEN,
     BOT,
     FORBIDDEN,
     READ_ONLY_TOKEN,
@@ -223,10 +225,26 @@ def test_a_deleted_comment_that_may_not_be_created_again_is_refused(
 # --- who "we" are -----------------------------------------------------------------------
 
 
-def test_identity_falls_back_to_the_actions_bot(github: GitHub, github_api: FakeGitHub) -> None:
-    assert github.identity() == "github-actions[bot]"
-    assert github.identity() == "github-actions[bot]"
-    assert len(github_api.calls("GET", "^/user$")) == 1
+def test_an_installation_token_has_no_login(github: GitHub, github_api: FakeGitHub) -> None:
+    assert github.identity() is None
+    assert github.identity() is None
+    assert len(github_api.calls("GET", "^/user$")) == 1  # asked once
+
+
+def test_a_github_app_token_keeps_one_sticky_comment(
+    make_client: Callable[..., GitHub], github_api: FakeGitHub
+) -> None:
+    """An App's token writes as <app>[bot] and may not read GET /user either."""
+    person = github_api.add_comment(7, body("a person's copy"), login="mallory")
+    app = make_client(APP_TOKEN)
+
+    app.upsert_comment(7, MARKER, body("one"))
+    make_client(APP_TOKEN).upsert_comment(7, MARKER, body("two"))  # the next run
+
+    assert [(c.login, c.body) for c in github_api.comments_on(7)] == [
+        ("mallory", person.body),
+        (APP, body("two")),
+    ]
 
 
 def test_a_personal_token_comments_as_its_user(

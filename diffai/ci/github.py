@@ -34,7 +34,6 @@ __all__ = [
 
 COMMENT_LIMIT = 65_536  # GitHub refuses longer comment bodies with a 422
 STATUS_DESCRIPTION_LIMIT = 140  # likewise for commit status descriptions
-FALLBACK_IDENTITY = "github-actions[bot]"  # who GITHUB_TOKEN writes as; it may not GET /user
 STATUS_STATES = frozenset({"error", "failure", "pending", "success"})
 PULL_REQUEST_EVENTS = frozenset({"pull_request", "pull_request_target"})
 TRIM_NOTE = (
@@ -111,24 +110,32 @@ class GitHub:
         self.repository = repository
         self._sender = RetryingSender(session, retry or RetryPolicy(), sleep, clock, wall_clock)
         self._identity: str | None = None
+        self._identity_asked = False
 
     def __repr__(self) -> str:
         return f"GitHub(api_url={self.api_url!r}, repository={self.repository!r})"
 
-    def identity(self) -> str:
-        """The token's login, which authors the sticky comment; asked once per client."""
-        if self._identity is None:
-            self._identity = self._ask_identity()
+    def identity(self) -> str | None:
+        """The token's login, which authors the sticky comment; None for an installation token.
+
+        An installation token (``GITHUB_TOKEN``, or a GitHub App's) may not read
+        ``GET /user`` and writes as a bot: ``github-actions[bot]``, or ``<app>[bot]``.
+        """
+        if not self._identity_asked:
+            self._identity, self._identity_asked = self._ask_identity(), True
         return self._identity
 
     def find_comment(self, number: int, marker: str) -> dict[str, Any] | None:
-        """The oldest comment of ours carrying the marker; someone else's copy never counts."""
+        """The oldest comment of ours carrying the marker; a person's copy never counts.
+
+        With an installation token "ours" is any bot's: only an app can write as one, and
+        a marked comment of another app's would refuse the edit rather than be taken over.
+        """
         login = self.identity()
         ours = (
             comment
             for comment in self._comments(number)
-            if (comment.get("user") or {}).get("login") == login
-            and marker in (comment.get("body") or "")
+            if _written_by(comment, login) and marker in (comment.get("body") or "")
         )
         return next(ours, None)
 
@@ -185,11 +192,11 @@ class GitHub:
         )
         return PullRequest(number, run["head_sha"]) if number else None
 
-    def _ask_identity(self) -> str:
+    def _ask_identity(self) -> str | None:
         try:
             response = self._call("GET", f"{self.api_url}/user")
-        except CannotComment:  # an installation token (GITHUB_TOKEN) may not read /user
-            return FALLBACK_IDENTITY
+        except CannotComment:  # an installation token may not read /user
+            return None
         return str(_answer(response, dict, "login")["login"])
 
     def _comments(self, number: int) -> Iterator[dict[str, Any]]:
@@ -269,6 +276,12 @@ class GitHub:
         error = _ERROR_FOR_STATUS.get(response.status_code, GitHubError)
         path = urlsplit(url).path
         raise error(api_message(response), method=method, path=path, status=response.status_code)
+
+
+def _written_by(comment: dict[str, Any], login: str | None) -> bool:
+    """Whether ``login`` wrote the comment; with no login (an installation token), any bot."""
+    user = comment.get("user") or {}
+    return user.get("login") == login if login else user.get("type") == "Bot"
 
 
 def _answer(response: requests.Response, shape: type[Any], *keys: str) -> Any:
