@@ -9,10 +9,10 @@
  * L1-sized blocks and folded into all the sums at once.
  *
  * The kernel only sums; diffai/stats.py owns the statistics: it merges chunks with
- * Chan's update and falls back to centred_squares when Σx² − n·mean² cancels.
+ * Chan's update and falls back to centred_squares when sum(x^2) - n*mean^2 cancels.
  * Conventions (docs/statistics.md): moments over the finite values, NaN and inf counted;
  * the difference over positions finite on both sides; a position counts as changed when
- * |c − b| > epsilon, or when its non-finite values differ (NaN matches NaN).
+ * |c - b| > epsilon, or when its non-finite values differ (NaN matches NaN).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -87,7 +87,7 @@ static inline double half_to_double(uint16_t half) {
     uint64_t normal = ((exponent + 1008u) << 52) | (mantissa << 42);
     uint64_t special = 0x7ff0000000000000ull | (mantissa << 42); /* inf, or NaN */
     /* (int32_t): a 32-bit integer converts to double in vector registers, a 64-bit one not */
-    uint64_t subnormal = double_to_bits((double)(int32_t)mantissa * 0x1p-24);
+    uint64_t subnormal = double_to_bits((double)(int32_t)mantissa / 16777216.0); /* 2^24 */
     uint64_t bits = exponent == 0 ? subnormal : exponent == 31 ? special : normal;
     return bits_to_double(sign | bits);
 }
@@ -406,8 +406,8 @@ static PyObject *measure_pair(PyObject *module, PyObject *args) {
 
 PyDoc_STRVAR(centred_squares_doc,
              "centred_squares(buffer, code, mean) -> float\n\n"
-             "Σ(x − mean)² over the finite values: a second pass around the mean, for when\n"
-             "Σx² − n·mean² would cancel.");
+             "sum((x - mean)^2) over the finite values: a second pass around the mean, for\n"
+             "when sum(x^2) - n*mean^2 would cancel.");
 
 static PyObject *centred_squares(PyObject *module, PyObject *args) {
     Py_buffer buffer;
