@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -33,11 +34,12 @@ class TensorRef:
     dtype: str
     load: Callable[[], np.ndarray] = field(repr=False, compare=False)
 
-    @property
+    # Cached: comparison, batching, progress and the report ask for them 12 times a tensor.
+    @cached_property
     def elements(self) -> int:
         return math.prod(self.shape)
 
-    @property
+    @cached_property
     def nbytes(self) -> int:
         return self.elements * numpy_dtype(self.dtype).itemsize
 

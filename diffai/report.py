@@ -162,11 +162,14 @@ def diff_record(diff: DiffStats | None) -> dict[str, Any] | None:
 
 def _flat_record(measured: TensorStats | DiffStats | LayerImpact) -> dict[str, Any]:
     """A flat dataclass as a strict-JSON dict; ``dataclasses.asdict`` deep-copies and took
-    3 of 5 seconds on a 10,000-tensor model."""
-    return {
-        key: None if isinstance(value, float) and not math.isfinite(value) else value
-        for key, value in vars(measured).items()
-    }
+    3 of 5 seconds on a 10,000-tensor model, checking every field 0.27 of 2 s."""
+    record = dict(vars(measured))
+    if not math.isfinite(sum(v for v in record.values() if isinstance(v, float))):
+        # Some value is inf or NaN (or finite ones overflowed the sum): null those alone.
+        for key, value in record.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                record[key] = None
+    return record
 
 
 def json_scalar(value: Scalar) -> Any:
