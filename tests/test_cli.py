@@ -303,7 +303,7 @@ def test_help_and_version_import_no_numpy() -> None:
 
 
 def test_a_run_without_policy_or_bar_imports_only_what_it_uses(
-    models: tuple[Path, Path], tmp_path: Path
+    models: tuple[Path, Path], tmp_path: Path, validate_report
 ) -> None:
     """YAML, tqdm, Jinja and the rest cost 60 ms of start-up; a plain run needs none of them."""
     import subprocess
@@ -317,7 +317,7 @@ def test_a_run_without_policy_or_bar_imports_only_what_it_uses(
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout == "1 []\n"
-    assert (tmp_path / "report.json").exists()
+    validate_report(json.loads((tmp_path / "report.json").read_text()))
 
 
 def test_a_complex_tensor_against_a_real_one_has_no_difference(
