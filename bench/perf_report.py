@@ -171,7 +171,8 @@ and then this one.
   process, one worker, 2 x 512 MiB went from 0.50 to 0.28 s for f32 and from 0.68
   to 0.21 s for f16.
 - **Buffers reused per thread**, not per tensor or per chunk: fresh temporaries made
-  glibc map and unmap memory (787,713 page faults on 2 x 512 MiB at first, 15,000 now).
+  glibc map and unmap memory (787,713 page faults on 2 x 512 MiB at first, about 15,000
+  once they were reused; the stage rows above give the current count).
 - **Start-up**: YAML, tqdm, Jinja and jsonschema are imported only by the runs that
   use them (a policy file, a visible progress bar, a Markdown comment).
 - **No BLAS**: the CLI sets `OPENBLAS_NUM_THREADS=1` (unless the user set it), since
