@@ -17,11 +17,16 @@ from diffai.errors import DiffaiError
 if TYPE_CHECKING:
     from diffai.api import compare
     from diffai.formats import open_model
-    from diffai.report import Report
+    from diffai.report import Report, report_schema
 
-__all__ = ["DiffaiError", "Report", "__version__", "compare", "open_model"]
+__all__ = ["DiffaiError", "Report", "__version__", "compare", "open_model", "report_schema"]
 
-_LAZY = {"compare": "diffai.api", "open_model": "diffai.formats", "Report": "diffai.report"}
+_LAZY = {
+    "compare": "diffai.api",
+    "open_model": "diffai.formats",
+    "Report": "diffai.report",
+    "report_schema": "diffai.report",
+}
 
 
 def __getattr__(name: str) -> Any:

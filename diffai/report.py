@@ -1,4 +1,5 @@
-"""The report: one JSON document (``spec/report.schema.json``) built from a comparison.
+"""The report: one JSON document, valid against the schema the package ships
+(``diffai/report.schema.json``, :func:`report_schema`), built from a comparison.
 
 Every report carries a verdict: from the given policy, else from the
 documented default policy (docs/policy.md).
@@ -17,6 +18,8 @@ import os
 import stat
 import tempfile
 from dataclasses import dataclass, field
+from functools import cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,12 @@ from diffai.policy import MetricsFile, Policy, default_policy, evaluate
 from diffai.stats import DiffStats, TensorStats
 
 SCHEMA_VERSION = 1
+
+
+@cache
+def report_schema() -> dict[str, Any]:
+    """The report's JSON Schema (draft 2020-12): the contract other tools read reports by."""
+    return json.loads(files("diffai").joinpath("report.schema.json").read_text("utf-8"))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Shared fixtures: real model files in tmp_path, the CLI run in-process, the report schema."""
+"""Shared fixtures: real model files in tmp_path, the CLI run in-process, the report schema
+the package ships (every report a test writes is validated against it)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,9 @@ import pytest
 from safetensors.numpy import save_file
 
 from diffai.cli import main
+from diffai.report import report_schema
 
 pytest_plugins = ["tests.github_api"]
-
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "shared" / "spec" / "report.schema.json"
-
 
 @dataclass
 class CliResult:
@@ -40,8 +39,7 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
 
 @pytest.fixture(scope="session")
 def report_validator() -> jsonschema.protocols.Validator:
-    schema = json.loads(SCHEMA_PATH.read_text())
-    return jsonschema.Draft202012Validator(schema)
+    return jsonschema.Draft202012Validator(report_schema())
 
 
 @pytest.fixture
