@@ -102,13 +102,14 @@ def shown_sections(args: argparse.Namespace) -> list[str]:
 
 
 def change_magnitude(tensor: dict[str, Any]) -> float:
-    """Relative L2 change; structural changes rank above any numeric one."""
+    """The relative change the policy judges (``diffai.change``); structural changes and a
+    move with nothing to measure it against rank above any measured one."""
     diff = tensor["diff"]
     if diff is None:
         return float("inf") if tensor["status"] != "unchanged" else 0.0
-    if diff["relative_l2"] is None:
+    if diff["relative_change"] is None:
         return float("inf") if diff["changed"] else 0.0
-    return diff["relative_l2"]
+    return diff["relative_change"]
 
 
 class _progress_bar:

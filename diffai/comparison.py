@@ -17,6 +17,7 @@ from typing import Literal
 from diffai.dtypes import is_complex
 from diffai.errors import DiffaiError, UnreadableModel
 from diffai.model import Model, Scalar, TensorRef
+from diffai.roles import Role, role_of
 from diffai.shard import shard_members
 from diffai.stats import DiffStats, ProgressCallback, TensorStats, measure_pair, measure_tensor
 
@@ -36,6 +37,10 @@ class TensorComparison:
     baseline: TensorStats | None
     candidate: TensorStats | None
     diff: DiffStats | None
+
+    @property
+    def role(self) -> Role:
+        return role_of(self.name)
 
 
 @dataclass(frozen=True)

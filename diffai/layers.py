@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from diffai.comparison import TensorComparison
+if TYPE_CHECKING:
+    from diffai.comparison import TensorComparison
 
 ROOT_LAYER = "(root)"
 

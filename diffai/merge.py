@@ -7,6 +7,7 @@ so the merged comparison is rebuilt exactly and judged afresh.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -100,8 +101,15 @@ def _tensor(record: dict[str, Any]) -> TensorComparison:
         status=record["status"],
         baseline=_stats(record["baseline"]),
         candidate=_stats(record["candidate"]),
-        diff=DiffStats(**record["diff"]) if record["diff"] else None,
+        diff=_diff(record["diff"]),
     )
+
+
+def _diff(record: dict[str, Any] | None) -> DiffStats | None:
+    """The measured fields; the relative change is derived again from the whole comparison."""
+    if record is None:
+        return None
+    return DiffStats(**{f.name: record[f.name] for f in dataclasses.fields(DiffStats)})
 
 
 def _stats(record: dict[str, Any] | None) -> TensorStats | None:

@@ -16,6 +16,7 @@ from typing import Any, TypeAlias
 import numpy as np
 
 from diffai.dtypes import numpy_dtype
+from diffai.roles import role_of
 
 #: A non-tensor value of a checkpoint (epoch, lr, loss, betas ...), JSON-like.
 Scalar: TypeAlias = "bool | int | float | str | list[Scalar] | None"
@@ -60,4 +61,6 @@ class Model:
 
     @property
     def parameters(self) -> int:
-        return sum(ref.elements for ref in self.tensors.values())
+        """Elements of the learned tensors (``diffai.roles``): a training checkpoint's Adam
+        moments, counters and RNG state are not parameters of the model."""
+        return sum(ref.elements for name, ref in self.tensors.items() if role_of(name) == "weight")

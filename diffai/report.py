@@ -25,6 +25,7 @@ from typing import Any
 
 from diffai._version import __version__
 from diffai.analyses import run_analyses
+from diffai.change import RelativeChange, relative_changes
 from diffai.comparison import STATUSES, Comparison, TensorComparison
 from diffai.errors import ReportError
 from diffai.layers import LayerImpact, layer_impact
@@ -85,6 +86,8 @@ class Report:
 
 def build_document(comparison: Comparison) -> dict[str, Any]:
     baseline, candidate = comparison.baseline, comparison.candidate
+    changes = relative_changes(comparison.tensors)
+    weights = [t for t in comparison.tensors if t.role == "weight"]
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "diffai", "version": __version__},
@@ -92,7 +95,7 @@ def build_document(comparison: Comparison) -> dict[str, Any]:
         "candidate": _artifact(candidate),
         "options": dataclasses.asdict(comparison.options),
         "summary": _summary(comparison),
-        "tensors": [tensor_record(t) for t in comparison.tensors],
+        "tensors": [tensor_record(t, changes.get(t.name)) for t in comparison.tensors],
         "scalars": [
             {
                 "name": s.name,
@@ -101,7 +104,8 @@ def build_document(comparison: Comparison) -> dict[str, Any]:
             }
             for s in comparison.scalars
         ],
-        "layers": [_flat_record(layer) for layer in layer_impact(comparison.tensors)],
+        # Per module, its weights: a BatchNorm counter's 0 -> 100 is no change of the layer.
+        "layers": [_flat_record(layer) for layer in layer_impact(weights)],
         "analyses": _finite(run_analyses(comparison)),
         **({"shard": shard_section(comparison)} if comparison.options.shard else {}),
     }
@@ -147,13 +151,14 @@ def _summary(comparison: Comparison) -> dict[str, int]:
     }
 
 
-def tensor_record(tensor: TensorComparison) -> dict[str, Any]:
+def tensor_record(tensor: TensorComparison, change: RelativeChange | None) -> dict[str, Any]:
     return {
         "name": tensor.name,
         "status": tensor.status,
+        "role": tensor.role,
         "baseline": stats_record(tensor.baseline),
         "candidate": stats_record(tensor.candidate),
-        "diff": diff_record(tensor.diff),
+        "diff": diff_record(tensor.diff, change),
     }
 
 
@@ -165,8 +170,13 @@ def stats_record(stats: TensorStats | None) -> dict[str, Any] | None:
     return record
 
 
-def diff_record(diff: DiffStats | None) -> dict[str, Any] | None:
-    return None if diff is None else _flat_record(diff)
+def diff_record(diff: DiffStats | None, change: RelativeChange | None) -> dict[str, Any] | None:
+    if diff is None:
+        return None
+    record = _flat_record(diff)
+    record["relative_change"] = change.value if change else None
+    record["relative_basis"] = change.basis if change else "none"
+    return record
 
 
 def _flat_record(measured: TensorStats | DiffStats | LayerImpact) -> dict[str, Any]:

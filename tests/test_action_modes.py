@@ -196,7 +196,7 @@ def test_a_failing_verdict_sets_a_failure_status_on_the_pr_head(
         "failure",
         "diffai/diffai",
     )
-    assert status["description"].startswith("fail: 3 checks failed")
+    assert status["description"].startswith("fail: 2 checks failed")
 
 
 # --- publish: the hand-off comes from a fork ---------------------------------------------

@@ -90,7 +90,10 @@ def test_a_fine_tune_passes_and_a_reinitialized_layer_fails(
     tuned[REINIT] = np.random.default_rng(9).standard_normal((32, 32)).astype(np.float32)
     result = gated(validate_report, policy, compared(write_safetensors, weights, tuned))
     assert result["verdict"] == "fail"
-    assert failed_rules(result) == {"regression_test.max_relative_change": [REINIT]}
+    assert failed_rules(result) == {
+        "regression_test.max_relative_change": [REINIT],
+        "regression_test.fail_on_scrambled": [REINIT],
+    }
 
 
 def test_a_warning_override_on_the_head_warns(

@@ -423,6 +423,7 @@ def test_the_default_policy_checks_only_the_switches(gate) -> None:
     assert [c["rule"] for c in result["regression_test"]["checks"]] == [
         "regression_test.fail_on_nan",
         "regression_test.fail_on_inf",
+        "regression_test.fail_on_scrambled",
         "regression_test.allow_added",
         "regression_test.allow_removed",
         "regression_test.allow_shape_change",

@@ -5,8 +5,9 @@ Per tensor, against the same tensor in the baseline (formulas in docs/analyses.m
 - ``exploding`` (high): max |x| or std grew more than ``EXPLODE_RATIO`` times.
 - ``collapsed`` (high): every element is now zero; ``constant`` (high): std fell to 0.
 - ``std_collapse`` (medium): std fell below ``COLLAPSE_RATIO`` of the baseline's.
-The size checks apply to floating-point weights only: integer counters and
-optimizer moments legitimately grow by orders of magnitude.
+NaN/Inf count in every tensor; the size checks judge floating-point weights only
+(``diffai.roles``): counters, running statistics and optimizer moments
+legitimately grow by orders of magnitude.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 from diffai.analyses.common import (
     SEVERITIES,
     is_float,
-    is_optimizer_state,
     max_abs,
     worst_severity,
 )
@@ -55,7 +55,7 @@ def tensor_findings(tensor: TensorComparison) -> list[Finding]:
     if cand is None:
         return []
     findings = _non_finite_findings(tensor.name, base, cand)
-    if base is not None and is_float(cand) and not is_optimizer_state(tensor.name):
+    if base is not None and is_float(cand) and tensor.role == "weight":
         findings += _size_findings(tensor.name, base, cand)
     return findings
 

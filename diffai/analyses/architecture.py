@@ -11,13 +11,13 @@ family did.
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
-from diffai.analyses.common import is_optimizer_state, ratio
+from diffai.analyses.common import ratio
 from diffai.comparison import Comparison
 from diffai.model import Model
+from diffai.roles import MODEL_ROLES, role_of
 
 SIMILAR_PARAMETERS = 0.05  # within ±5% parameters counts as similar complexity
 _ATTENTION = re.compile(
@@ -31,7 +31,7 @@ READINESS = {"easy": "ready", "moderate": "review", "hard": "not_drop_in"}
 def analyze(comparison: Comparison) -> dict[str, Any]:
     base, cand = _shapes(comparison.baseline), _shapes(comparison.candidate)
     type1, type2 = model_family(base), model_family(cand)
-    params1, params2 = _parameters(base), _parameters(cand)
+    params1, params2 = comparison.baseline.parameters, comparison.candidate.parameters
     migration = _migration(base, cand, type1 != type2)
     return {
         "type1": type1,
@@ -76,11 +76,8 @@ def model_depth(shapes: dict[str, tuple[int, ...]]) -> int:
 
 
 def _shapes(model: Model) -> dict[str, tuple[int, ...]]:
-    return {n: r.shape for n, r in model.tensors.items() if not is_optimizer_state(n)}
-
-
-def _parameters(shapes: dict[str, tuple[int, ...]]) -> int:
-    return sum(math.prod(shape) for shape in shapes.values())
+    """What a state-dict loader sees: weights, buffers and counters, not the training state."""
+    return {n: r.shape for n, r in model.tensors.items() if role_of(n) in MODEL_ROLES}
 
 
 def _complexity(params1: int, params2: int) -> str:

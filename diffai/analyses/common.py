@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable
 
 from diffai.comparison import Comparison, TensorComparison
@@ -12,20 +11,9 @@ from diffai.stats import TensorStats
 SEVERITIES = ("none", "low", "medium", "high", "critical")
 FLOAT_DTYPES = frozenset({"f64", "f32", "f16", "bf16", "f8_e4m3", "f8_e5m2"})
 
-#: Optimizer moments and counters saved beside the weights in training checkpoints.
-_OPTIMIZER_LEAVES = frozenset(
-    {"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "step"}
-)
-_OPTIMIZER_SEGMENT = re.compile(r"(^|\.)optim(izer)?[^.]*\.")
-
-
-def is_optimizer_state(name: str) -> bool:
-    return bool(_OPTIMIZER_SEGMENT.search(name)) or name.rpartition(".")[2] in _OPTIMIZER_LEAVES
-
-
 def weight_tensors(comparison: Comparison) -> list[TensorComparison]:
-    """The model's own tensors: everything but optimizer state."""
-    return [t for t in comparison.tensors if not is_optimizer_state(t.name)]
+    """The learned tensors (role ``weight``): only their change tells how training went."""
+    return [t for t in comparison.tensors if t.role == "weight"]
 
 
 def is_float(stats: TensorStats | None) -> bool:

@@ -17,6 +17,8 @@ Severity = Literal["error", "warning"]
 
 #: Batch-norm step counters change with every training step and mean nothing for drift.
 DEFAULT_IGNORE = ("*.num_batches_tracked",)
+#: The roles (diffai.roles) the drift rules judge: what training learns.
+DEFAULT_ROLES = ("weight",)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +30,7 @@ class TensorRules:
     max_abs_diff: float | None = None
     fail_on_nan: bool = True
     fail_on_inf: bool = True
+    fail_on_scrambled: bool = True
     allow_added: bool = True
     allow_removed: bool = False
     allow_shape_change: bool = False
@@ -68,6 +71,7 @@ class MetricsPolicy:
 class RegressionPolicy:
     rules: TensorRules = field(default_factory=TensorRules)
     ignore: tuple[str, ...] = DEFAULT_IGNORE
+    roles: tuple[str, ...] = DEFAULT_ROLES
     overrides: tuple[Override, ...] = ()
     metrics: MetricsPolicy = field(default_factory=MetricsPolicy)
 
@@ -117,6 +121,7 @@ def _regression(section: dict[str, Any]) -> RegressionPolicy:
     return RegressionPolicy(
         rules=top,
         ignore=tuple(section.get("ignore", DEFAULT_IGNORE)),
+        roles=tuple(section.get("roles", DEFAULT_ROLES)),
         overrides=tuple(
             Override(match=item["match"], rules=_with_keys(top, item))
             for item in section.get("overrides", ())

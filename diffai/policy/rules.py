@@ -4,6 +4,11 @@ A scope is the top level or one override. Each tensor not ignored belongs to
 the first override whose ``match`` glob matches its name, else to the top
 level; the checks of a scope carry its rule path
 (``regression_test.overrides[0].max_relative_change``) and its severity.
+
+Which tensors a rule judges depends on their role (``diffai.roles``): the drift
+rules and ``fail_on_scrambled`` judge the policy's ``roles`` (weights by default),
+the structural switches what a state-dict loader loads (weights, buffers,
+counters), ``fail_on_nan``/``fail_on_inf`` every tensor.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
+from diffai.change import is_scrambled
 from diffai.policy.checks import (
     Check,
     Status,
@@ -25,6 +31,7 @@ from diffai.policy.checks import (
     tensors_text,
 )
 from diffai.policy.model import RegressionPolicy, TensorRules
+from diffai.roles import MODEL_ROLES
 
 Tensor = dict[str, Any]
 #: Names listed in a message; the check's ``tensors`` list has them all.
@@ -39,6 +46,12 @@ class Scope:
     match: str | None
     rules: TensorRules
     tensors: list[Tensor]
+    drift_roles: frozenset[str] = frozenset({"weight"})
+
+    def judged(self, judges: str) -> list[Tensor]:
+        """The scope's tensors a rule of this kind judges: ``drift``, ``model`` or ``all``."""
+        roles = {"drift": self.drift_roles, "model": MODEL_ROLES}.get(judges)
+        return [t for t in self.tensors if roles is None or role(t) in roles]
 
     @property
     def label(self) -> str:
@@ -53,9 +66,10 @@ class Scope:
 
 def scopes(policy: RegressionPolicy, tensors: Iterable[Tensor]) -> list[Scope]:
     """The top-level scope, then one per override, each with the tensors it governs."""
-    top = Scope("regression_test", None, policy.rules, [])
+    roles = frozenset(policy.roles)
+    top = Scope("regression_test", None, policy.rules, [], roles)
     overrides = [
-        Scope(f"regression_test.overrides[{i}]", o.match, o.rules, [])
+        Scope(f"regression_test.overrides[{i}]", o.match, o.rules, [], roles)
         for i, o in enumerate(policy.overrides)
     ]
     for tensor in tensors:
@@ -83,7 +97,7 @@ def drift_ratio(all_scopes: list[Scope]) -> float | None:
         value / scope.rules.max_relative_change
         for scope in all_scopes
         if scope.rules.max_relative_change
-        for tensor in scope.tensors
+        for tensor in scope.judged("drift")
         if (value := _relative_change(tensor)) is not None and math.isfinite(value)
     ]
     return max(ratios, default=None)
@@ -101,24 +115,38 @@ def _diff(tensor: Tensor) -> dict[str, Any] | None:
     return tensor.get("diff")
 
 
+def role(tensor: Tensor) -> str:
+    return tensor.get("role", "weight")
+
+
+def _own_basis(diff: dict[str, Any]) -> bool:
+    """Whether the tensor's own baseline is the basis of its relative change (not negligible)."""
+    return diff.get("relative_basis", "self") == "self"
+
+
 def _moved(diff: dict[str, Any]) -> bool:
     return (diff.get("l2") or 0.0) > 0 and diff.get("changed", 0) > 0
 
 
 def _relative_change(tensor: Tensor) -> float | None:
-    """‖c−b‖/‖b‖; a tensor that moved away from all zeros is infinitely changed."""
+    """``relative_change`` (diffai.change); with nothing to measure against, a move is unbounded."""
     diff = _diff(tensor)
     if diff is None or diff.get("l2") is None:
         return None
-    if diff.get("relative_l2") is not None:
-        return diff["relative_l2"]
+    value = diff.get("relative_change", diff.get("relative_l2"))
+    if value is not None:
+        return value
     return math.inf if _moved(diff) else 0.0
 
 
 def _cosine(tensor: Tensor) -> float | None:
-    """Cosine similarity; a tensor that moved to or from all zeros has lost its direction: 0."""
+    """Cosine similarity; a tensor that moved to all zeros has lost its direction: 0.
+
+    A negligible or all-zero baseline has no direction worth keeping: such a tensor is
+    judged by its relative change alone, so here it is not measured.
+    """
     diff = _diff(tensor)
-    if diff is None or diff.get("l2") is None:
+    if diff is None or diff.get("l2") is None or not _own_basis(diff):
         return None
     if diff.get("cosine") is not None:
         return diff["cosine"]
@@ -134,6 +162,15 @@ def _relative_text(value: float) -> str:
     return percent(value) if math.isfinite(value) else "changed from all zeros"
 
 
+_BASIS_NOTES = {"module": " of its module's scale", "model": " of the model's scale"}
+
+
+def _relative_note(tensor: Tensor) -> str:
+    """Where the relative change is not the tensor's own, say what it is measured against."""
+    diff = _diff(tensor) or {}
+    return _BASIS_NOTES.get(diff.get("relative_basis", "self"), "")
+
+
 @dataclass(frozen=True)
 class NumericRule:
     """How to measure a tensor against one threshold and say the outcome."""
@@ -145,6 +182,7 @@ class NumericRule:
     broke: str  # "{limit}" is replaced by the shown limit
     kept: str
     worst_word: str = "worst"
+    note: Callable[[Tensor], str] = lambda tensor: ""  # after the worst value
 
     def breaks(self, value: float, limit: float) -> bool:
         return not (at_most(limit, value) if self.lower_is_worse else at_most(value, limit))
@@ -159,6 +197,7 @@ NUMERIC_RULES: dict[str, NumericRule] = {
         broke="changed by more than {limit}",
         kept="changed by at most {limit}",
         worst_word="largest",
+        note=_relative_note,
     ),
     "min_cosine_similarity": NumericRule(
         measure=_cosine,
@@ -183,9 +222,10 @@ NUMERIC_RULES: dict[str, NumericRule] = {
 
 def _numeric_check(scope: Scope, key: str, rule: NumericRule) -> Check:
     limit = getattr(scope.rules, key)
-    measured = [(t["name"], v) for t in scope.tensors if (v := rule.measure(t)) is not None]
+    judged = scope.judged("drift")
+    measured = [(t, v) for t in judged if (v := rule.measure(t)) is not None]
     measured.sort(key=lambda item: item[1], reverse=not rule.lower_is_worse)
-    broken = [name for name, value in measured if rule.breaks(value, limit)]
+    broken = [t["name"] for t, value in measured if rule.breaks(value, limit)]
     message = _numeric_message(scope, rule, limit, measured, broken)
     worst = measured[0][1] if measured else None
     return scope.check(key, outcome(not broken), message, worst, limit, tensors=broken)
@@ -195,13 +235,13 @@ def _numeric_message(
     scope: Scope,
     rule: NumericRule,
     limit: float,
-    measured: list[tuple[str, float]],
+    measured: list[tuple[Tensor, float]],
     broken: list[str],
 ) -> str:
     if not measured:
         return f"no tensor{scope.label} has values to compare"
-    name, value = measured[0]
-    worst = f"{name}, {rule.show(value)}"
+    tensor, value = measured[0]
+    worst = f"{tensor['name']}, {rule.show(value)}{rule.note(tensor)}"
     if broken:
         what = rule.broke.format(limit=rule.show_limit(limit))
         return f"{tensors_text(len(broken))}{scope.label} {what} (worst: {worst})"
@@ -245,6 +285,7 @@ class SwitchRule:
     verb: str  # after "1 tensor" / "no tensor"
     plural_verb: str
     detail: Callable[[Tensor], str]
+    judges: str = "all"  # which tensors: "all", "model" (what a loader loads) or "drift"
 
 
 def _name(tensor: Tensor) -> str:
@@ -263,12 +304,38 @@ def _gain_rule(kind: str, label: str) -> SwitchRule:
 def _status_rule(
     status: str, verb: str, plural_verb: str, detail: Callable[[Tensor], str]
 ) -> SwitchRule:
-    return SwitchRule(_has_status(status), False, verb, plural_verb, detail)
+    return SwitchRule(_has_status(status), False, verb, plural_verb, detail, judges="model")
+
+
+def _scrambled(tensor: Tensor) -> int:
+    diff, side = _diff(tensor), tensor.get("baseline")
+    if diff is None or side is None:
+        return 0
+    change = diff.get("relative_change", diff.get("relative_l2"))
+    basis = diff.get("relative_basis", "self")
+    return int(is_scrambled(side["shape"], diff.get("cosine"), change, basis))
+
+
+def _scrambled_detail(tensor: Tensor) -> str:
+    diff = tensor["diff"]
+    cosine = "n/a" if diff["cosine"] is None else f"{diff['cosine']:.3g}"
+    return f"{tensor['name']} (cosine {cosine}, changed {_relative_text(_relative_change(tensor))})"
+
+
+_SCRAMBLE_RULE = SwitchRule(
+    _scrambled,
+    True,
+    "was replaced or scrambled",
+    "were replaced or scrambled",
+    _scrambled_detail,
+    judges="drift",
+)
 
 
 SWITCH_RULES: dict[str, SwitchRule] = {
     "fail_on_nan": _gain_rule("nan", "NaN"),
     "fail_on_inf": _gain_rule("inf", "inf"),
+    "fail_on_scrambled": _SCRAMBLE_RULE,
     "allow_added": _status_rule("added", "was added", "were added", _name),
     "allow_removed": _status_rule("removed", "was removed", "were removed", _name),
     "allow_shape_change": _status_rule(
@@ -283,7 +350,7 @@ SWITCH_RULES: dict[str, SwitchRule] = {
 def _switch_check(scope: Scope, key: str, rule: SwitchRule) -> Check:
     value = getattr(scope.rules, key)
     offenders = sorted(
-        (t for t in scope.tensors if rule.offence(t)), key=rule.offence, reverse=True
+        (t for t in scope.judged(rule.judges) if rule.offence(t)), key=rule.offence, reverse=True
     )
     checked = value == rule.checked_when
     status = "skip" if not checked else "fail" if offenders else "pass"

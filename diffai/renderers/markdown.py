@@ -71,9 +71,9 @@ def _table_order(tensor: dict[str, Any]) -> tuple[int, float]:
     if tensor["status"] == "unchanged":
         return (2, 0.0)
     diff = tensor["diff"]
-    if diff is None or diff["relative_l2"] is None:
+    if diff is None or diff["relative_change"] is None:
         return (0, 0.0)
-    return (1, -diff["relative_l2"])
+    return (1, -diff["relative_change"])
 
 
 def _top_layers(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -111,6 +111,13 @@ def pct(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value * 100:.{digits}f}%"
 
 
+def change(diff: dict[str, Any]) -> str:
+    """The relative change the policy judges, and its basis where it is not the tensor's own."""
+    shown = pct(diff["relative_change"])
+    basis = diff.get("relative_basis", "self")
+    return shown if basis == "self" else f"{shown} of {basis}"
+
+
 def num(value: Any, digits: int = 4) -> str:
     if value is None:
         return "n/a"
@@ -140,7 +147,14 @@ def _template() -> Template:
         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False
     )
     environment.filters.update(
-        code=code, text=text, pct=pct, num=num, bar=bar, plural=plural, chart_label=chart_label
+        code=code,
+        text=text,
+        pct=pct,
+        change=change,
+        num=num,
+        bar=bar,
+        plural=plural,
+        chart_label=chart_label,
     )
     source = resources.files("diffai.renderers").joinpath("templates/comment.md.j2").read_text()
     return environment.from_string(source)

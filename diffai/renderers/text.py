@@ -94,8 +94,14 @@ def _moments(base: dict[str, Any], cand: dict[str, Any]) -> str:
 
 
 def _difference(tensor: dict[str, Any]) -> str:
+    """rel_l2 and cosine; where the tensor's own baseline is zero or negligible, also the
+    relative change the policy judges and what it is measured against (``diffai.change``)."""
     diff = tensor["diff"]
-    return f"rel_l2={_num(diff['relative_l2'])}, cos={_num(diff['cosine'], 6)}"
+    text = f"rel_l2={_num(diff['relative_l2'])}"
+    basis = diff.get("relative_basis", "self")
+    if basis != "self":
+        text += f", rel_change={_num(diff['relative_change'])} (of {basis})"
+    return f"{text}, cos={_num(diff['cosine'], 6)}"
 
 
 def _num(value: float | None, digits: int = 4) -> str:

@@ -1,0 +1,65 @@
+"""What a tensor is for, decided once from its name: every analysis and policy rule asks here.
+
+A training checkpoint holds much besides the model's weights: BatchNorm's
+running statistics, step counters, the RNG state, optimizer moments, scheduler
+and callback state. Only weights are learned, so only their change tells how
+training went; judging the rest as weights gives false alarms (a counter going
+0 → 100 is not an exploding gradient, Adam's moments are not drift).
+
+Roles, first rule that matches the dotted name (docs/statistics.md lists them):
+
+- ``optimizer_state``: under a segment starting ``optim`` (``optimizer_state_dict``,
+  ``optimizer_states.0``) or a leaf Adam/SGD write (``exp_avg``, ``momentum_buffer`` …);
+- ``rng_state``: a segment naming a random generator's state (``rng_state``,
+  ``torch_rng_state``, ``cuda_rng_state`` …);
+- ``training_state``: under a segment for the training loop's own state
+  (``callbacks``, ``loops``, ``lr_schedulers``, ``scheduler_state_dict`` …);
+- ``counter``: a leaf that counts steps (``num_batches_tracked``, ``global_step`` …);
+- ``buffer``: a leaf a module keeps but does not learn (``running_mean``,
+  ``running_var``, ``position_ids``, ``inv_freq`` …);
+- ``weight``: everything else (parameters: weights, biases, embeddings, norms).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Literal
+
+Role = Literal["weight", "buffer", "counter", "rng_state", "optimizer_state", "training_state"]
+ROLES: tuple[Role, ...] = (
+    "weight", "buffer", "counter", "rng_state", "optimizer_state", "training_state",
+)  # fmt: skip
+
+#: What ``load_state_dict`` takes: the tensors whose names and shapes a loader depends on.
+MODEL_ROLES: frozenset[Role] = frozenset({"weight", "buffer", "counter"})
+
+_OPTIMIZER = re.compile(
+    r"(^|\.)optim[^.]*\."  # optimizer_state_dict., optimizer_states.0., optim.
+    r"|^state\.\d+\.[^.]+$"  # a bare optimizer state dict: state.<param index>.<leaf>
+    r"|(^|\.)(exp_avg|exp_avg_sq|max_exp_avg_sq|momentum_buffer)$"
+)
+_RNG = re.compile(r"(^|[._])(rng|rng_states?|random_state|generator_state)(\.|_|$)")
+_TRAINING = re.compile(
+    r"(^|\.)(callbacks?|loops|lr_schedulers?|(lr_)?schedulers?(_state(_dict)?)?|"
+    r"early_stopping|trainer_state|(grad_|amp_)?scaler)\."
+)
+_COUNTER = re.compile(r"(^|\.)(num_batches_tracked|global_step|step|steps|iteration|n_averaged)$")
+_BUFFER = re.compile(
+    r"(^|\.)(running_mean|running_var|position_ids|token_type_ids|inv_freq|masked_bias)$"
+)
+
+#: First match wins: ``optimizer_state_dict.state.0.step`` is optimizer state, not a counter.
+_RULES: tuple[tuple[Role, re.Pattern[str]], ...] = (
+    ("optimizer_state", _OPTIMIZER),
+    ("rng_state", _RNG),
+    ("training_state", _TRAINING),
+    ("counter", _COUNTER),
+    ("buffer", _BUFFER),
+)
+
+
+@cache
+def role_of(name: str) -> Role:
+    """The role of the tensor called ``name`` (dotted, as the report names it)."""
+    return next((role for role, pattern in _RULES if pattern.search(name)), "weight")
