@@ -260,3 +260,15 @@ def test_memory_recommendation_rules(write_safetensors) -> None:
         ]
         == "review_size_increase"
     )
+
+
+def test_one_scrambled_matrix_is_disruption_not_convergence(write_safetensors) -> None:
+    base = transformer()
+    scrambled = nudged(base, 0.01)
+    name = next(n for n, v in base.items() if v.ndim == 2 and v.size >= 256)
+    scrambled[name] = base[name][::-1].copy()  # rows reversed: same values, other places
+    result = analyses(write_safetensors, base, scrambled)["convergence_analysis"]
+    assert result["status"] == "disrupted"
+    assert result["scrambled"] == [name]
+    fine = analyses(write_safetensors, base, nudged(base, 0.01))["convergence_analysis"]
+    assert (fine["status"], fine["scrambled"]) == ("converging", [])

@@ -5,8 +5,10 @@ From the per-tensor relative updates rᵢ = ‖cᵢ−bᵢ‖/‖bᵢ‖ of the 
 - spread S = standard deviation of log10(rᵢ) over the tensors that moved, in decades;
 - stability = 1 / (1 + S): 1 when every tensor moves by the same fraction.
 Status, first rule that holds: ``diverging`` (NaN/Inf gained, or U > 0.5: the
-step rivals the weights), ``converged`` (U < 1e-3), ``unstable`` (S > 1: updates
-differ by more than a decade), else ``converging``.
+step rivals the weights), ``disrupted`` (some weight matrix was replaced or
+scrambled, ``diffai.change.is_scrambled``: no training step does that),
+``converged`` (U < 1e-3), ``unstable`` (S > 1: updates differ by more than a
+decade), else ``converging``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import statistics
 from typing import Any
 
 from diffai.analyses.common import weight_tensors
+from diffai.change import is_scrambled, relative_changes
 from diffai.comparison import Comparison, TensorComparison
 from diffai.layers import relative_change
 
@@ -28,17 +31,34 @@ def analyze(comparison: Comparison) -> dict[str, Any]:
     paired = [t for t in weight_tensors(comparison) if t.diff is not None and t.diff.l2 is not None]
     if not paired:
         return {"status": "unknown", "stability": None, "update_magnitude": None,
-                "spread_decades": None, "tensors_measured": 0}  # fmt: skip
+                "spread_decades": None, "tensors_measured": 0, "scrambled": []}  # fmt: skip
     update = _update_magnitude(paired)
     spread = _spread(paired)
+    scrambled = scrambled_weights(paired)
     return {
-        "status": _status(update, spread, _gained_non_finite(paired)),
+        "status": _status(update, spread, _gained_non_finite(paired), bool(scrambled)),
         "stability": 1.0 / (1.0 + spread),
         "update_magnitude": update,
         "spread_decades": spread,
         "median_relative_change": _median_relative(paired),
         "tensors_measured": len(paired),
+        "scrambled": scrambled,
     }
+
+
+def scrambled_weights(paired: list[TensorComparison]) -> list[str]:
+    """The weight matrices whose values were replaced rather than trained."""
+    changes = relative_changes(paired)
+    return [
+        t.name
+        for t in paired
+        if t.baseline
+        and t.diff
+        and t.name in changes
+        and is_scrambled(
+            t.baseline.shape, t.diff.cosine, changes[t.name].value, changes[t.name].basis
+        )
+    ]
 
 
 def _update_magnitude(paired: list[TensorComparison]) -> float | None:
@@ -71,9 +91,11 @@ def _gained_non_finite(paired: list[TensorComparison]) -> bool:
     )
 
 
-def _status(update: float | None, spread: float, non_finite: bool) -> str:
+def _status(update: float | None, spread: float, non_finite: bool, scrambled: bool) -> str:
     if non_finite or (update is not None and update > DIVERGING_UPDATE):
         return "diverging"
+    if scrambled:
+        return "disrupted"
     if update is not None and update < CONVERGED_UPDATE:
         return "converged"
     return "unstable" if spread > UNSTABLE_SPREAD else "converging"

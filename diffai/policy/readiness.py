@@ -27,7 +27,7 @@ Document = dict[str, Any]
 ANOMALY_PENALTY = {"none": 0.0, "low": 0.05, "medium": 0.15, "high": 0.35, "critical": 1.0}
 MIGRATION_PENALTY = {"easy": 0.0, "moderate": 0.1, "hard": 0.3}
 PRECISION_PENALTY = {"none": 0.0, "minimal": 0.0, "low": 0.02, "moderate": 0.1, "high": 0.3}
-CONVERGENCE_PENALTY = {"diverging": 0.3, "unstable": 0.1}
+CONVERGENCE_PENALTY = {"diverging": 0.3, "disrupted": 0.3, "unstable": 0.1}
 FAILED_CHECK_PENALTY = {"error": 0.3, "warning": 0.1}
 
 #: (analysis, field, penalty by value); a value not in the table costs nothing.
