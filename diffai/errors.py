@@ -42,12 +42,15 @@ class MalformedModel(UnreadableModel):
 
 
 class UnsafePickle(UnreadableModel):
-    """A pickle names a global that the allow-list refuses; nothing was executed."""
+    """A pickle names a global that the allow-list refuses; nothing was executed.
 
-    def __init__(self, path: str | Path, global_name: str, hint: str = "") -> None:
+    ``problem`` says what the global is and what to do, which differs between a
+    pickled object, a tensor kind not read yet and code (``formats.pickle_refusals``).
+    """
+
+    def __init__(self, path: str | Path, global_name: str, problem: str) -> None:
         self.global_name = global_name
-        problem = f"refused to load pickled global {global_name!r} (not on the allow-list)"
-        super().__init__(path, f"{problem}; {hint}" if hint else problem)
+        super().__init__(path, problem)
 
 
 class MissingExtra(UnreadableModel):

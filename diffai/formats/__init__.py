@@ -1,7 +1,8 @@
 """Readers: one module per format, all satisfying ``Reader``, registered in ``READERS``.
 
 ``open_model`` picks the reader by content first (magic bytes, zip members)
-and by file extension second, so a misnamed file still reads correctly.
+and by file extension second, so a misnamed file still reads correctly; a Git
+LFS pointer, or a format diffai does not read yet, is named by ``identify``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,9 @@ from pathlib import Path
 from typing import Protocol
 
 from diffai.errors import UnreadableModel, UsageError
-from diffai.formats import matlab, numpy, pytorch, safetensors, sharded
+from diffai.formats import identify, matlab, numpy, pytorch, safetensors, sharded
 from diffai.formats.limits import check_model
 from diffai.model import Model
-
-#: How many leading bytes ``matches`` is shown (MAT v7.3 keeps its HDF5 signature at 512).
-HEAD_BYTES = 1024
 
 
 class Reader(Protocol):
@@ -45,7 +43,7 @@ def open_model(path: str | Path, format: str | None = None) -> Model:
     """
     path = Path(path)
     _check_kind(path)
-    reader = READERS[check_format_name(format)] if format else detect_reader(path)
+    reader = choose_reader(path, format)
     model = reader.read(path)
     check_model(path, model)
     return model
@@ -65,25 +63,41 @@ def _check_kind(path: Path) -> None:
         raise UnreadableModel(path, "not a regular file or a folder")
 
 
-def detect_reader(path: Path) -> Reader:
-    head = b"" if path.is_dir() else _read_head(path)
-    for reader in READERS.values():
-        if reader.matches(path, head):
-            return reader
+def choose_reader(path: Path, format: str | None = None) -> Reader:
+    """The reader for one model file or folder, a shard included: forced, or by its content.
+
+    Every model file is opened here first, so ``identify.probe`` refuses a Git LFS
+    pointer whatever led to it; then a format diffai does not read is named, by
+    content before the readers' extensions, by name after them.
+    """
+    forced = READERS[check_format_name(format)] if format else None
+    found = identify.probe(path)
+    if forced is not None:
+        return forced
+    if found.is_folder:  # the sharded reader takes any folder, so foreign ones are named first
+        identify.refuse_by_content(found)
+    reader = _claimed_by_content(found)
+    if reader is None:
+        identify.refuse_by_content(found)
+        reader = _claimed_by_extension(path)
+    if reader is None:
+        identify.refuse_by_name(found)
+        raise _unrecognized(path)
+    return reader
+
+
+def _claimed_by_content(found: identify.Probe) -> Reader | None:
+    return next((r for r in READERS.values() if r.matches(found.path, found.head)), None)
+
+
+def _claimed_by_extension(path: Path) -> Reader | None:
     suffix = path.suffix.lower()
-    for reader in READERS.values():
-        if suffix in reader.EXTENSIONS:
-            return reader
+    return next((r for r in READERS.values() if suffix in r.EXTENSIONS), None)
+
+
+def _unrecognized(path: Path) -> UnreadableModel:
     known = ", ".join(sorted(READERS))
-    raise UnreadableModel(path, f"unrecognized model format; force one with --format ({known})")
-
-
-def _read_head(path: Path) -> bytes:
-    try:
-        with path.open("rb") as handle:
-            return handle.read(HEAD_BYTES)
-    except OSError as exc:
-        raise UnreadableModel(path, f"cannot read: {exc.strerror or exc}") from exc
+    return UnreadableModel(path, f"unrecognized model format; force one with --format ({known})")
 
 
 def check_format_name(name: str) -> str:

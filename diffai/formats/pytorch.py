@@ -26,12 +26,12 @@ import numpy as np
 from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel, MissingExtra, UnreadableModel, UnsafePickle
 from diffai.formats.flatten import TooManyEntries, flatten_checkpoint
+from diffai.formats.pickle_refusals import refusal_problem
 from diffai.formats.torch_pickle import (
     TORCH_DTYPES,
     PickledTensor,
     are_counts,
     is_count,
-    refusal_hint,
     unpickle_checkpoint,
 )
 from diffai.formats.zipmembers import OPEN_ERRORS, ZipMembers
@@ -45,6 +45,8 @@ _ZIP_MAGIC = b"PK\x03\x04"
 #: How a legacy file starts: protocol 2, then LONG1 of torch's magic number 0x1950a86a20f9469cfc6c.
 _LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 _PICKLE_MEMBER = "data.pkl"
+#: "GLOBAL x.y was not an allowed global", or "unsupported GLOBAL x.y whose module x is blocked".
+_TORCH_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+) (?:was not an allowed|whose module)")
 
 #: torch dtypes numpy lacks, converted through a same-size integer view.
 _TORCH_SAME_SIZE = {"bf16": "int16", "f8_e4m3": "uint8", "f8_e5m2": "uint8"}
@@ -245,14 +247,15 @@ def torch_fallback(path: Path, torch: ModuleType | None, refused: UnsafePickle |
 
 def _torch_failure(path: Path, refused: UnsafePickle | None, exc: Exception) -> UnreadableModel:
     reason = _torch_reason(exc)
+    named = _TORCH_REFUSED_GLOBAL.search(str(exc))
     if refused is not None:
-        hint = f"{refusal_hint(refused.global_name)}; torch.load(weights_only=True) refused it too"
-        return UnsafePickle(path, refused.global_name, f"{hint}: {reason}")
-    # "GLOBAL x.y was not an allowed global", or "unsupported GLOBAL x.y whose module x is blocked"
-    named = re.search(r"GLOBAL ([\w.]+) (?:was not an allowed|whose module)", str(exc))
+        # Torch's reason is worth a place only when it is not our refusal again in its words.
+        why = "" if named else f": {reason}"
+        problem = f"{refused.problem}; torch.load(weights_only=True) refused it too{why}"
+        return UnsafePickle(path, refused.global_name, problem)
     if named:
-        hint = f"{refusal_hint(named.group(1))}; torch.load(weights_only=True) refused it"
-        return UnsafePickle(path, named.group(1), hint)
+        problem = f"{refusal_problem(named.group(1))}; torch.load(weights_only=True) refused it"
+        return UnsafePickle(path, named.group(1), problem)
     return UnreadableModel(path, f"torch.load(weights_only=True) cannot read it: {reason}")
 
 
@@ -270,13 +273,20 @@ def _torch_reason(exc: Exception) -> str:
 def _torch_ref(path: Path, torch: ModuleType, name: str, tensor: Any) -> TensorRef:
     dtype = TORCH_DTYPES.get(str(tensor.dtype).removeprefix("torch."))
     if dtype is None or tensor.layout != torch.strided:
-        raise UnreadableModel(
-            path,
-            f"tensor {name!r} is {tensor.dtype} ({tensor.layout}), which diffai cannot compare",
-        )
+        kind = _tensor_kind(torch, tensor)
+        raise UnreadableModel(path, f"tensor {name!r} is {kind}, which diffai does not read yet")
     array = _torch_numpy(torch, tensor.detach(), dtype)
     array.setflags(write=False)
     return TensorRef(name=name, shape=array.shape, dtype=dtype, load=lambda: array)
+
+
+def _tensor_kind(torch: ModuleType, tensor: Any) -> str:
+    """What a tensor torch loaded but diffai cannot compare is: quantized, sparse, or a dtype."""
+    if tensor.is_quantized:
+        return f"a quantized tensor ({tensor.dtype})"
+    if tensor.layout != torch.strided:
+        return f"a sparse tensor ({tensor.layout})"
+    return f"of dtype {tensor.dtype}"
 
 
 def _torch_numpy(torch: ModuleType, tensor: Any, dtype: str) -> np.ndarray:

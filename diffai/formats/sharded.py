@@ -197,9 +197,9 @@ def _not_a_file(path: Path) -> str:
 
 def _open_weight_file(path: Path) -> Model:
     # Deferred: the reader registry imports this module.
-    from diffai.formats import detect_reader
+    from diffai.formats import choose_reader
 
-    reader = detect_reader(path)
+    reader = choose_reader(path)
     if reader.FORMAT == FORMAT:
         raise UnreadableModel(path, "a shard must be a weight file, not another index")
     return reader.read(path)

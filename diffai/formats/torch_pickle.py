@@ -21,6 +21,7 @@ import numpy as np
 
 from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel, UnsafePickle
+from diffai.formats.pickle_refusals import refusal_problem
 from diffai.formats.zipmembers import ZipMembers
 from diffai.model import Scalar
 from diffai.text import one_line
@@ -150,7 +151,7 @@ class _AllowListUnpickler(pickle.Unpickler):
         stand_in = _ALLOWED.get((module, name))
         if stand_in is None:
             global_name = f"{module}.{name}"
-            raise UnsafePickle(self._path, global_name, refusal_hint(global_name))
+            raise UnsafePickle(self._path, global_name, refusal_problem(global_name))
         return stand_in
 
     def persistent_load(self, pid: Any) -> _Storage:
@@ -307,10 +308,3 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 
 def are_counts(value: Any) -> bool:
     return isinstance(value, tuple) and all(is_count(v) for v in value)
-
-
-def refusal_hint(global_name: str) -> str:
-    """Why a global is refused, and what to do instead."""
-    if global_name.rpartition(".")[2][:1].isupper():
-        return "the file pickles a whole Python object; save model.state_dict() instead"
-    return "calling a function a pickle names is how pickles run code; nothing was executed"
