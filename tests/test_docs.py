@@ -36,6 +36,18 @@ def test_the_readme_example_command_exits_zero(monkeypatch, capsys) -> None:
     assert "+ fc2.scale: shape=[10], dtype=f32" in capsys.readouterr().out
 
 
+def test_the_readme_example_command_exits_zero_from_another_folder(
+    monkeypatch, tmp_path, capsys
+) -> None:
+    """The policy's metrics files resolve against its folder, not the working directory."""
+    argv = shlex.split(quick_start_commands()[0].split("&&", 1)[1])[1:]
+    absolute = [str(ROOT / arg) if (ROOT / arg).is_file() else arg for arg in argv]
+    assert absolute != argv
+    monkeypatch.chdir(tmp_path)
+    assert main(absolute) == 0
+    assert "verdict: warn — 2 warning checks failed" in capsys.readouterr().out.splitlines()
+
+
 def test_the_readme_shows_the_current_example_comment(monkeypatch, tmp_path) -> None:
     """The rendered example in the README is exactly what the Quick start command produces."""
     monkeypatch.chdir(ROOT)
