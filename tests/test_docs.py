@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
 
 from diffai.cli import main
 
@@ -59,3 +63,18 @@ def test_the_readme_shows_the_current_example_comment(monkeypatch, tmp_path) -> 
         "<!-- example-comment:end -->"
     )[0]
     assert shown == comment.read_text(), "paste the new comment between the README's markers"
+
+
+def test_the_readme_library_example_runs_as_written(
+    monkeypatch, tmp_path, capsys, validate_report
+) -> None:
+    section = ROOT.joinpath("README.md").read_text().split("\n## Library\n", 1)[1]
+    (example,) = re.findall(r"```python\n(.+?)\n```", section.split("\n## ", 1)[0], re.S)
+    monkeypatch.chdir(tmp_path)
+    weights = {"fc.weight": np.arange(6, dtype=np.float32).reshape(2, 3) - 2.5}
+    save_file(weights, "base.safetensors")
+    save_file({"fc.weight": weights["fc.weight"] * 2}, "tuned.safetensors")
+    Path("policy.yaml").write_text("version: 1\n")
+    exec(compile(example, "README.md", "exec"), {})
+    assert capsys.readouterr().out == "fc.weight: shape=[2, 3], dtype=f32, max|x|=5\n"
+    validate_report(json.loads(Path("report.json").read_text()))
