@@ -10,6 +10,7 @@ from diffai.comparison import CompareOptions, compare_models
 from diffai.errors import UsageError
 from diffai.formats import open_model
 from diffai.policy import MetricsFile, Policy, default_policy, policy_metric_files
+from diffai.policy.metrics import require_known_metrics
 from diffai.report import Gate, Report
 from diffai.stats import ProgressCallback
 
@@ -71,11 +72,16 @@ def load_gate(
     elif not isinstance(policy, Policy):
         policy = diffai.policy.load_policy(policy)  # imports YAML only now
     named_baseline, named_candidate = policy_metric_files(policy)
-    return Gate(
+    gate = Gate(
         policy=policy,
         metrics_baseline=_metrics(metrics_baseline or named_baseline),
         metrics_candidate=_metrics(metrics_candidate or named_candidate),
     )
+    # A misspelt metric is caught here too, not only once the models have been read.
+    require_known_metrics(
+        policy.regression_test.metrics, gate.metrics_baseline, gate.metrics_candidate
+    )
+    return gate
 
 
 def _metrics(path: str | Path | None) -> MetricsFile | None:

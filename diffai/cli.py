@@ -23,6 +23,7 @@ examples:
   diffai epoch_1.pt epoch_10.pt --sort-by-change-magnitude
   diffai fp32/ bf16/ --include 'encoder.*' --show-layer-impact
   diffai model.pt model.safetensors -o json --report report.json
+  for m in runs/*.pt; do diffai base.pt "$m" -o jsonl --exit-zero >> runs.jsonl; done
   diffai base/ tuned/ --policy policy.yaml --markdown comment.md --junit junit.xml
   diffai base/ tuned/ --shard 2/4 --report part-2.json   (then: diffai merge part-*.json)
 
@@ -68,9 +69,10 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     add(
         "-o",
         "--output",
-        choices=("text", "json", "yaml"),
+        choices=("text", "json", "yaml", "jsonl"),
         default="text",
-        help="what to print on stdout (default: text)",
+        help="what to print on stdout (default: text); jsonl: one record per line, each "
+        "naming its models, for appending many runs to one file",
     )
     add("--report", metavar="FILE", help="write the full JSON report (report.schema.json) to FILE")
     add(

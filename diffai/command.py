@@ -19,7 +19,7 @@ from diffai.merge import merge_parts
 from diffai.renderers.analysis_lines import ANALYSIS_KEYS, LINE_KEYS, VERDICT_KEYS
 from diffai.renderers.junit import render_junit
 from diffai.renderers.markdown import render_markdown
-from diffai.renderers.records import change_records, render_json, render_yaml
+from diffai.renderers.records import change_records, render_json, render_jsonl, render_yaml
 from diffai.renderers.text import render_text
 from diffai.report import Report, write_atomically
 from diffai.shard import parse_shard
@@ -88,9 +88,22 @@ def render_stdout(report: Report, args: argparse.Namespace) -> str:
         tensors = sorted(tensors, key=change_magnitude, reverse=True)
     analyses = shown_sections(args)
     if args.output == "text":
-        return render_text(document, tensors, analyses, show_layers=args.show_layer_impact)
-    records = change_records(document, tensors, analyses)
-    return render_json(records) if args.output == "json" else render_yaml(records)
+        return render_text(
+            document,
+            tensors,
+            analyses,
+            show_layers=args.show_layer_impact,
+            show_verdict=bool(args.policy or args.verdict),
+        )
+    records = change_records(document, tensors, analyses, args.show_layer_impact)
+    return RECORD_RENDERERS[args.output](document, records)
+
+
+RECORD_RENDERERS: dict[str, Callable[[dict[str, Any], list[dict[str, Any]]], str]] = {
+    "json": lambda _, records: render_json(records),
+    "yaml": lambda _, records: render_yaml(records),
+    "jsonl": render_jsonl,
+}
 
 
 def shown_sections(args: argparse.Namespace) -> list[str]:

@@ -7,8 +7,10 @@ each) keep every core busy while memory stays bounded by one chunk per worker.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import math
 import os
+import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -117,7 +119,39 @@ def _pairs(
 
 def _ordered_names(base: dict[str, TensorRef], cand: dict[str, TensorRef]) -> list[str]:
     """Baseline order, then the candidate's new names in its order."""
-    return list(base) + [name for name in cand if name not in base]
+    base_names = model_order(base)
+    return base_names + [name for name in model_order(cand) if name not in base]
+
+
+def model_order(tensors: dict[str, TensorRef]) -> list[str]:
+    """The file's order where it means something, else natural order (``layers.2`` < ``layers.10``).
+
+    A PyTorch state dict keeps module registration order; a safetensors header
+    is stored sorted by name, so its order says nothing and the lexical
+    ``layers.1, layers.10, layers.2`` would only confuse. Names that come
+    lexically sorted are taken as such a file's and sorted naturally.
+    """
+    names = list(tensors)
+    is_lexical = all(left <= right for left, right in itertools.pairwise(names))
+    return sorted(names, key=natural_key) if is_lexical else names
+
+
+def natural_key(name: str) -> tuple[str | tuple[int, str], ...]:
+    """Runs of digits compared as numbers: ``("layers.", (2, "10"), ".weight")``.
+
+    A number is compared by its length, then its digits, never through ``int()``,
+    which refuses the 5,000-digit runs a hostile file may put in a name.
+    """
+    parts = _DIGITS.split(name)  # the digit runs are at the odd indices
+    return tuple(_number_key(part) if index % 2 else part for index, part in enumerate(parts))
+
+
+def _number_key(digits: str) -> tuple[int, str]:
+    significant = digits.lstrip("0")
+    return len(significant), significant
+
+
+_DIGITS = re.compile(r"([0-9]+)")
 
 
 def _selected(name: str, options: CompareOptions) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import ml_dtypes
@@ -28,11 +28,6 @@ from diffai import _kernel
 from diffai.dtypes import is_complex
 from diffai.model import TensorRef
 
-#: Elements per chunk and side. The kernel keeps no buffers of its own; the chunk bounds
-#: only the float64 copy of dtypes it does not read (ints, f8) and the Python work per call.
-#: Measured on 2 x 512 MiB, one worker: 128K elements 0.29 s (f16 0.25 s), 256K 0.28 s
-#: (0.21 s), 512K and 1M no better than 256K for f16.
-CHUNK_ELEMENTS = 1 << 18
 #: M2 from Σx² is trusted while it is at least this fraction of Σx² (see _centred_squares).
 CANCELLATION_LIMIT = 1e-4
 #: The dtypes the kernel reads as stored (native byte order); others are upcast first.
@@ -240,7 +235,7 @@ def _cosine(dot: float, norm_b: float | None, norm_c: float | None) -> float | N
 def measure_tensor(ref: TensorRef, on_bytes: ProgressCallback | None = None) -> TensorStats:
     """Statistics of one tensor (an added, removed or reshaped one)."""
     side, work = _SideAccumulator(), _workspace()
-    for chunk in iter_chunks(ref.array()):
+    for chunk in ref.chunks():
         readable = _kernel_chunk(chunk, ref.dtype, work, "base")
         side.merge(_moments(_kernel.measure_side(*readable), readable))
         _report(on_bytes, chunk.nbytes)
@@ -256,7 +251,7 @@ def measure_pair(
     """Both sides' statistics and their difference, reading each tensor once."""
     base, cand, diff = _SideAccumulator(), _SideAccumulator(), _DiffAccumulator()
     work = _workspace()
-    chunks = zip(iter_chunks(base_ref.array()), iter_chunks(cand_ref.array()), strict=True)
+    chunks = zip(base_ref.chunks(), cand_ref.chunks(), strict=True)
     for base_chunk, cand_chunk in chunks:
         base_readable = _kernel_chunk(base_chunk, base_ref.dtype, work, "base")
         cand_readable = _kernel_chunk(cand_chunk, cand_ref.dtype, work, "cand")
@@ -266,25 +261,6 @@ def measure_pair(
         diff.add(base_readable[0].size, sides[2])
         _report(on_bytes, base_chunk.nbytes + cand_chunk.nbytes)
     return base.result(base_ref), cand.result(cand_ref), diff.result()
-
-
-def iter_chunks(array: np.ndarray, budget: int = CHUNK_ELEMENTS) -> Iterator[np.ndarray]:
-    """The elements in C order as 1-D chunks of at most ``budget`` elements (one row at least).
-
-    Chunk boundaries depend only on the shape, so two same-shaped tensors
-    chunk alike whatever their strides; a strided view is copied one chunk at a time.
-    """
-    if array.ndim == 0:
-        yield array.reshape(1)
-        return
-    row = math.prod(array.shape[1:])
-    if row > budget:
-        for index in range(array.shape[0]):
-            yield from iter_chunks(array[index], budget)
-        return
-    rows = max(1, budget // max(row, 1))
-    for start in range(0, array.shape[0], rows):
-        yield np.ascontiguousarray(array[start : start + rows]).reshape(-1)
 
 
 #: A chunk as the kernel takes it: an array of one of its element types, and that type's code.

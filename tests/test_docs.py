@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
 
 from diffai.cli import main
 
@@ -36,6 +40,18 @@ def test_the_readme_example_command_exits_zero(monkeypatch, capsys) -> None:
     assert "+ fc2.scale: shape=[10], dtype=f32" in capsys.readouterr().out
 
 
+def test_the_readme_example_command_exits_zero_from_another_folder(
+    monkeypatch, tmp_path, capsys
+) -> None:
+    """The policy's metrics files resolve against its folder, not the working directory."""
+    argv = shlex.split(quick_start_commands()[0].split("&&", 1)[1])[1:]
+    absolute = [str(ROOT / arg) if (ROOT / arg).is_file() else arg for arg in argv]
+    assert absolute != argv
+    monkeypatch.chdir(tmp_path)
+    assert main(absolute) == 0
+    assert "verdict: warn — 1 warning check failed" in capsys.readouterr().out.splitlines()
+
+
 def test_the_readme_shows_the_current_example_comment(monkeypatch, tmp_path) -> None:
     """The rendered example in the README is exactly what the Quick start command produces."""
     monkeypatch.chdir(ROOT)
@@ -47,3 +63,18 @@ def test_the_readme_shows_the_current_example_comment(monkeypatch, tmp_path) -> 
         "<!-- example-comment:end -->"
     )[0]
     assert shown == comment.read_text(), "paste the new comment between the README's markers"
+
+
+def test_the_readme_library_example_runs_as_written(
+    monkeypatch, tmp_path, capsys, validate_report
+) -> None:
+    section = ROOT.joinpath("README.md").read_text().split("\n## Library\n", 1)[1]
+    (example,) = re.findall(r"```python\n(.+?)\n```", section.split("\n## ", 1)[0], re.S)
+    monkeypatch.chdir(tmp_path)
+    weights = {"fc.weight": np.arange(6, dtype=np.float32).reshape(2, 3) - 2.5}
+    save_file(weights, "base.safetensors")
+    save_file({"fc.weight": weights["fc.weight"] * 2}, "tuned.safetensors")
+    Path("policy.yaml").write_text("version: 1\n")
+    exec(compile(example, "README.md", "exec"), {})
+    assert capsys.readouterr().out == "fc.weight: shape=[2, 3], dtype=f32, max|x|=5\n"
+    validate_report(json.loads(Path("report.json").read_text()))

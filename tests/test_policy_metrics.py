@@ -5,10 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from diffai.errors import PolicyError
-from diffai.policy import MetricsFile, evaluate, load_metrics, policy_metric_files
+from diffai.policy import (
+    MetricsFile,
+    evaluate,
+    load_metrics,
+    load_policy,
+    policy_metric_files,
+)
 from diffai.policy.metrics import MISSING, lookup
 from tests.test_policy_rules import document, gate_with, policy_loader, tensor
 
@@ -242,15 +249,76 @@ def test_a_missing_metrics_file_is_a_policy_error(tmp_path, monkeypatch) -> None
         load_metrics("eval/base.json")
 
 
-def test_the_policy_keeps_its_metrics_files_as_written(policy_file) -> None:
-    policy = rule_policy(
-        policy_file,
-        "{metric: accuracy, threshold: 0.8}",
-        baseline="eval/b.json",
-        candidate="c.yaml",
+def test_metrics_files_resolve_against_the_policy_folder(tmp_path) -> None:
+    """As other tools' configs do: the same policy works from any working directory."""
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    absolute = tmp_path / "abs.json"
+    (folder / "policy.yaml").write_text(
+        "version: 1\nregression_test:\n  metrics:\n    baseline: eval/b.json\n"
+        f"    candidate: {absolute}\n    rules: [{{metric: a, threshold: 1}}]\n"
     )
-    assert policy_metric_files(policy) == (Path("eval/b.json"), Path("c.yaml"))
+    policy = load_policy(folder / "policy.yaml")
+    assert policy_metric_files(policy) == (folder / "eval/b.json", absolute)
+
+
+def test_a_policy_without_metrics_files_names_none(policy_file) -> None:
     assert policy_metric_files(rule_policy(policy_file, "{metric: a, threshold: 1}")) == (
         None,
         None,
     )
+
+
+METRIC_POLICY = """\
+version: 1
+regression_test:
+  metrics:
+    baseline: eval/base.json
+    candidate: eval/cand.json
+    rules:
+      - {metric: %s, max_degradation: 0.01}
+"""
+
+
+@pytest.fixture
+def gated_run(run_cli, write_safetensors, tmp_path, monkeypatch):
+    """The CLI run from another folder, with a policy and metrics files in ``conf/``."""
+    (tmp_path / "conf" / "eval").mkdir(parents=True)
+    (tmp_path / "conf/eval/base.json").write_text('{"eval": {"accuracy": 0.9, "loss": 0.3}}')
+    (tmp_path / "conf/eval/cand.json").write_text('{"eval": {"loss": 0.3}}')
+    model = write_safetensors("m.safetensors", {"w": np.ones(3, np.float32)})
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+
+    def run(metric: str, *argv: str):
+        (tmp_path / "conf/policy.yaml").write_text(METRIC_POLICY % metric)
+        return run_cli(model, model, "--policy", "../conf/policy.yaml", *argv)
+
+    return run
+
+
+def test_a_metric_in_neither_file_is_a_policy_error_with_the_nearest_key(gated_run) -> None:
+    result = gated_run("eval.acuracy")
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        "diffai: error: regression_test.metrics.rules[0].metric: 'eval.acuracy' is in neither "
+        "the baseline metrics (../conf/eval/base.json) nor the candidate metrics "
+        "(../conf/eval/cand.json); did you mean eval.accuracy?\n"
+    )
+
+
+def test_a_metric_only_the_baseline_has_is_a_failed_check(gated_run) -> None:
+    """The candidate's evaluation crashed before writing accuracy: the gate fails, exit 1."""
+    result = gated_run("eval.accuracy")
+    assert result.code == 1
+    assert (
+        "  error regression_test.metrics.rules[0].max_degradation: eval.accuracy is missing "
+        "from the candidate metrics (../conf/eval/cand.json); the rule cannot pass without it"
+    ) in result.out.splitlines()
+
+
+def test_command_line_metrics_stay_relative_to_the_working_directory(gated_run) -> None:
+    Path("cand.json").write_text('{"eval": {"accuracy": 0.895}}')
+    result = gated_run("eval.accuracy", "--metrics-candidate", "cand.json")
+    assert result.code == 0
+    assert "verdict: pass — 7 checks passed, 1 skipped" in result.out.splitlines()

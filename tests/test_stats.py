@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from diffai.dtypes import NUMPY_DTYPES
-from diffai.model import TensorRef
-from diffai.stats import CHUNK_ELEMENTS, iter_chunks, measure_pair, measure_tensor
+from diffai.model import CHUNK_ELEMENTS, TensorRef, iter_chunks
+from diffai.stats import measure_pair, measure_tensor
 
 RTOL = 1e-6
 
@@ -197,3 +197,11 @@ def test_values_near_the_float64_limit_give_no_false_figures() -> None:
     assert (stats.mean, stats.std) == (1e200, 0.0)
     _, _, diff = measure_pair(ref(constant, "f64"), ref(constant * 0.5, "f64"), 0.0)
     assert diff.cosine is None and diff.baseline_l2 == math.inf
+
+
+@pytest.mark.parametrize("elements", [1, 7, 1000, CHUNK_ELEMENTS])
+def test_tensor_ref_chunks_are_the_values_in_c_order(elements) -> None:
+    values = np.arange(3 * 5 * 7, dtype=np.float32).reshape(3, 5, 7).transpose(2, 0, 1)
+    chunks = list(ref(values, "f32").chunks(elements))
+    assert all(chunk.ndim == 1 and chunk.size <= max(elements, 1) for chunk in chunks)
+    np.testing.assert_array_equal(np.concatenate(chunks), values.ravel())

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from diffai.comparison import Comparison, ScalarChange
+from diffai.text import scalar_text
 
 _KINDS = (
     ("progress", re.compile(r"^(epochs?|step|global_step|iteration|iter|steps)$")),
@@ -48,7 +49,7 @@ def _relative(before: Any, after: Any) -> float | None:
 
 
 def _story(change: dict[str, Any]) -> str:
-    text = f"{change['name']} {change['baseline']}->{change['candidate']}"
+    text = f"{change['name']} {scalar_text(change['baseline'])}->{scalar_text(change['candidate'])}"
     relative = change["relative_change"]
     if relative is not None and change["kind"] != "progress":
         text += f" ({relative:+.0%})"

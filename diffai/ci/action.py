@@ -35,6 +35,7 @@ from diffai.errors import CannotComment, DiffaiError, GitHubError, ReportError, 
 from diffai.policy import default_policy, load_policy, policy_metric_files
 from diffai.renderers.junit import render_junit
 from diffai.renderers.markdown import plural, render_markdown
+from diffai.renderers.outcome import failed_checks
 from diffai.report import Report, write_atomically
 
 EXIT_PASS, EXIT_FAIL, EXIT_TROUBLE = 0, 1, 2
@@ -221,8 +222,7 @@ def measure(config: Config) -> Report:
 
     Inside the container the checkout is ``/github/workspace``; a reviewer knows
     the files by their repository paths, so the report says those. The policy's
-    metrics files, relative to the working directory on the command line, are
-    likewise found in the workspace.
+    metrics files resolve against the policy's folder, inside the workspace too.
     """
     if config.baseline is None or config.candidate is None:  # Config requires both here
         raise UsageError("baseline and candidate are required")
@@ -262,13 +262,6 @@ def write_report_dir(config: Config, report: Report, body: str) -> None:
     write_atomically(folder / "report.json", report.to_json())
     write_atomically(folder / "comment.md", body)
     write_atomically(folder / "junit.xml", render_junit(report.document))
-
-
-def failed_checks(document: dict[str, Any]) -> list[dict[str, Any]]:
-    checks = document["regression_test"]["checks"] + document["deployment_readiness"].get(
-        "checks", []
-    )
-    return [check for check in checks if check["status"] == "fail"]
 
 
 def annotate(runner: Runner, document: dict[str, Any]) -> None:

@@ -1,9 +1,12 @@
 """Evaluation-metric rules: the candidate's metrics against a floor and against the baseline's.
 
 Decisions a reviewer can rely on:
-- a metric missing from a file, or not a finite number there, fails its checks
-  with a message naming the file and the key: a gate never passes on data it
-  could not read;
+- a metric in neither file is a misspelt name, not a result: ``PolicyError``,
+  naming both files and the nearest key they have;
+- a metric missing from one file (an evaluation that crashed; with only the
+  candidate's file given, a crash cannot be told from a typo), or not a finite
+  number there, fails its checks with a message naming the file and the key: a
+  gate never passes on data it could not read;
 - ``max_relative_degradation`` with a baseline of exactly 0 cannot form a
   fraction; any worsening then fails, and no worsening passes;
 - a rule that needs a file nobody named (neither the policy nor the command
@@ -12,6 +15,7 @@ Decisions a reviewer can rely on:
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -64,6 +68,7 @@ def metric_checks(
     policy: MetricsPolicy, baseline: Metrics | None, candidate: Metrics | None
 ) -> list[Check]:
     """One check per limit a rule sets, in the order of the policy file."""
+    require_known_metrics(policy, baseline, candidate)
     checks = []
     for index, rule in enumerate(policy.rules):
         for limit_name, judge in LIMIT_CHECKS.items():
@@ -75,6 +80,40 @@ def metric_checks(
                 check = make_check(name, rule.severity, status, text, observed, limit)
                 checks.append({**check, "metric": rule.metric})
     return checks
+
+
+def require_known_metrics(
+    policy: MetricsPolicy, baseline: Metrics | None, candidate: Metrics | None
+) -> None:
+    """Raise ``PolicyError`` for a rule whose metric is in neither metrics file."""
+    if baseline is None or candidate is None:
+        return
+    for index, rule in enumerate(policy.rules):
+        if lookup(baseline, rule.metric) is MISSING and lookup(candidate, rule.metric) is MISSING:
+            raise PolicyError(_unknown_metric(index, rule.metric, baseline, candidate))
+
+
+def _unknown_metric(index: int, metric: str, baseline: Metrics, candidate: Metrics) -> str:
+    names = [
+        _file_label(values, side)
+        for values, side in ((baseline, "baseline"), (candidate, "candidate"))
+    ]
+    keys = sorted(set(dotted_keys(baseline)) | set(dotted_keys(candidate)))
+    nearest = difflib.get_close_matches(metric, keys, n=1)
+    hint = f"did you mean {nearest[0]}?" if nearest else f"they have {', '.join(keys[:10])}"
+    return (
+        f"regression_test.metrics.rules[{index}].metric: {metric!r} is in neither "
+        f"{names[0]} nor {names[1]}; {hint}"
+    )
+
+
+def dotted_keys(values: Metrics, prefix: str = "") -> list[str]:
+    """Every key a rule can name, nested mappings joined with dots (``eval.accuracy``)."""
+    keys = []
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        keys += dotted_keys(value, f"{name}.") if isinstance(value, Mapping) else [name]
+    return keys
 
 
 def worst_relative_drop(

@@ -60,7 +60,7 @@ class MetricRule:
 
 @dataclass(frozen=True, kw_only=True)
 class MetricsPolicy:
-    """The metrics files as written in the policy (relative to the working directory) and rules."""
+    """The metrics files the policy names (resolved against its folder) and the rules."""
 
     baseline: Path | None = None
     candidate: Path | None = None
@@ -108,15 +108,19 @@ def policy_metric_files(policy: Policy) -> tuple[Path | None, Path | None]:
 
 
 def build_policy(document: dict[str, Any], source: str) -> Policy:
-    """A ``Policy`` from a parsed policy file that passed the schema."""
+    """A ``Policy`` from a parsed policy file that passed the schema.
+
+    Relative paths in it resolve against the file's folder, as other tools'
+    configs do, so the same policy works from any working directory.
+    """
     return Policy(
         source=source,
-        regression_test=_regression(document.get("regression_test") or {}),
+        regression_test=_regression(document.get("regression_test") or {}, Path(source).parent),
         deployment_readiness=DeploymentBudgets(**(document.get("deployment_readiness") or {})),
     )
 
 
-def _regression(section: dict[str, Any]) -> RegressionPolicy:
+def _regression(section: dict[str, Any], folder: Path) -> RegressionPolicy:
     top = _with_keys(TensorRules(), section)
     return RegressionPolicy(
         rules=top,
@@ -126,7 +130,7 @@ def _regression(section: dict[str, Any]) -> RegressionPolicy:
             Override(match=item["match"], rules=_with_keys(top, item))
             for item in section.get("overrides", ())
         ),
-        metrics=_metrics(section.get("metrics") or {}),
+        metrics=_metrics(section.get("metrics") or {}, folder),
     )
 
 
@@ -136,13 +140,14 @@ def _with_keys(rules: TensorRules, section: dict[str, Any]) -> TensorRules:
     return dataclasses.replace(rules, **{k: v for k, v in section.items() if k in names})
 
 
-def _metrics(section: dict[str, Any]) -> MetricsPolicy:
+def _metrics(section: dict[str, Any], folder: Path) -> MetricsPolicy:
     return MetricsPolicy(
-        baseline=_optional_path(section.get("baseline")),
-        candidate=_optional_path(section.get("candidate")),
+        baseline=_optional_path(section.get("baseline"), folder),
+        candidate=_optional_path(section.get("candidate"), folder),
         rules=tuple(MetricRule(**rule) for rule in section.get("rules", ())),
     )
 
 
-def _optional_path(value: str | None) -> Path | None:
-    return None if value is None else Path(value)
+def _optional_path(value: str | None, folder: Path) -> Path | None:
+    """``folder / value``; an absolute ``value`` stays as it is (``Path`` joining keeps it)."""
+    return None if value is None else folder / value

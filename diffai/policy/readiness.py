@@ -107,7 +107,7 @@ def budget_checks(budgets: DeploymentBudgets, document: Document, readiness: flo
     checks = []
     for key, judge in BUDGETS.items():
         limit = getattr(budgets, key)
-        if limit not in (None, False):
+        if limit is not None and limit is not False:  # a budget of 0 (no growth) is checked
             status, observed, message = judge(limit, document, readiness)
             shown_limit = "none" if key == "require_no_anomalies" else limit
             rule = f"deployment_readiness.{key}"

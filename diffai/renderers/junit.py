@@ -12,13 +12,13 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from diffai.renderers.outcome import all_checks
+
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def render_junit(document: dict[str, Any]) -> str:
-    checks = document["regression_test"]["checks"] + document["deployment_readiness"].get(
-        "checks", []
-    )
+    checks = all_checks(document)
     suite = ET.Element("testsuite", _suite_counts(checks))
     for check in checks:
         suite.append(_testcase(check))

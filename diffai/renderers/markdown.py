@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from jinja2 import Template
 
 from diffai.renderers.analysis_lines import LINE_KEYS, analysis_lines
+from diffai.renderers.outcome import all_checks, failed_checks
 
 COMMENT_LIMIT = 65_536
 TOP_LAYERS = 15
@@ -48,8 +49,8 @@ def _render(document: dict[str, Any], tensors: list[dict[str, Any]], rows: int, 
         doc=document,
         marker=marker,
         icon=ICONS[document["verdict"]],
-        failed_checks=[c for c in _all_checks(document) if c["status"] == "fail"],
-        checks=_all_checks(document),
+        failed_checks=failed_checks(document),
+        checks=all_checks(document),
         top_layers=_top_layers(document["layers"]),
         chart_layers=_chart_layers(document["layers"]),
         analysis_lines=analysis_lines(document, LINE_KEYS),
@@ -57,12 +58,6 @@ def _render(document: dict[str, Any], tensors: list[dict[str, Any]], rows: int, 
         hidden_tensors=len(tensors) - rows,
         changed=[t for t in document["tensors"] if t["status"] != "unchanged"],
         check_tensors=CHECK_TENSORS,
-    )
-
-
-def _all_checks(document: dict[str, Any]) -> list[dict[str, Any]]:
-    return document["regression_test"]["checks"] + document["deployment_readiness"].get(
-        "checks", []
     )
 
 

@@ -1,9 +1,14 @@
-"""The seed's change records (``TensorStatsChanged`` ...) for ``-o json`` and ``-o yaml``.
+"""The seed's change records (``TensorStatsChanged`` ...) for ``-o json``, ``yaml`` and ``jsonl``.
 
 Analyses come first as ``{analysis_key: {...}}``. Each change record is
 ``{Kind: [name, ...sides]}``: the baseline and candidate
 statistics as the seed shows them, and for same-shaped pairs the difference
-metrics as a fourth element.
+metrics as a fourth element. ``--show-layer-impact`` adds ``{"layer_impact": [...]}``.
+
+``-o jsonl`` is for loops that append many runs to one file: each line is one
+record as ``{"baseline": path, "candidate": path, "kind": Kind, "data": ...}``,
+between a ``summary`` line and a ``verdict`` line, so a program reading the file
+line by line knows which comparison every record belongs to.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from diffai.renderers.analysis_lines import section
+from diffai.renderers.outcome import failed_checks, is_identical
 
 RECORD_KINDS = {
     "changed": "TensorStatsChanged",
@@ -24,7 +30,10 @@ RECORD_KINDS = {
 
 
 def change_records(
-    document: dict[str, Any], tensors: list[dict[str, Any]], analyses: Sequence[str]
+    document: dict[str, Any],
+    tensors: list[dict[str, Any]],
+    analyses: Sequence[str],
+    show_layers: bool = False,
 ) -> list[dict[str, Any]]:
     """One record per chosen analysis, then the given tensor entries' changes, then scalars."""
     records = [{key: section(document, key)} for key in analyses]
@@ -32,6 +41,8 @@ def change_records(
     records += [
         {"ScalarChanged": [s["name"], s["baseline"], s["candidate"]]} for s in document["scalars"]
     ]
+    if show_layers:
+        records.append({"layer_impact": document["layers"]})
     return records
 
 
@@ -44,6 +55,24 @@ def _tensor_record(tensor: dict[str, Any]) -> dict[str, Any]:
 
 def render_json(records: list[dict[str, Any]]) -> str:
     return json.dumps(records, indent=2, allow_nan=False) + "\n"
+
+
+def render_jsonl(document: dict[str, Any], records: list[dict[str, Any]]) -> str:
+    """The records one per line, each naming its models, between a summary and a verdict."""
+    models = {"baseline": document["baseline"]["path"], "candidate": document["candidate"]["path"]}
+    summary = {**document["summary"], "identical": is_identical(document["summary"])}
+    verdict = {
+        "verdict": document["verdict"],
+        "policy": document["policy"]["source"],
+        "failed_checks": failed_checks(document),
+    }
+    framed = [{"summary": summary}, *records, {"verdict": verdict}]
+    return "".join(_line(models, record) for record in framed)
+
+
+def _line(models: dict[str, str], record: dict[str, Any]) -> str:
+    ((kind, data),) = record.items()
+    return json.dumps({**models, "kind": kind, "data": data}, allow_nan=False) + "\n"
 
 
 def render_yaml(records: list[dict[str, Any]]) -> str:

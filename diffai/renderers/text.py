@@ -3,6 +3,8 @@
 anomaly_detection: type=none, severity=none, action="continue_training"
 ...
 summary: compared=5, changed=1, added=1, removed=1, shape_changed=0, dtype_changed=0, unchanged=2
+verdict: fail — 1 error check failed            (when a verdict is asked for)
+  error regression_test.allow_removed: 1 tensor was removed (fc2.bias); tensors: fc2.bias
   ~ fc1.weight: mean=-0.0002->-0.0001, std=0.0514->0.0716, rel_l2=0.41, cos=0.91
   + fc3.weight: shape=[10, 32], dtype=f32
   - fc2.bias: shape=[32], dtype=f32
@@ -10,11 +12,12 @@ summary: compared=5, changed=1, added=1, removed=1, shape_changed=0, dtype_chang
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from diffai.renderers.analysis_lines import LINE_KEYS, analysis_lines
+from diffai.renderers.outcome import is_identical, verdict_lines
+from diffai.text import scalar_text
 
 SUMMARY_KEYS = ("changed", "added", "removed", "shape_changed", "dtype_changed", "unchanged")
 
@@ -24,11 +27,16 @@ def render_text(
     tensors: list[dict[str, Any]],
     analyses: Sequence[str] = LINE_KEYS,
     show_layers: bool = False,
+    show_verdict: bool = False,
 ) -> str:
     lines = [*analysis_lines(document, analyses), summary_line(document["summary"])]
+    if is_identical(document["summary"]):
+        lines.append("identical: no compared tensor or scalar differs")
+    if show_verdict:
+        lines += verdict_lines(document)
     lines += [_tensor_line(t) for t in tensors if t["status"] != "unchanged"]
     lines += [
-        f"  ~ {s['name']}: {_value(s['baseline'])}->{_value(s['candidate'])}"
+        f"  ~ {s['name']}: {scalar_text(s['baseline'])}->{scalar_text(s['candidate'])}"
         for s in document["scalars"]
     ]
     if show_layers:
@@ -106,10 +114,6 @@ def _difference(tensor: dict[str, Any]) -> str:
 
 def _num(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}g}"
-
-
-def _value(value: Any) -> str:
-    return json.dumps(value)
 
 
 _LINE_RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {

@@ -106,7 +106,7 @@ def test_checkpoint_values_cannot_break_a_line(
     torch.save({"w": torch.ones(2), "epoch": payload}, cand)
     result = run_cli(base, cand, "--markdown", markdown)
     assert result.code == 1 and result.err == ""
-    escaped = payload.replace("\n", "\\n")
+    escaped = '"' + payload.replace("\n", "\\n") + '"'  # quoted: a string, not a number
     assert f"training_progress: epoch 1->{escaped}" in result.out.splitlines()
     assert not any(line.startswith("::") for line in result.out.splitlines())
     comment = markdown.read_text()
