@@ -78,3 +78,17 @@ def test_the_readme_library_example_runs_as_written(
     exec(compile(example, "README.md", "exec"), {})
     assert capsys.readouterr().out == "fc.weight: shape=[2, 3], dtype=f32, max|x|=5\n"
     validate_report(json.loads(Path("report.json").read_text()))
+
+
+def readme_top_example() -> tuple[list[str], str]:
+    """The README's first block: ``$ diffai …`` and the output shown under it."""
+    readme = ROOT.joinpath("README.md").read_text()
+    block = re.search(r"```\n\$ (diffai .+?)\n(.*?)```", readme, re.S)
+    return shlex.split(block.group(1))[1:], block.group(2)
+
+
+def test_the_readme_opens_with_what_the_example_command_prints(monkeypatch, capsys) -> None:
+    argv, shown = readme_top_example()
+    monkeypatch.chdir(ROOT)
+    assert main(argv) == 0
+    assert capsys.readouterr().out == shown, "paste the command's output under it in the README"

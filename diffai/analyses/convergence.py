@@ -4,11 +4,12 @@ From the per-tensor relative updates rᵢ = ‖cᵢ−bᵢ‖/‖bᵢ‖ of the 
 - update magnitude U = sqrt(Σ‖cᵢ−bᵢ‖²) / sqrt(Σ‖bᵢ‖²), the model-wide relative step;
 - spread S = standard deviation of log10(rᵢ) over the tensors that moved, in decades;
 - stability = 1 / (1 + S): 1 when every tensor moves by the same fraction.
-Status, first rule that holds: ``diverging`` (NaN/Inf gained, or U > 0.5: the
-step rivals the weights), ``disrupted`` (some weight matrix was replaced or
-scrambled, ``diffai.change.is_scrambled``: no training step does that),
-``converged`` (U < 1e-3), ``unstable`` (S > 1: updates differ by more than a
-decade), else ``converging``.
+Status, first rule that holds, where U is taken over the weights that were not
+scrambled (``diffai.change.is_scrambled``): ``diverging`` (NaN/Inf gained, or
+U > 0.5: the step rivals the weights), ``disrupted`` (a weight matrix was
+replaced or scrambled: no training step does that), ``converged`` (U < 1e-3),
+``unstable`` (S > 1: updates differ by more than a decade), else ``converging``.
+The reported ``update_magnitude`` is U over all the weights.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ def analyze(comparison: Comparison) -> dict[str, Any]:
     update = _update_magnitude(paired)
     spread = _spread(paired)
     scrambled = scrambled_weights(paired)
+    trained = [t for t in paired if t.name not in scrambled]
+    rest = _update_magnitude(trained) if trained else 0.0
     return {
-        "status": _status(update, spread, _gained_non_finite(paired), bool(scrambled)),
+        "status": _status(rest, spread, _gained_non_finite(paired), bool(scrambled)),
         "stability": 1.0 / (1.0 + spread),
         "update_magnitude": update,
         "spread_decades": spread,
