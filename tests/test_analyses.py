@@ -272,3 +272,19 @@ def test_one_scrambled_matrix_is_disruption_not_convergence(write_safetensors) -
     assert result["scrambled"] == [name]
     fine = analyses(write_safetensors, base, nudged(base, 0.01))["convergence_analysis"]
     assert (fine["status"], fine["scrambled"]) == ("converging", [])
+
+
+def test_a_batch_norm_counter_is_not_a_gradient(write_safetensors) -> None:
+    """A counter going 0 -> 100 once read as gradient norm 100 and a diverging run."""
+    base = {"bn.weight": np.ones(16, np.float32), "fc.weight": transformer()["classifier.weight"]}
+    base = {n: v.astype(np.float32) for n, v in base.items()}
+    cand = nudged(base, 0.02)
+    base["bn.num_batches_tracked"] = np.array(0, np.int64)
+    cand["bn.num_batches_tracked"] = np.array(100, np.int64)
+    result = analyses(write_safetensors, base, cand)
+    weights_only = np.sqrt(sum(
+        np.sum((cand[n].astype(np.float64) - base[n]) ** 2) for n in ("bn.weight", "fc.weight")
+    ))  # fmt: skip
+    assert result["gradient_analysis"]["norm"] == pytest.approx(weights_only, rel=1e-9)
+    assert result["convergence_analysis"]["status"] == "converging"
+    assert result["convergence_analysis"]["tensors_measured"] == 2

@@ -336,3 +336,30 @@ def test_a_complex_tensor_against_a_real_one_has_no_difference(
     assert (tensor["status"], tensor["diff"]) == ("dtype_changed", None)
     assert tensor["baseline"]["mean"] == pytest.approx(2.5 / 2)  # real and imaginary parts
     assert tensor["candidate"]["mean"] == pytest.approx(2.5)
+
+
+def test_zero_baselines_say_what_they_are_measured_against_and_sort_by_it(
+    run_cli, write_safetensors
+) -> None:
+    """A zero bias cast to f16 did not move; one trained to non-zero did: both used to read n/a
+    and sort to the top."""
+    weight = np.random.default_rng(5).standard_normal((8, 8)).astype(np.float32)
+    zeros = np.zeros(8, np.float32)
+    trained = np.full(8, 0.01, np.float32)
+    base = write_safetensors("b.safetensors", {
+        "a.weight": weight, "a.bias": zeros, "b.weight": weight, "b.bias": zeros,
+    })  # fmt: skip
+    cand = write_safetensors("c.safetensors", {
+        "a.weight": weight * 1.5, "a.bias": zeros.astype(np.float16),
+        "b.weight": weight, "b.bias": trained,
+    })  # fmt: skip
+    lines = from_summary(run_cli(base, cand, "--sort-by-change-magnitude").out)[1:]
+    rms = float(np.sqrt(np.mean(np.concatenate([weight.ravel(), zeros]).astype(np.float64) ** 2)))
+    mean, std = float(weight.astype(np.float64).mean()), float(weight.astype(np.float64).std())
+    assert lines == [
+        f"  ~ a.weight: mean={mean:.4g}->{mean * 1.5:.4g}, std={std:.4g}->{std * 1.5:.4g}, "
+        "rel_l2=0.5, cos=1",
+        f"  ~ b.bias: mean=0->0.01, std=0->0, rel_l2=n/a, rel_change={0.01 / rms:.4g} (of module), "
+        "cos=n/a",
+        "  ~ a.bias: dtype=f32->f16, rel_l2=n/a, rel_change=0 (of module), cos=n/a",
+    ]
