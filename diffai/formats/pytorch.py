@@ -27,6 +27,7 @@ from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel, MissingExtra, UnreadableModel, UnsafePickle
 from diffai.formats.flatten import TooManyEntries, flatten_checkpoint
 from diffai.formats.pickle_refusals import refusal_problem
+from diffai.formats.torch_layout import PICKLE_MEMBER, archive_folder, byteorder, check_version
 from diffai.formats.torch_pickle import (
     TORCH_DTYPES,
     PickledTensor,
@@ -44,7 +45,6 @@ EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt")
 _ZIP_MAGIC = b"PK\x03\x04"
 #: How a legacy file starts: protocol 2, then LONG1 of torch's magic number 0x1950a86a20f9469cfc6c.
 _LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
-_PICKLE_MEMBER = "data.pkl"
 #: "GLOBAL x.y was not an allowed global", or "unsupported GLOBAL x.y whose module x is blocked".
 _TORCH_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+) (?:was not an allowed|whose module)")
 
@@ -97,7 +97,7 @@ def _pickle_member(names: list[str]) -> str | None:
     """``<archive>/data.pkl``: torch writes every record under one top-level folder."""
     for name in names:
         folder, _, base = name.rpartition("/")
-        if base == _PICKLE_MEMBER and "/" not in folder:
+        if base == PICKLE_MEMBER and "/" not in folder:
             return name
     return None
 
@@ -108,27 +108,14 @@ def _pickle_member(names: list[str]) -> str | None:
 def _read_zip(path: Path) -> Model:
     members = ZipMembers(path)
     try:
-        pickle_name = _pickle_member(members.names())
-        if pickle_name is None:
-            raise MalformedModel(path, "zip archive has no data.pkl member; not a torch.save file")
-        prefix = pickle_name[: -len(_PICKLE_MEMBER)]
-        byteorder = _byteorder(path, members, prefix)
-        checkpoint = unpickle_checkpoint(path, members, pickle_name, prefix)
+        folder = archive_folder(path, members)
+        check_version(path, members, folder)
+        order = byteorder(path, members, folder)
+        checkpoint = unpickle_checkpoint(path, members, f"{folder}{PICKLE_MEMBER}", folder)
     finally:
         members.archive.close()
-    metadata = {"torch_format": "zip", "byteorder": byteorder}
-    return _model_from_pickle(path, checkpoint, byteorder, metadata)
-
-
-def _byteorder(path: Path, members: ZipMembers, prefix: str) -> str:
-    """Files without the record predate big-endian support and are little-endian."""
-    name = f"{prefix}byteorder"
-    if name not in members.names():
-        return "little"
-    order = members.read_bytes(name, len("little")).decode("ascii", errors="replace")
-    if order not in ("little", "big"):
-        raise MalformedModel(path, f"unknown byte order {order!r} in {name!r}")
-    return order
+    metadata = {"torch_format": "zip", "byteorder": order}
+    return _model_from_pickle(path, checkpoint, order, metadata)
 
 
 def _model_from_pickle(
@@ -167,7 +154,8 @@ def _tensor_ref(path: Path, name: str, tensor: PickledTensor, byteorder: str) ->
         view = _strided_view(tensor, _stored_dtype(tensor.dtype, byteorder))
     except (ValueError, OverflowError) as exc:
         raise MalformedModel(path, f"tensor {name!r}: {one_line(exc)}") from exc
-    return TensorRef(name, view.shape, tensor.dtype, _loader(view, numpy_dtype(tensor.dtype)))
+    load = _loader(view, numpy_dtype(tensor.dtype))
+    return TensorRef(name, view.shape, tensor.dtype, _resolved(load, tensor.bits))
 
 
 def _stored_dtype(dtype: str, byteorder: str) -> np.dtype:
@@ -184,6 +172,28 @@ def _loader(view: np.ndarray, target: np.dtype) -> Callable[[], np.ndarray]:
     if view.dtype.newbyteorder("<") == target:
         return lambda: view
     return lambda: view.astype(view.dtype.newbyteorder("<")).view(target)
+
+
+#: How torch resolves a tensor's lazy bits when its values are read (``resolve_neg/conj``).
+_BIT_RESOLVERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "conj": np.conjugate,
+    "neg": np.negative,
+}
+
+
+def _resolved(load: Callable[[], np.ndarray], bits: frozenset[str]) -> Callable[[], np.ndarray]:
+    """Values with torch's ``conj`` then ``neg`` applied: a copy, as torch makes on reading."""
+    resolvers = [_BIT_RESOLVERS[bit] for bit in ("conj", "neg") if bit in bits]
+    if not resolvers:
+        return load
+
+    def resolve() -> np.ndarray:
+        values = load()
+        for resolver in resolvers:
+            values = resolver(values)
+        return values
+
+    return resolve
 
 
 def _strided_view(tensor: PickledTensor, dtype: np.dtype) -> np.ndarray:
