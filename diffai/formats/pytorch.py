@@ -26,6 +26,7 @@ import numpy as np
 from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel, MissingExtra, UnreadableModel, UnsafePickle
 from diffai.formats.flatten import TooManyEntries, flatten_checkpoint
+from diffai.formats.limits import byte_budget, check_tensor_count
 from diffai.formats.pickle_refusals import refusal_problem
 from diffai.formats.torch_layout import PICKLE_MEMBER, archive_folder, byteorder, check_version
 from diffai.formats.torch_pickle import (
@@ -65,12 +66,29 @@ def read(path: Path) -> Model:
         try:
             return _read_zip(path)
         except UnsafePickle as refused:
+            _check_declared_bytes(path)
             return torch_fallback(path, _import_torch(), refused)
     if _is_legacy(head):
         return torch_fallback(path, _import_torch(), None)
     raise MalformedModel(
         path, "not a PyTorch file: neither a zip archive nor a legacy torch pickle"
     )
+
+
+def _check_declared_bytes(path: Path) -> None:
+    """Torch inflates every storage whole, so the budget applies before torch ever sees it."""
+    members = ZipMembers(path)
+    try:
+        declared = sum(info.file_size for info in members.archive.infolist())
+    finally:
+        members.archive.close()
+    budget = byte_budget(path.stat().st_size)
+    if declared > budget:
+        raise MalformedModel(
+            path,
+            f"its zip members declare {declared:,} bytes, over the limit of {budget:,} for a "
+            "file this size (a zip bomb?); not handed to torch.load",
+        )
 
 
 def _is_legacy(head: bytes) -> bool:
@@ -122,6 +140,7 @@ def _model_from_pickle(
     path: Path, checkpoint: Any, byteorder: str, metadata: dict[str, Any]
 ) -> Model:
     found, scalars = _flatten(path, checkpoint, lambda obj: isinstance(obj, PickledTensor))
+    check_tensor_count(path, "its pickle holds", len(found))
     tensors = {name: _tensor_ref(path, name, t, byteorder) for name, t in found.items()}
     return Model(
         path=str(path),
@@ -214,10 +233,12 @@ def _strided_view(tensor: PickledTensor, dtype: np.dtype) -> np.ndarray:
             f"needs bytes [{begin}, {end}) of storage {tensor.storage.key!r}, "
             f"which holds {data.size}"
         )
-    # Strided as opaque items, typed after: as_strided loses ml_dtypes types such as f8_e5m2.
-    items = data[begin:end].view(np.dtype((np.void, dtype.itemsize)))
+    # Built as opaque items, typed after (ml_dtypes types such as f8_e5m2 need it), straight
+    # from the buffer: as_strided costs 40 us a tensor, a minute for 10**6 of them.
     strides = tuple(s * dtype.itemsize for s in stride)
-    view = np.lib.stride_tricks.as_strided(items, tuple(shape), strides, writeable=False)
+    items = np.dtype((np.void, dtype.itemsize))
+    view = np.ndarray(tuple(shape), items, buffer=data, offset=begin, strides=strides)
+    view.flags.writeable = False
     return view.view(dtype)
 
 
@@ -249,6 +270,7 @@ def torch_fallback(path: Path, torch: ModuleType | None, refused: UnsafePickle |
     except Exception as exc:  # torch fails in many types; each becomes one of ours here
         raise _torch_failure(path, refused, exc) from exc
     found, scalars = _flatten(path, checkpoint, lambda obj: isinstance(obj, torch.Tensor))
+    check_tensor_count(path, "torch loaded", len(found))
     tensors = {name: _torch_ref(path, torch, name, t) for name, t in found.items()}
     metadata = {"torch_format": "legacy" if refused is None else "zip"}
     size = path.stat().st_size
@@ -282,10 +304,13 @@ def _torch_reason(exc: Exception) -> str:
 
 def _torch_ref(path: Path, torch: ModuleType, name: str, tensor: Any) -> TensorRef:
     dtype = TORCH_DTYPES.get(str(tensor.dtype).removeprefix("torch."))
-    if dtype is None or tensor.layout != torch.strided:
+    if dtype is None or tensor.layout != torch.strided or tensor.is_meta:
         kind = _tensor_kind(torch, tensor)
         raise UnreadableModel(path, f"tensor {name!r} is {kind}, which diffai does not read yet")
-    array = _torch_numpy(torch, tensor.detach(), dtype)
+    try:  # torch resolves the lazy neg and conj bits when it reads values; numpy() refuses them
+        array = _torch_numpy(torch, tensor.detach().resolve_conj().resolve_neg(), dtype)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise UnreadableModel(path, f"tensor {name!r}: {_torch_reason(exc)}") from exc
     array.setflags(write=False)
     return TensorRef(name=name, shape=array.shape, dtype=dtype, load=lambda: array)
 
@@ -294,6 +319,8 @@ def _tensor_kind(torch: ModuleType, tensor: Any) -> str:
     """What a tensor torch loaded but diffai cannot compare is: quantized, sparse, or a dtype."""
     if tensor.is_quantized:
         return f"a quantized tensor ({tensor.dtype})"
+    if tensor.is_meta:
+        return "a meta tensor (one without values)"
     if tensor.layout != torch.strided:
         return f"a sparse tensor ({tensor.layout})"
     return f"of dtype {tensor.dtype}"
