@@ -26,7 +26,9 @@ import numpy as np
 from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel, MissingExtra, UnreadableModel, UnsafePickle
 from diffai.formats.flatten import TooManyEntries, flatten_checkpoint
+from diffai.formats.limits import byte_budget, check_tensor_count
 from diffai.formats.pickle_refusals import refusal_problem
+from diffai.formats.torch_layout import PICKLE_MEMBER, archive_folder, byteorder, check_version
 from diffai.formats.torch_pickle import (
     TORCH_DTYPES,
     PickledTensor,
@@ -44,7 +46,6 @@ EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt")
 _ZIP_MAGIC = b"PK\x03\x04"
 #: How a legacy file starts: protocol 2, then LONG1 of torch's magic number 0x1950a86a20f9469cfc6c.
 _LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
-_PICKLE_MEMBER = "data.pkl"
 #: "GLOBAL x.y was not an allowed global", or "unsupported GLOBAL x.y whose module x is blocked".
 _TORCH_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+) (?:was not an allowed|whose module)")
 
@@ -65,12 +66,29 @@ def read(path: Path) -> Model:
         try:
             return _read_zip(path)
         except UnsafePickle as refused:
+            _check_declared_bytes(path)
             return torch_fallback(path, _import_torch(), refused)
     if _is_legacy(head):
         return torch_fallback(path, _import_torch(), None)
     raise MalformedModel(
         path, "not a PyTorch file: neither a zip archive nor a legacy torch pickle"
     )
+
+
+def _check_declared_bytes(path: Path) -> None:
+    """Torch inflates every storage whole, so the budget applies before torch ever sees it."""
+    members = ZipMembers(path)
+    try:
+        declared = sum(info.file_size for info in members.archive.infolist())
+    finally:
+        members.archive.close()
+    budget = byte_budget(path.stat().st_size)
+    if declared > budget:
+        raise MalformedModel(
+            path,
+            f"its zip members declare {declared:,} bytes, over the limit of {budget:,} for a "
+            "file this size (a zip bomb?); not handed to torch.load",
+        )
 
 
 def _is_legacy(head: bytes) -> bool:
@@ -97,7 +115,7 @@ def _pickle_member(names: list[str]) -> str | None:
     """``<archive>/data.pkl``: torch writes every record under one top-level folder."""
     for name in names:
         folder, _, base = name.rpartition("/")
-        if base == _PICKLE_MEMBER and "/" not in folder:
+        if base == PICKLE_MEMBER and "/" not in folder:
             return name
     return None
 
@@ -108,33 +126,21 @@ def _pickle_member(names: list[str]) -> str | None:
 def _read_zip(path: Path) -> Model:
     members = ZipMembers(path)
     try:
-        pickle_name = _pickle_member(members.names())
-        if pickle_name is None:
-            raise MalformedModel(path, "zip archive has no data.pkl member; not a torch.save file")
-        prefix = pickle_name[: -len(_PICKLE_MEMBER)]
-        byteorder = _byteorder(path, members, prefix)
-        checkpoint = unpickle_checkpoint(path, members, pickle_name, prefix)
+        folder = archive_folder(path, members)
+        check_version(path, members, folder)
+        order = byteorder(path, members, folder)
+        checkpoint = unpickle_checkpoint(path, members, f"{folder}{PICKLE_MEMBER}", folder)
     finally:
         members.archive.close()
-    metadata = {"torch_format": "zip", "byteorder": byteorder}
-    return _model_from_pickle(path, checkpoint, byteorder, metadata)
-
-
-def _byteorder(path: Path, members: ZipMembers, prefix: str) -> str:
-    """Files without the record predate big-endian support and are little-endian."""
-    name = f"{prefix}byteorder"
-    if name not in members.names():
-        return "little"
-    order = members.read_bytes(name, len("little")).decode("ascii", errors="replace")
-    if order not in ("little", "big"):
-        raise MalformedModel(path, f"unknown byte order {order!r} in {name!r}")
-    return order
+    metadata = {"torch_format": "zip", "byteorder": order}
+    return _model_from_pickle(path, checkpoint, order, metadata)
 
 
 def _model_from_pickle(
     path: Path, checkpoint: Any, byteorder: str, metadata: dict[str, Any]
 ) -> Model:
     found, scalars = _flatten(path, checkpoint, lambda obj: isinstance(obj, PickledTensor))
+    check_tensor_count(path, "its pickle holds", len(found))
     tensors = {name: _tensor_ref(path, name, t, byteorder) for name, t in found.items()}
     return Model(
         path=str(path),
@@ -167,7 +173,8 @@ def _tensor_ref(path: Path, name: str, tensor: PickledTensor, byteorder: str) ->
         view = _strided_view(tensor, _stored_dtype(tensor.dtype, byteorder))
     except (ValueError, OverflowError) as exc:
         raise MalformedModel(path, f"tensor {name!r}: {one_line(exc)}") from exc
-    return TensorRef(name, view.shape, tensor.dtype, _loader(view, numpy_dtype(tensor.dtype)))
+    load = _loader(view, numpy_dtype(tensor.dtype))
+    return TensorRef(name, view.shape, tensor.dtype, _resolved(load, tensor.bits))
 
 
 def _stored_dtype(dtype: str, byteorder: str) -> np.dtype:
@@ -184,6 +191,28 @@ def _loader(view: np.ndarray, target: np.dtype) -> Callable[[], np.ndarray]:
     if view.dtype.newbyteorder("<") == target:
         return lambda: view
     return lambda: view.astype(view.dtype.newbyteorder("<")).view(target)
+
+
+#: How torch resolves a tensor's lazy bits when its values are read (``resolve_neg/conj``).
+_BIT_RESOLVERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "conj": np.conjugate,
+    "neg": np.negative,
+}
+
+
+def _resolved(load: Callable[[], np.ndarray], bits: frozenset[str]) -> Callable[[], np.ndarray]:
+    """Values with torch's ``conj`` then ``neg`` applied: a copy, as torch makes on reading."""
+    resolvers = [_BIT_RESOLVERS[bit] for bit in ("conj", "neg") if bit in bits]
+    if not resolvers:
+        return load
+
+    def resolve() -> np.ndarray:
+        values = load()
+        for resolver in resolvers:
+            values = resolver(values)
+        return values
+
+    return resolve
 
 
 def _strided_view(tensor: PickledTensor, dtype: np.dtype) -> np.ndarray:
@@ -204,10 +233,12 @@ def _strided_view(tensor: PickledTensor, dtype: np.dtype) -> np.ndarray:
             f"needs bytes [{begin}, {end}) of storage {tensor.storage.key!r}, "
             f"which holds {data.size}"
         )
-    # Strided as opaque items, typed after: as_strided loses ml_dtypes types such as f8_e5m2.
-    items = data[begin:end].view(np.dtype((np.void, dtype.itemsize)))
+    # Built as opaque items, typed after (ml_dtypes types such as f8_e5m2 need it), straight
+    # from the buffer: as_strided costs 40 us a tensor, a minute for 10**6 of them.
     strides = tuple(s * dtype.itemsize for s in stride)
-    view = np.lib.stride_tricks.as_strided(items, tuple(shape), strides, writeable=False)
+    items = np.dtype((np.void, dtype.itemsize))
+    view = np.ndarray(tuple(shape), items, buffer=data, offset=begin, strides=strides)
+    view.flags.writeable = False
     return view.view(dtype)
 
 
@@ -239,6 +270,7 @@ def torch_fallback(path: Path, torch: ModuleType | None, refused: UnsafePickle |
     except Exception as exc:  # torch fails in many types; each becomes one of ours here
         raise _torch_failure(path, refused, exc) from exc
     found, scalars = _flatten(path, checkpoint, lambda obj: isinstance(obj, torch.Tensor))
+    check_tensor_count(path, "torch loaded", len(found))
     tensors = {name: _torch_ref(path, torch, name, t) for name, t in found.items()}
     metadata = {"torch_format": "legacy" if refused is None else "zip"}
     size = path.stat().st_size
@@ -272,10 +304,13 @@ def _torch_reason(exc: Exception) -> str:
 
 def _torch_ref(path: Path, torch: ModuleType, name: str, tensor: Any) -> TensorRef:
     dtype = TORCH_DTYPES.get(str(tensor.dtype).removeprefix("torch."))
-    if dtype is None or tensor.layout != torch.strided:
+    if dtype is None or tensor.layout != torch.strided or tensor.is_meta:
         kind = _tensor_kind(torch, tensor)
         raise UnreadableModel(path, f"tensor {name!r} is {kind}, which diffai does not read yet")
-    array = _torch_numpy(torch, tensor.detach(), dtype)
+    try:  # torch resolves the lazy neg and conj bits when it reads values; numpy() refuses them
+        array = _torch_numpy(torch, tensor.detach().resolve_conj().resolve_neg(), dtype)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise UnreadableModel(path, f"tensor {name!r}: {_torch_reason(exc)}") from exc
     array.setflags(write=False)
     return TensorRef(name=name, shape=array.shape, dtype=dtype, load=lambda: array)
 
@@ -284,6 +319,8 @@ def _tensor_kind(torch: ModuleType, tensor: Any) -> str:
     """What a tensor torch loaded but diffai cannot compare is: quantized, sparse, or a dtype."""
     if tensor.is_quantized:
         return f"a quantized tensor ({tensor.dtype})"
+    if tensor.is_meta:
+        return "a meta tensor (one without values)"
     if tensor.layout != torch.strided:
         return f"a sparse tensor ({tensor.layout})"
     return f"of dtype {tensor.dtype}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import io
 import pickle
-import pickletools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import numpy as np
 from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel, UnsafePickle
 from diffai.formats.pickle_refusals import refusal_problem
+from diffai.formats.pickle_scan import PickleRefused, check_opcodes
 from diffai.formats.zipmembers import ZipMembers
 from diffai.model import Scalar
 from diffai.text import one_line
@@ -55,97 +56,27 @@ _PICKLE_ERRORS = (
 
 def unpickle_checkpoint(path: Path, members: ZipMembers, pickle_name: str, prefix: str) -> Any:
     data = members.read_bytes(pickle_name, MAX_PICKLE_BYTES)
-    _check_memo_indexes(path, pickle_name, data)
     try:
-        return _AllowListUnpickler(data, path, members, f"{prefix}data/").load()
+        unpickler = _AllowListUnpickler(data, path, members, f"{prefix}data/")
+        check_opcodes(data, unpickler.find_class)
+        return unpickler.load()
+    except PickleRefused as exc:
+        raise MalformedModel(path, f"{pickle_name}: {exc}") from exc
     except MemoryError as exc:
         raise MalformedModel(path, f"{pickle_name}: unpickling it needs more memory") from exc
     except _PICKLE_ERRORS as exc:
         raise MalformedModel(path, f"{pickle_name}: malformed pickle ({one_line(exc)})") from exc
 
 
-def _check_memo_indexes(path: Path, pickle_name: str, data: bytes) -> None:
-    """No memo index beyond the pickle's length: C's unpickler sizes its memo by the index.
-
-    Six bytes (``LONG_BINPUT 1479017329``) would make it allocate and zero 23 GB.
-    Real pickles number their memo entries from 0, one per object. The scan
-    stops where the unpickler will fail anyway (an unknown opcode, a short file).
-    """
-    position, end = 0, len(data)
-    while position < end:
-        code, position = data[position], position + 1
-        argument = _OPCODE_ARGUMENTS.get(code)
-        if argument is None or code == _STOP:
-            return
-        index = _memo_index(code, data, position)
-        if index is not None and index > end:
-            raise MalformedModel(
-                path, f"{pickle_name}: memo index {index:,} is beyond any real pickle's"
-            )
-        position = _argument_end(argument, data, position)
-        if position < 0:
-            return
-
-
-def _memo_index(code: int, data: bytes, position: int) -> int | None:
-    if code == _LONG_BINPUT:
-        return int.from_bytes(data[position : position + 4], "little")
-    if code == _PUT:  # protocol 0: a decimal line
-        digits = data[position : data.find(b"\n", position)][:20]
-        return int(digits) if digits.isdigit() else None
-    return None
-
-
-def _argument_end(argument: tuple[str, int, bool], data: bytes, position: int) -> int:
-    """Where the opcode's argument ends, or -1 when the data ends first."""
-    kind, size, signed = argument
-    if kind == "fixed":
-        return position + size
-    if kind == "lines":
-        for _ in range(size):
-            newline = data.find(b"\n", position)
-            if newline < 0:
-                return -1
-            position = newline + 1
-        return position
-    length = int.from_bytes(data[position : position + size], "little", signed=signed)
-    return position + size + length if length >= 0 else -1  # the unpickler refuses it
-
-
-def _opcode_arguments() -> dict[int, tuple[str, int, bool]]:
-    """Each opcode's argument: a fixed size, lines (GLOBAL and INST take two), or sized bytes."""
-    sized = {
-        pickletools.TAKEN_FROM_ARGUMENT1: (1, False),
-        pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
-        pickletools.TAKEN_FROM_ARGUMENT4U: (4, False),
-        pickletools.TAKEN_FROM_ARGUMENT8U: (8, False),
-    }
-    arguments = {}
-    for opcode in pickletools.opcodes:
-        n = opcode.arg.n if opcode.arg else 0
-        if n >= 0:
-            argument = ("fixed", n, False)
-        elif n == pickletools.UP_TO_NEWLINE:
-            argument = ("lines", 2 if opcode.arg.name.endswith("_pair") else 1, False)
-        else:
-            argument = ("sized", *sized[n])
-        arguments[ord(opcode.code)] = argument
-    return arguments
-
-
-_OPCODE_ARGUMENTS = _opcode_arguments()
-_STOP, _PUT, _LONG_BINPUT = ord(pickle.STOP), ord(pickle.PUT), ord(pickle.LONG_BINPUT)
-
-
 class _AllowListUnpickler(pickle.Unpickler):
     """Resolves globals only to the stand-ins in ``_ALLOWED``, storages only to archive members."""
 
     def __init__(self, data: bytes, path: Path, members: ZipMembers, data_folder: str) -> None:
-        super().__init__(io.BytesIO(data))
+        super().__init__(io.BytesIO(data), encoding="utf-8")  # as torch.load decodes strings
         self._path = path
         self._members = members
         self._data_folder = data_folder
-        self._bytes: dict[str, np.ndarray] = {}
+        self._storages: dict[str, _Storage] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         stand_in = _ALLOWED.get((module, name))
@@ -155,32 +86,57 @@ class _AllowListUnpickler(pickle.Unpickler):
         return stand_in
 
     def persistent_load(self, pid: Any) -> _Storage:
-        """``('storage', storage_type, key, location, numel)``; the location is ignored."""
+        """``('storage', storage_type, key, location, numel)``; the location is ignored, as
+        under ``map_location="cpu"``."""
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
             raise ValueError(f"unexpected persistent id {pid!r:.80}")
-        _, storage_type, key, _location, numel = pid
+        _, storage_type, key, location, numel = pid
         if not (
-            isinstance(storage_type, _StorageType) and isinstance(key, str) and is_count(numel)
+            isinstance(storage_type, _StorageType)
+            and isinstance(key, str)
+            and isinstance(location, str)
+            and is_count(numel)
         ):
             raise ValueError(f"malformed storage record {pid!r:.80}")
-        data = self._storage_bytes(key)
-        if data.size != numel * storage_type.itemsize:
+        return self._storage(key, storage_type, numel)
+
+    def _storage(self, key: str, storage_type: _StorageType, numel: int) -> _Storage:
+        """Mapped once per key. Torch keeps the first record of a key and ignores the type and
+        size of any later one, so a key named twice must be named alike."""
+        known = self._storages.get(key)
+        if known is None:
+            data = self._members.member_array(f"{self._data_folder}{key}")
+            known = self._storages[key] = _Storage(key, storage_type.dtype, data, numel)
+            _check_storage_size(self._path, known, storage_type)
+        if (known.dtype, known.numel) != (storage_type.dtype, numel):
             raise MalformedModel(
                 self._path,
-                f"storage {key!r} holds {data.size} bytes, the pickle says "
-                f"{numel * storage_type.itemsize}",
+                f"storage {key!r} is named twice, as {known.numel} x {known.dtype or 'u8'} and as "
+                f"{numel} x {storage_type.dtype or 'u8'}; refused as ambiguous",
             )
-        return _Storage(key, storage_type.dtype, data)
+        return known
 
-    def _storage_bytes(self, key: str) -> np.ndarray:
-        """Mapped once per key: tensors that share a storage share its bytes."""
-        if key not in self._bytes:
-            self._bytes[key] = self._members.member_array(f"{self._data_folder}{key}")
-        return self._bytes[key]
+
+def _check_storage_size(path: Path, storage: _Storage, storage_type: _StorageType) -> None:
+    expected = storage.numel * storage_type.itemsize
+    if storage.data.size != expected:
+        raise MalformedModel(
+            path,
+            f"storage {storage.key!r} holds {storage.data.size} bytes, the pickle says {expected}",
+        )
 
 
 def is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def are_counts(value: Any) -> bool:
+    return isinstance(value, tuple) and all(is_count(v) for v in value)
+
+
+def _refuse_state(self: object, state: Any) -> None:
+    """BUILD on a stand-in: they are immutable, and some are shared by every read."""
+    raise ValueError(f"BUILD cannot give state to {self!r}; diffai's stand-ins are immutable")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -190,17 +146,26 @@ class _Storage:
     key: str
     dtype: str | None
     data: np.ndarray
+    numel: int
+    __setstate__ = _refuse_state
+
+    def __repr__(self) -> str:
+        return f"storage {self.key!r:.40}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class _StorageType:
     """Stand-in for ``torch.FloatStorage`` and kin; ``None`` for ``UntypedStorage`` (bytes)."""
 
     dtype: str | None
+    __setstate__ = _refuse_state
 
     @property
     def itemsize(self) -> int:
         return numpy_dtype(self.dtype).itemsize if self.dtype else 1
+
+    def __repr__(self) -> str:
+        return f"the storage type of {self.dtype or 'bytes'}"
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -208,6 +173,7 @@ class _TorchDtype:
     """Stand-in for ``torch.float32`` and kin, repr'd as torch spells it when a scalar holds one."""
 
     torch_name: str
+    __setstate__ = _refuse_state
 
     @property
     def canonical(self) -> str:
@@ -217,54 +183,157 @@ class _TorchDtype:
         return f"torch.{self.torch_name}"
 
 
+@dataclass(frozen=True, slots=True, repr=False)
+class _Function:
+    """A callable stand-in: a plain function has a ``__dict__`` that BUILD could write into."""
+
+    name: str
+    call: Callable[..., Any]
+    __setstate__ = _refuse_state
+
+    def __call__(self, *args: Any) -> Any:
+        return self.call(*args)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class PickledTensor:
-    """A tensor as the pickle describes it; checked and mapped once its name is known."""
+    """A tensor as the pickle describes it; checked and mapped once its name is known.
+
+    ``bits`` are torch's lazy ``neg`` and ``conj`` flags, applied to the values when read.
+    """
 
     storage: _Storage
     dtype: str
     offset: Any
     shape: Any
     stride: Any
+    bits: frozenset[str] = frozenset()
+    __setstate__ = _refuse_state
+
+    def __repr__(self) -> str:
+        return "a tensor"
 
 
 def _rebuild_tensor_v2(
-    storage: Any, offset: Any, size: Any, stride: Any, *_grad_hooks_metadata: Any
+    storage: Any,
+    offset: Any,
+    size: Any,
+    stride: Any,
+    requires_grad: Any,
+    _backward_hooks: Any,
+    metadata: Any = None,
 ) -> PickledTensor:
     """``torch._utils._rebuild_tensor_v2``: the dtype is the typed storage's."""
     if not isinstance(storage, _Storage) or storage.dtype is None:
         raise ValueError("_rebuild_tensor_v2 needs a typed storage")
-    return PickledTensor(storage, storage.dtype, offset, size, stride)
+    return _tensor(storage, storage.dtype, offset, size, stride, requires_grad, metadata)
 
 
 def _rebuild_tensor_v3(
-    storage: Any, offset: Any, size: Any, stride: Any, _grad: Any, _hooks: Any, dtype: Any, *_: Any
+    storage: Any,
+    offset: Any,
+    size: Any,
+    stride: Any,
+    requires_grad: Any,
+    _backward_hooks: Any,
+    dtype: Any,
+    metadata: Any = None,
 ) -> PickledTensor:
     """``torch._utils._rebuild_tensor_v3``: an untyped storage plus a dtype (uint16, f8 ...)."""
     if not isinstance(storage, _Storage) or not isinstance(dtype, _TorchDtype):
         raise ValueError("_rebuild_tensor_v3 needs a storage and a torch dtype")
-    return PickledTensor(storage, dtype.canonical, offset, size, stride)
+    return _tensor(storage, dtype.canonical, offset, size, stride, requires_grad, metadata)
 
 
-def _rebuild_parameter(data: Any, *_grad_hooks_state: Any) -> PickledTensor:
+def _tensor(
+    storage: _Storage, dtype: str, offset: Any, size: Any, stride: Any, grad: Any, metadata: Any
+) -> PickledTensor:
+    _check_requires_grad(dtype, grad)
+    return PickledTensor(storage, dtype, offset, size, stride, tensor_bits(dtype, metadata))
+
+
+#: Torch lets only these dtypes require gradients.
+_DIFFERENTIABLE = frozenset({"f64", "f32", "f16", "bf16", "f8_e4m3", "f8_e5m2", "c64", "c128"})
+#: The dtypes whose lazy bits diffai applies exactly as torch resolves them: ``neg`` as
+#: numpy's negation (a sign flip for floats, wrapping for integers), ``conj`` on complex only.
+_BITS_APPLIED = {
+    "neg": frozenset({"f64", "f32", "f16", "c64", "c128", "i64", "i32", "i16", "i8",
+                      "u64", "u32", "u16", "u8"}),
+    "conj": frozenset({"c64", "c128"}),
+}  # fmt: skip
+
+
+def _check_requires_grad(dtype: str, requires_grad: Any) -> None:
+    if not isinstance(requires_grad, bool):
+        raise ValueError(f"requires_grad {requires_grad!r:.40} is not a bool, which torch refuses")
+    if requires_grad and dtype not in _DIFFERENTIABLE:
+        raise ValueError(f"a {dtype} tensor cannot require gradients, which torch refuses")
+
+
+def tensor_bits(dtype: str, metadata: Any) -> frozenset[str]:
+    """The lazy bits of ``_rebuild_tensor_v2``'s metadata, or ValueError when applying them as
+    torch does is not certain: a key set False (which torch 2.13 still sets), an unknown key."""
+    if metadata is None or metadata == {}:
+        return frozenset()
+    if not (isinstance(metadata, dict) and all(v is True for v in metadata.values())):
+        raise ValueError(f"tensor metadata {metadata!r:.60} is ambiguous; refused")
+    for bit in metadata:
+        if dtype not in _BITS_APPLIED.get(bit, ()):
+            raise ValueError(
+                f"tensor metadata {metadata!r:.60} on a {dtype} tensor is not applied by diffai"
+                "; refused as ambiguous"
+            )
+    return frozenset(metadata)
+
+
+def _rebuild_parameter(data: Any, requires_grad: Any, _backward_hooks: Any) -> PickledTensor:
     """An ``nn.Parameter`` is compared as the tensor it wraps."""
     if not isinstance(data, PickledTensor):
         raise ValueError("a Parameter must wrap a tensor")
+    _check_requires_grad(data.dtype, requires_grad)
     return data
 
 
-class _NumpyDtype:
-    """Stand-in for ``numpy.dtype(code)`` limited to plain numbers; BUILD sets its byte order."""
+def _rebuild_parameter_with_state(
+    data: Any, requires_grad: Any, backward_hooks: Any, _state: Any
+) -> PickledTensor:
+    """The state holds Python attributes of the Parameter, never its values."""
+    return _rebuild_parameter(data, requires_grad, backward_hooks)
 
-    __slots__ = ("dtype",)
+
+class _StateDict(collections.OrderedDict):  # type: ignore[type-arg]
+    """``collections.OrderedDict``; BUILD may give it only the ``_metadata`` a state dict keeps.
+
+    Torch updates the dict's ``__dict__`` with whatever BUILD holds, so another key (``items``)
+    would change how its entries are read; the ``_metadata`` itself holds no values.
+    """
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, dict) and set(state) <= {"_metadata"}):
+            raise ValueError(f"BUILD may set only _metadata on an OrderedDict, not {state!r:.60}")
+
+
+class _NumpyDtype:
+    """Stand-in for ``numpy.dtype(code)``, plain numbers only; one BUILD sets its byte order."""
+
+    __slots__ = ("_built", "dtype")
 
     def __init__(self, dtype: np.dtype) -> None:
         self.dtype = dtype
+        self._built = False
 
     def __setstate__(self, state: Any) -> None:
+        if self._built:
+            raise ValueError("BUILD gave a numpy dtype its state twice")
         if not (isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "=")):
             raise ValueError(f"unexpected numpy dtype state {state!r:.80}")
-        self.dtype = self.dtype.newbyteorder(state[1])
+        self.dtype, self._built = self.dtype.newbyteorder(state[1]), True
+
+    def __repr__(self) -> str:
+        return f"numpy.dtype({self.dtype.str!r})"
 
 
 def _numpy_dtype(code: Any, *_align_copy: Any) -> _NumpyDtype:
@@ -289,22 +358,30 @@ def _latin1_encode(text: Any, encoding: Any) -> bytes:
     return text.encode("latin1")
 
 
-_ALLOWED: dict[tuple[str, str], Any] = {
+def _torch_size(sizes: Any = ()) -> tuple[int, ...]:
+    """``torch.Size``: a tuple of integers, as torch checks."""
+    size = tuple(sizes) if isinstance(sizes, (tuple, list)) else None
+    if size is None or not all(isinstance(n, int) and not isinstance(n, bool) for n in size):
+        raise ValueError(f"torch.Size of {sizes!r:.60}, which torch refuses")
+    return size
+
+
+_FUNCTIONS: dict[tuple[str, str], Callable[..., Any]] = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
     ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch", "Size"): tuple,
-    ("torch.storage", "UntypedStorage"): _StorageType(None),
-    **{("torch", name): _StorageType(dtype) for name, dtype in STORAGE_DTYPES.items()},
-    **{("torch", name): _TorchDtype(name) for name in TORCH_DTYPES},
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
+    ("collections", "OrderedDict"): _StateDict,
+    ("torch", "Size"): _torch_size,
     ("numpy", "dtype"): _numpy_dtype,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
     ("_codecs", "encode"): _latin1_encode,
 }
-
-
-def are_counts(value: Any) -> bool:
-    return isinstance(value, tuple) and all(is_count(v) for v in value)
+#: Every value is immutable: it serves every read of the process, hostile or not.
+_ALLOWED: dict[tuple[str, str], Any] = {
+    **{key: _Function(".".join(key), call) for key, call in _FUNCTIONS.items()},
+    ("torch.storage", "UntypedStorage"): _StorageType(None),
+    **{("torch", name): _StorageType(dtype) for name, dtype in STORAGE_DTYPES.items()},
+    **{("torch", name): _TorchDtype(name) for name in TORCH_DTYPES},
+}

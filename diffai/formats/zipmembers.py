@@ -36,6 +36,22 @@ MEMBER_ERRORS = (
 )  # fmt: skip
 
 
+def check_unambiguous(path: Path, archive: zipfile.ZipFile) -> None:
+    """Refuse what two zip readers may read differently: ``zipfile`` cuts a name at a NUL
+    (miniz, torch's, does not) and reads the last of two concatenated archives (miniz the
+    first). Each format refuses names that appear twice, in its own words."""
+    infos = archive.infolist()
+    for info in infos:
+        if info.orig_filename != info.filename:
+            raise MalformedModel(path, f"zip member name {info.orig_filename!r} holds a NUL")
+    if infos and min(info.header_offset for info in infos) != 0:
+        raise MalformedModel(
+            path,
+            "the zip archive does not start at the file's first byte (data before it, or two "
+            "archives one after the other); refused as ambiguous",
+        )
+
+
 class ZipMembers:
     """An open zip archive whose members are handed out as uint8 arrays."""
 
@@ -45,6 +61,11 @@ class ZipMembers:
             self.archive = zipfile.ZipFile(path)
         except OPEN_ERRORS as exc:
             raise MalformedModel(path, f"not a readable zip archive: {one_line(exc)}") from exc
+        try:
+            check_unambiguous(path, self.archive)
+        except MalformedModel:
+            self.archive.close()
+            raise
         size = path.stat().st_size
         self._file = map_bytes(path) if size else None
         self._inflate_budget = byte_budget(size)

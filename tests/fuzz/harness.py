@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,13 +26,11 @@ def main(target: str) -> None:
         import atheris
     except ImportError:
         from tests.fuzz import mutate
-        from tests.fuzz.targets import TARGETS
 
-        mutate.run(TARGETS[target], workdir, sys.argv[1:], CRASHES / target)
+        mutate.run(_targets()[target], workdir, sys.argv[1:], CRASHES / target)
         return
     with atheris.instrument_imports(include=["diffai"]):
-        from tests.fuzz.targets import TARGETS
-    run_one = TARGETS[target]
+        run_one = _targets()[target]
 
     def test_one_input(data: bytes) -> None:
         run_one(data, workdir)
@@ -39,6 +38,13 @@ def main(target: str) -> None:
     CRASHES.mkdir(parents=True, exist_ok=True)
     atheris.Setup(_with_defaults(sys.argv, f"{CRASHES}/{target}-"), test_one_input)
     atheris.Fuzz()
+
+
+def _targets() -> dict[str, Callable[[bytes, Path], None]]:
+    from tests.fuzz.differential import DIFFERENTIAL_TARGETS
+    from tests.fuzz.targets import TARGETS
+
+    return {**TARGETS, **DIFFERENTIAL_TARGETS}
 
 
 def _with_defaults(argv: list[str], artifact_prefix: str) -> list[str]:

@@ -24,17 +24,25 @@ from diffai.formats import flatten
 from tests.hostile.conftest import Call, Refusal, assert_refused, declare_size, run_bounded
 
 
-# A tiny protocol-0 assembler: hostile pickles are written by hand, not by a pickler.
+# A tiny assembler of the opcodes torch's weights-only unpickler reads (protocol 2's binary
+# ones): hostile pickles are written by hand, not by a pickler.
 def g(module: str, name: str) -> bytes:
     """GLOBAL: push ``module.name``."""
     return f"c{module}\n{name}\n".encode()
 
 
 def s(text: str) -> bytes:
-    """UNICODE: push a string, escaped as pickle's own protocol 0 does."""
-    for raw, escaped in (("\\", "\\u005c"), ("\0", "\\u0000"), ("\n", "\\u000a")):
-        text = text.replace(raw, escaped)
-    return b"V" + text.encode("raw-unicode-escape") + b"\n"
+    """BINUNICODE: push a string."""
+    encoded = text.encode("utf-8", "surrogatepass")
+    return b"X" + struct.pack("<I", len(encoded)) + encoded
+
+
+def i(value: int) -> bytes:
+    """BININT: push a signed 32-bit integer."""
+    return b"J" + struct.pack("<i", value)
+
+
+FALSE, TRUE = b"\x89", b"\x88"
 
 
 def call(func: bytes, *args: bytes) -> bytes:
@@ -144,25 +152,27 @@ def test_each_payload_is_live_when_unpickled_naively(
 # Chains that use only allow-listed names, hoping one of them calls something on their behalf.
 CHAINS = [
     pytest.param(
-        call(g("numpy.core.multiarray", "scalar"), call(g("numpy", "dtype"), s("O"), b"I00\nI01\n"),
-             call(g("builtins", "eval"), s("1"))),
+        call(g("numpy.core.multiarray", "scalar"), call(g("numpy", "dtype"), s("O"), FALSE + TRUE),
+             s("an object")),
         "numpy dtype 'O' is not a plain number type", id="numpy-object-scalar",
     ),
     pytest.param(call(g("_codecs", "encode"), s("import os"), s("rot13")),
                  "_codecs.encode is allowed only for latin1 strings", id="codecs-other-codec"),
-    pytest.param(call(g("torch._utils", "_rebuild_parameter"), s("os.system")),
+    pytest.param(call(g("torch._utils", "_rebuild_parameter"), s("os.system"), FALSE, b"}"),
                  "a Parameter must wrap a tensor", id="parameter-of-a-string"),
     pytest.param(
         call(g("torch._utils", "_rebuild_tensor_v2"), call(g("collections", "OrderedDict")),
-             b"I0\n", b"(t", b"(t"),
+             i(0), b"(t", b"(t", FALSE, b"}"),
         "_rebuild_tensor_v2 needs a typed storage", id="tensor-of-a-dict",
     ),
     pytest.param(
-        call(g("collections", "OrderedDict")) + b"(N(dV__class__\n" + g("torch", "Size") + b"stb",
-        "__class__ assignment", id="build-sets-class",
+        call(g("collections", "OrderedDict"))
+        + b"(N}" + s("__class__") + g("torch", "Size") + b"stb",
+        "BUILD may set only _metadata on an OrderedDict", id="build-sets-class",
     ),
     pytest.param(
-        call(g("numpy", "dtype"), s("f8"), b"I00\nI01\n") + b"(I3\nV?\nNNNI-1\nI-1\nI0\nI0\ntb",
+        call(g("numpy", "dtype"), s("f8"), FALSE + TRUE)
+        + b"(" + i(3) + s("?") + b"NNN" + i(-1) + i(-1) + i(0) + i(0) + b"tb",
         "unexpected numpy dtype state", id="numpy-dtype-bad-state",
     ),
 ]  # fmt: skip
