@@ -14,6 +14,8 @@ from diffai.errors import DiffaiError, ReportError
 from diffai.renderers.analysis_lines import ANALYSIS_KEYS
 
 EXIT_TROUBLE, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143
+#: An error line quotes at most this much: numpy's messages quote a whole 10 KB npy header.
+MESSAGE_LIMIT = 1000
 #: The readers' names, spelled out so that --help needs no reader imported (a test checks them).
 FORMAT_NAMES = ("safetensors", "pytorch", "numpy", "matlab", "folder")
 
@@ -190,9 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print(command.render_stdout(report, args))
         command.write_outputs(report, args)  # last: once written, the run has succeeded
     except DiffaiError as exc:
-        from diffai.text import one_line  # a message may quote a hostile file's bytes
-
-        print(f"diffai: error: {one_line(exc)}", file=sys.stderr)
+        print(f"diffai: error: {_shown(exc)}", file=sys.stderr)
         return EXIT_TROUBLE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("DIFFAI_DEBUG"):
             raise
         print(
-            f"diffai: internal error: {type(exc).__name__}: {exc} (this is a bug; rerun "
+            f"diffai: internal error: {type(exc).__name__}: {_shown(exc)} (this is a bug; rerun "
             "with DIFFAI_DEBUG=1 for the traceback and report it)",
             file=sys.stderr,
         )
@@ -210,6 +210,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     return command.exit_status(report, args)
+
+
+def _shown(exc: Exception) -> str:
+    """An error message on one line of bounded length: it may quote a hostile file's bytes."""
+    from diffai.text import clipped, one_line  # here: --help and --version skip the regexes
+
+    return one_line(clipped(str(exc), MESSAGE_LIMIT))
 
 
 class _Terminated(Exception):

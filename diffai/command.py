@@ -23,6 +23,7 @@ from diffai.renderers.records import change_records, render_json, render_jsonl, 
 from diffai.renderers.text import render_text
 from diffai.report import Report, write_atomically
 from diffai.shard import parse_shard
+from diffai.text import one_line
 
 EXIT_SAME, EXIT_DIFFERENT = 0, 1
 #: Below this many bytes a run is too quick for a progress bar to help.
@@ -81,7 +82,7 @@ def render_stdout(report: Report, args: argparse.Namespace) -> str:
     if args.quiet:
         return ""
     if args.brief:
-        paths = document["baseline"]["path"], document["candidate"]["path"]
+        paths = one_line(document["baseline"]["path"]), one_line(document["candidate"]["path"])
         return "" if report.identical else "Models {} and {} differ\n".format(*paths)
     tensors = document["tensors"]
     if args.sort_by_change_magnitude:

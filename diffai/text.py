@@ -1,9 +1,21 @@
 """Untrusted text on one line: what every name, value and message shown to a person goes through.
 
 Names and values come from model files; exception messages from libraries
-that quote those files' bytes. A newline in them would start a line of its
-own: a GitHub workflow command (``::set-output``) in a CI log, or the end of
-a code block in a pull-request comment.
+that quote those files' bytes. Three things in them would mislead a reader:
+
+- a newline would start a line of its own: a GitHub workflow command
+  (``::set-output``) in a CI log, or the end of a code block in a pull-request
+  comment;
+- an invisible character (a bidirectional override such as U+202E, a
+  zero-width space) makes a name read differently from what it is, so a
+  reviewer approves one name and the gate judges another;
+- a string that itself begins with ``::`` (after any whitespace: the runner
+  strips it) is a workflow command wherever it starts a line.
+
+``one_line`` escapes the first two visibly, the way Python writes them
+(``\\n``, ``\\u202e``), and defuses the third by spelling its first colon
+``\\x3a``. Renderers with their own syntax (markdown entities, XML) apply
+their escaper on top; JSON and YAML keep values intact and quote instead.
 """
 
 from __future__ import annotations
@@ -15,17 +27,53 @@ from typing import Any
 #: What ends a line early or cannot be encoded: the controls (C0, DEL, C1), the line and
 #: paragraph separators, and lone surrogates.
 UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+#: What shows as nothing or reorders what follows: every format character (Unicode's
+#: category Cf, as of Unicode 14), among them the bidirectional overrides and isolates
+#: (U+202A-U+202E, U+2066-U+2069), the zero-width characters and marks (U+200B-U+200F)
+#: and the tag characters (U+E0020-U+E007F) that can spell hidden ASCII.
+INVISIBLE = re.compile(
+    "[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
+    "\U000e0020-\U000e007f]"
+)
+_ESCAPED = re.compile(f"{UNSHOWABLE.pattern}|{INVISIBLE.pattern}")
+#: A workflow command's start: the runner trims leading whitespace before it looks for ``::``.
+_COMMAND_START = re.compile(r"\A\s*:(?=:)")
 
 
 def one_line(text: object) -> str:
-    """``str(text)`` with every unshowable character escaped as Python writes it (``\\n``)."""
-    return UNSHOWABLE.sub(lambda found: found.group().encode("unicode_escape").decode(), str(text))
+    """``str(text)`` shown safely on a log line, wherever it stands there: ``escaped``, and a
+    leading ``::`` spelled ``\\x3a:``."""
+    return _COMMAND_START.sub(lambda found: found.group()[:-1] + "\\x3a", escaped(text), count=1)
+
+
+def escaped(text: object) -> str:
+    """``str(text)`` with every unshowable and invisible character escaped as Python writes
+    it (``\\n``, ``\\u202e``): for outputs with an escaper of their own (markdown, XML),
+    where ``::`` starts no command."""
+    return _ESCAPED.sub(lambda found: found.group().encode("unicode_escape").decode(), str(text))
+
+
+def has_hazard(text: str) -> bool:
+    """Whether ``text`` holds anything ``one_line`` would change, or a ``::`` anywhere (which a
+    line break, or a renderer folding a long line, could bring to a line's start)."""
+    return "::" in text or _ESCAPED.search(text) is not None
+
+
+def clipped(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was cut: a message quoting a
+    10 KB header of a hostile file would otherwise fill a screen of the CI log."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
 
 
 def scalar_text(value: Any) -> str:
     """A checkpoint scalar as a person reads it: floats to 4 significant digits, like the
     tensor figures (``0.1471``, not ``0.14706043899059296``); ints, bools, null and strings
-    as JSON writes them, so a string stays quoted and on one line."""
+    as JSON writes them, so a string stays quoted, on one line, its invisible characters
+    escaped (``\\u202e``)."""
     if isinstance(value, list):
         return "[" + ", ".join(scalar_text(item) for item in value) + "]"
     return f"{value:.4g}" if isinstance(value, float) else json.dumps(value)

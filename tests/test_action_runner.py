@@ -532,6 +532,24 @@ def test_a_hostile_tensor_name_never_becomes_a_workflow_command(
     assert any(HOSTILE in c.message for c in step.annotations("error"))
 
 
+def test_a_bidi_override_in_a_name_is_spelled_out_in_annotations_and_summary(
+    action: ActionRunner, workspace: Path
+) -> None:
+    """U+202E reverses what follows it: 'fc1\u202egnp.exe' would read as 'fc1exe.png'."""
+    weights = np.ones((2, 2), dtype=np.float32)
+    name = "fc1\u202egnp.exe\u200b"
+    save_file({"keep": weights, name: weights}, workspace / "base.safetensors")
+    save_file({"keep": weights}, workspace / "cand.safetensors")
+
+    step = action.run(baseline="base.safetensors", candidate="cand.safetensors", policy="")
+
+    assert step.code == 1
+    assert any("fc1\\u202egnp.exe\\u200b" in c.message for c in step.annotations("error"))
+    hidden = re.compile("\u202e|\u200b|&#8238;|&#8203;")
+    assert not hidden.search(step.stdout) and not hidden.search(step.summary)
+    assert "fc1&#92;u202egnp.exe&#92;u200b" in step.summary
+
+
 def test_a_control_character_in_a_name_is_refused_in_one_escaped_error(
     action: ActionRunner, workspace: Path
 ) -> None:

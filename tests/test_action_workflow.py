@@ -53,7 +53,7 @@ def test_escaped_properties_hide_their_separators(text: str) -> None:
 
 
 def test_invisible_line_breakers_are_spelled_out() -> None:
-    assert escape_data("a\u2028b\x00c\x1bd") == "a\\u2028b\\u0000c\\u001bd"
+    assert escape_data("a\u2028b\x00c\x1bd\u202ee") == "a\\u2028b\\x00c\\x1bd\\u202ee"
 
 
 @pytest.mark.parametrize("text", HOSTILE)

@@ -145,7 +145,7 @@ POLICY_ERRORS = [
     ),
     pytest.param(
         "version: 1\nregression_test:\n  max_relative_change: .nan\n",
-        "policy.yaml:3: regression_test.max_relative_change: expected a number, got nan",
+        "policy.yaml:3: regression_test.max_relative_change: expected a finite number, got nan",
         id="nan-threshold",
     ),
     pytest.param(

@@ -5,8 +5,10 @@ line that starts with ``::`` as a workflow command (``::add-mask::``,
 ``::stop-commands::`` …). So nothing here writes untrusted text at the start
 of a line: every line begins with a fixed prefix, and every untrusted part is
 escaped the way the runner decodes it (``%``, CR and LF in messages, and also
-``:`` and ``,`` in properties), with the remaining line-breaking characters
-spelled out. A name can then only ever be the *data* of our own command.
+``:`` and ``,`` in properties), with the remaining control characters and the
+invisible ones (bidirectional overrides, zero-width spaces) spelled out by
+``diffai.text.escaped``, as every other output spells them. A name can then
+only ever be the *data* of our own command, and reads as what it is.
 
 Outputs use the multi-line ``name<<DELIMITER`` form with a random delimiter,
 so a value can never end early and smuggle in another output.
@@ -25,11 +27,10 @@ from typing import Any, TextIO
 from diffai.ci.config import COMMENT_POLICIES
 from diffai.ci.github import COMMENT_LIMIT
 from diffai.errors import ReportError, UsageError
+from diffai.text import escaped
 
 _DATA_ESCAPES = {"%": "%25", "\r": "%0D", "\n": "%0A"}
 _PROPERTY_ESCAPES = {**_DATA_ESCAPES, ":": "%3A", ",": "%2C"}
-# Not line breaks for the runner, but a log viewer may show them as one; spelled out instead.
-_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
 _OUTPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
@@ -44,8 +45,7 @@ def escape_property(text: str) -> str:
 
 
 def _escape(text: str, table: dict[str, str]) -> str:
-    escaped = "".join(table.get(ch, ch) for ch in text)
-    return _INVISIBLE.sub(lambda m: f"\\u{ord(m[0]):04x}", escaped)
+    return escaped("".join(table.get(ch, ch) for ch in text))
 
 
 def workflow_command(name: str, message: str, **properties: str) -> str:

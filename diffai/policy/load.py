@@ -22,6 +22,7 @@ from diffai.errors import PolicyError
 from diffai.policy.metrics import MetricsFile
 from diffai.policy.model import Policy, build_policy
 from diffai.policy.schema import KeyPath, Problem, format_path, schema_problems, shown
+from diffai.text import one_line
 
 
 class _Loader(yaml.SafeLoader):
@@ -73,7 +74,7 @@ def load_metrics(path: str | Path) -> MetricsFile:
     source = str(path)
     is_json = source.endswith(".json")
     text = _read_text(source, "metrics", MAX_JSON_BYTES if is_json else MAX_YAML_BYTES)
-    values = _parse_json(source, text) if is_json else _parse_yaml(source, text)[1]
+    values = _parse_json(source, text) if is_json else _parse_yaml_metrics(source, text)
     if values is None:
         raise PolicyError(f"{source}: the metrics file is empty")
     if not isinstance(values, dict):
@@ -81,6 +82,15 @@ def load_metrics(path: str | Path) -> MetricsFile:
             f"{source}: expected a mapping of metric names to values, got {shown(values)}"
         )
     return MetricsFile(values, source=source)
+
+
+def _parse_yaml_metrics(source: str, text: str) -> Any:
+    """The values, refusing a repeated key: the loader keeps the last, so the file would
+    say two things and the gate silently believe one."""
+    lines, values = _parse_yaml(source, text)
+    if lines is not None and lines.duplicates:
+        raise _problem_error(source, lines, lines.duplicates[0])
+    return values
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
@@ -159,13 +169,23 @@ def _loader(source: str, text: str) -> _Loader:
 
 def _parse_json(source: str, text: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=lambda pairs: _unique_keys(source, pairs))
     except RecursionError:
         raise PolicyError(f"{source}: nested too deeply to be a metrics file") from None
     except json.JSONDecodeError as exc:
         raise PolicyError(f"{source}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
     except ValueError as exc:  # int() refuses numbers of over 4,300 digits
         raise PolicyError(f"{source}: invalid JSON value: {_first_line(exc)}") from exc
+
+
+def _unique_keys(source: str, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """One JSON object, refusing a repeated key (``json`` keeps the last one silently)."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise PolicyError(f"{source}: duplicate key {one_line(repr(key))} in the metrics file")
+        seen.add(key)
+    return dict(pairs)
 
 
 def _first_line(exc: Exception) -> str:
@@ -182,8 +202,13 @@ def _raise_first_problem(source: str, lines: _LineMap, document: dict[str, Any])
     problems = lines.duplicates + schema_problems(document)
     if problems:
         first = min(problems, key=lambda p: (p.absent, lines.line_of(p)))
-        path = format_path(first.path)
-        raise PolicyError(f"{source}:{lines.line_of(first)}: {path}: {first.text}")
+        raise _problem_error(source, lines, first)
+
+
+def _problem_error(source: str, lines: _LineMap, problem: Problem) -> PolicyError:
+    """``policy.yaml:4: regression_test.max_relativ_change: unknown key, ...``"""
+    path = format_path(problem.path)
+    return PolicyError(f"{source}:{lines.line_of(problem)}: {path}: {problem.text}")
 
 
 class _LineMap:

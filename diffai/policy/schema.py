@@ -52,11 +52,12 @@ def policy_schema() -> dict[str, Any]:
 
 
 def _finite_number(checker: Any, instance: Any) -> bool:
-    """A number, as in JSON: YAML's ``.nan`` would silently pass every comparison."""
+    """A number, as in JSON: YAML's ``.nan`` would silently pass every comparison, and
+    ``1e400`` (infinity once read) turn a limit someone meant to set into none."""
     import jsonschema
 
     number = jsonschema.Draft202012Validator.TYPE_CHECKER.is_type(instance, "number")
-    return number and not (isinstance(instance, float) and math.isnan(instance))
+    return number and not (isinstance(instance, float) and not math.isfinite(instance))
 
 
 @cache
@@ -161,6 +162,8 @@ def _type_text(error: ValidationError) -> str:
     wanted = wanted if isinstance(wanted, list) else [wanted]
     # null only means "not checked", so it is not offered as something to write
     words = [TYPE_WORDS[t] for t in wanted if t != "null" or len(wanted) == 1]
+    if isinstance(error.instance, float) and "number" in wanted:  # .inf, .nan, 1e400
+        return f"expected a finite number, got {shown(error.instance)}"
     return f"expected {_either(words)}, got {shown(error.instance)}"
 
 

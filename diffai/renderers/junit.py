@@ -2,8 +2,9 @@
 
 A failed error check is a ``<failure>``; a failed warning passes with its
 message in ``<system-out>`` (JUnit has no warnings); a skipped check is
-``<skipped>``. ElementTree escapes the markup; characters XML 1.0 cannot
-carry at all (control characters from hostile tensor names) are spelled out.
+``<skipped>``. ElementTree escapes the markup; control and invisible
+characters from hostile tensor names are spelled out (``diffai.text.escaped``),
+and so are the two that XML 1.0 cannot carry at all.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from diffai.renderers.outcome import all_checks
+from diffai.text import escaped
 
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_NOT_XML = re.compile("[\ufffe\uffff]")
 
 
 def render_junit(document: dict[str, Any]) -> str:
@@ -44,7 +46,7 @@ def _testcase(check: dict[str, Any]) -> ET.Element:
     if check["status"] == "skip":
         ET.SubElement(case, "skipped", {"message": message})
     elif check["status"] == "fail" and check["severity"] == "error":
-        failure = ET.SubElement(case, "failure", {"message": message, "type": check["rule"]})
+        failure = ET.SubElement(case, "failure", {"message": message, "type": _xml(check["rule"])})
         failure.text = _details(check)
     elif check["status"] == "fail":
         ET.SubElement(case, "system-out").text = f"warning: {message}\n{_details(check)}"
@@ -54,8 +56,8 @@ def _testcase(check: dict[str, Any]) -> ET.Element:
 def _details(check: dict[str, Any]) -> str:
     lines = [f"observed: {check.get('observed')}", f"threshold: {check.get('threshold')}"]
     lines += [f"tensor: {name}" for name in check.get("tensors", [])]
-    return _xml("\n".join(lines))
+    return "\n".join(_xml(line) for line in lines)
 
 
 def _xml(value: str) -> str:
-    return _NOT_XML.sub(lambda m: f"\\x{ord(m[0]):02x}", value)
+    return _NOT_XML.sub(lambda m: f"\\u{ord(m[0]):04x}", escaped(value))

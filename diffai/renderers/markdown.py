@@ -4,7 +4,8 @@ Rendered from ``templates/comment.md.j2`` by a sandboxed Jinja environment;
 numbers and names are formatted by the filters below, never in the template.
 Tensor names come from untrusted files, so ``code`` turns every character
 outside a small safe set into an HTML entity: no name can open a link,
-mention someone, close a table cell or inject HTML. The comment is kept under
+mention someone, close a table cell or inject HTML, and no invisible
+character (a bidirectional override) can make it read as another name. The comment is kept under
 GitHub's 65,536-character limit by trimming the tensor table, with a note
 pointing at the JSON report.
 """
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 from diffai.renderers.analysis_lines import LINE_KEYS, analysis_lines
 from diffai.renderers.outcome import all_checks, failed_checks
+from diffai.text import escaped
 
 COMMENT_LIMIT = 65_536
 TOP_LAYERS = 15
@@ -84,8 +86,9 @@ def _chart_layers(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def text(value: str) -> str:
-    """Untrusted text with every markdown or HTML special character as an entity."""
-    return "".join(ch if _SAFE.fullmatch(ch) else f"&#{ord(ch)};" for ch in value)
+    """Untrusted text with every markdown or HTML special character as an entity, and every
+    invisible one visibly escaped first (an entity for U+202E would still reorder the page)."""
+    return "".join(ch if _SAFE.fullmatch(ch) else f"&#{ord(ch)};" for ch in escaped(value))
 
 
 def code(name: str) -> str:

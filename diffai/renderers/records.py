@@ -9,16 +9,25 @@ metrics as a fourth element. ``--show-layer-impact`` adds ``{"layer_impact": [..
 record as ``{"baseline": path, "candidate": path, "kind": Kind, "data": ...}``,
 between a ``summary`` line and a ``verdict`` line, so a program reading the file
 line by line knows which comparison every record belongs to.
+
+Values stay exactly as the files hold them; what keeps a hostile name from
+starting a line of the CI log (a ``::set-output`` workflow command) is quoting.
+JSON quotes every string and, indented or not, puts a key, a bracket or
+indentation and a quote before it; JSON also escapes every non-ASCII character
+(``\u202e``). In YAML, a name that could start a line or mislead a reader is
+double-quoted, with its escapes (``yaml_text``), and no line is ever folded.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from diffai.renderers.analysis_lines import section
 from diffai.renderers.outcome import failed_checks, is_identical
+from diffai.text import INVISIBLE, has_hazard
 
 RECORD_KINDS = {
     "changed": "TensorStatsChanged",
@@ -81,9 +90,28 @@ def render_yaml(records: list[dict[str, Any]]) -> str:
     class SeedStyleDumper(yaml.SafeDumper):
         """Block mappings, but flow lists of plain values (``shape: [64, 32]``), as in the seed."""
 
+        def write_double_quoted(self, text: str, split: bool = True) -> None:
+            """Escape every non-ASCII character of a string holding an invisible one: with
+            ``allow_unicode``, PyYAML would write a U+202E as it is, even double-quoted."""
+            self.allow_unicode = not INVISIBLE.search(text)
+            try:
+                super().write_double_quoted(text, split)
+            finally:
+                self.allow_unicode = True
+
     def represent_list(dumper: yaml.SafeDumper, items: list[Any]) -> yaml.Node:
         flow = all(not isinstance(item, (dict, list)) for item in items)
         return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=flow)
 
+    def represent_text(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
+        """Double-quoted when plain or single-quoted style could start a line with ``::`` (a
+        key, a line break kept as one) or show an invisible character: escapes, same value."""
+        style = '"' if has_hazard(text) else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
     SeedStyleDumper.add_representer(list, represent_list)
-    return yaml.dump(records, Dumper=SeedStyleDumper, sort_keys=False, allow_unicode=True)
+    SeedStyleDumper.add_representer(str, represent_text)
+    # An infinite width: a folded long name could bring any "::" in it to a line's start.
+    return yaml.dump(
+        records, Dumper=SeedStyleDumper, sort_keys=False, allow_unicode=True, width=math.inf
+    )

@@ -8,6 +8,9 @@ verdict: fail — 1 error check failed            (when a verdict is asked for)
   ~ fc1.weight: mean=-0.0002->-0.0001, std=0.0514->0.0716, rel_l2=0.41, cos=0.91
   + fc3.weight: shape=[10, 32], dtype=f32
   - fc2.bias: shape=[32], dtype=f32
+
+Names come from untrusted files and go through ``one_line``: a layer line starts
+with its name, which must never start a workflow command.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 from diffai.renderers.analysis_lines import LINE_KEYS, analysis_lines
 from diffai.renderers.outcome import is_identical, verdict_lines
-from diffai.text import scalar_text
+from diffai.text import one_line, scalar_text
 
 SUMMARY_KEYS = ("changed", "added", "removed", "shape_changed", "dtype_changed", "unchanged")
 
@@ -36,7 +39,7 @@ def render_text(
         lines += verdict_lines(document)
     lines += [_tensor_line(t) for t in tensors if t["status"] != "unchanged"]
     lines += [
-        f"  ~ {s['name']}: {scalar_text(s['baseline'])}->{scalar_text(s['candidate'])}"
+        f"  ~ {one_line(s['name'])}: {scalar_text(s['baseline'])}->{scalar_text(s['candidate'])}"
         for s in document["scalars"]
     ]
     if show_layers:
@@ -54,7 +57,7 @@ def layer_lines(layers: list[dict[str, Any]]) -> list[str]:
     """Layers with the largest relative change first."""
     ranked = sorted(layers, key=lambda layer: -(layer["relative_l2"] or 0.0))
     return ["layer_impact:"] + [
-        f"  {layer['name']}: rel_l2={_num(layer['relative_l2'])}, "
+        f"  {one_line(layer['name'])}: rel_l2={_num(layer['relative_l2'])}, "
         f"changed={layer['changed']}/{layer['tensors']} tensors, params={layer['parameters']:,}"
         for layer in ranked
     ]
@@ -63,7 +66,7 @@ def layer_lines(layers: list[dict[str, Any]]) -> list[str]:
 def _tensor_line(tensor: dict[str, Any]) -> str:
     render = _LINE_RENDERERS[tensor["status"]]
     marker = {"added": "+", "removed": "-"}.get(tensor["status"], "~")
-    return f"  {marker} {tensor['name']}: {render(tensor)}"
+    return f"  {marker} {one_line(tensor['name'])}: {render(tensor)}"
 
 
 def _added(tensor: dict[str, Any]) -> str:

@@ -64,6 +64,14 @@ def write(path: Path, text: str) -> Path:
         pytest.param("version: 1\nx: " + "a" * (64 << 10) + "\n", "over 65,536 bytes, too big for "
                      "a policy file", id="64KiB"),
         pytest.param(b"version: 1\n\xff\n", "not a text file (not UTF-8)", id="not-utf8"),
+        pytest.param("version: 1\nregression_test:\n  max_relative_change: 1e400\n",
+                     ":3: regression_test.max_relative_change: expected a finite number, got inf",
+                     id="1e400-is-infinity"),
+        pytest.param("version: 1\ndeployment_readiness:\n  max_size_increase_mb: -1e999\n",
+                     ":3: deployment_readiness.max_size_increase_mb: expected a finite number, "
+                     "got -inf", id="minus-1e999"),
+        pytest.param("version: 1\nregression_test:\n  max_abs_diff: .inf\n",
+                     "max_abs_diff: expected a finite number, got inf", id="yaml-inf"),
     ],
 )  # fmt: skip
 def test_a_hostile_policy_is_refused(
@@ -122,6 +130,15 @@ def test_bombs_and_endless_policies_cost_bounded_memory_and_time(tmp_path: Path)
                      id="100k-deep"),
         pytest.param("m.json", '{"a": "' + "x" * (16 << 20) + '"}',
                      "over 16,777,216 bytes, too big for a metrics file", id="16MiB"),
+        pytest.param("m.json", '{"accuracy": 0.1, "loss": 2, "accuracy": 0.9}',
+                     "m.json: duplicate key 'accuracy' in the metrics file", id="json-repeated"),
+        pytest.param("m.json", '{"eval": {"accuracy": 0.1, "accuracy": 0.9}}',
+                     "duplicate key 'accuracy' in the metrics file", id="json-nested-repeated"),
+        pytest.param("m.yaml", "accuracy: 0.1\nloss: 2\naccuracy: 0.9\n",
+                     "m.yaml:3: accuracy: duplicate key (first at line 1)", id="yaml-repeated"),
+        pytest.param("m.yaml", "eval:\n  accuracy: 0.1\n  accuracy: 0.9\n",
+                     "m.yaml:3: eval.accuracy: duplicate key (first at line 2)",
+                     id="yaml-nested-repeated"),
     ],
 )  # fmt: skip
 def test_hostile_metrics_are_refused(
