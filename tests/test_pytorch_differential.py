@@ -22,6 +22,9 @@ import torch
 
 from tests.fuzz.differential import Reference, check_agreement
 
+#: Mutations may write a zip name twice, and zipfile warns as it does.
+pytestmark = pytest.mark.filterwarnings("ignore:Duplicate name:UserWarning")
+
 REAL = Path(__file__).parent / "data" / "real"
 MUTATIONS_PER_SEED = 24
 

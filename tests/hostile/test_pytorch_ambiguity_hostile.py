@@ -23,6 +23,9 @@ from diffai.formats import open_model
 from tests.hostile.conftest import Refusal, assert_refused, declare_size, run_bounded
 from tests.hostile.test_pytorch_hostile import FALSE, TRUE, archive, call, g, i, program, s
 
+#: The files are ambiguous on purpose: zipfile warns as it writes a name twice.
+pytestmark = pytest.mark.filterwarnings("ignore:Duplicate name:UserWarning")
+
 GOOD = {"w": torch.tensor([1.5, 2.0, 3.0, 4.0])}
 EVIL = struct.pack("<4f", -150, -200, -300, -400)
 
