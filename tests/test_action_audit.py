@@ -32,13 +32,9 @@ HISTORY_TITLE = "diffai: audit history"
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    return make_workspace(tmp_path)
-
-
-@pytest.fixture
-def action(workspace: Path, github_api: FakeGitHub, tmp_path: Path) -> ActionRunner:
-    return make_runner(workspace, github_api, tmp_path)
+def action(github_api: FakeGitHub, tmp_path: Path) -> ActionRunner:
+    """A checkout with the example models, audited on a schedule."""
+    return make_runner(make_workspace(tmp_path), github_api, tmp_path)
 
 
 def audit_run(action: ActionRunner, verdict: str, **inputs: str) -> Step:

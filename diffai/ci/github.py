@@ -11,7 +11,6 @@ so does a successful answer whose body is not the JSON the call expects (a proxy
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import requests
 
 from diffai._version import __version__
-from diffai.ci.github_retry import RetryingSender, RetryPolicy
+from diffai.ci.github_retry import RetryPolicy
 from diffai.ci.rest import RestClient
 from diffai.ci.sticky import Post, Sticky
 from diffai.errors import CannotComment
@@ -79,19 +78,10 @@ class GitHub(RestClient):
     """The calls the Action makes on one repository, each retried by the same policy."""
 
     def __init__(
-        self,
-        session: requests.Session,
-        api_url: str,
-        repository: str,
-        *,
-        retry: RetryPolicy | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
+        self, session: requests.Session, api_url: str, repository: str, **timing: Any
     ) -> None:
-        super().__init__(
-            RetryingSender(session, retry or RetryPolicy(), sleep, clock, wall_clock), api_url
-        )
+        """``timing``: ``retry`` (a RetryPolicy) and the clocks, as ``RestClient`` takes them."""
+        super().__init__(session, api_url, **timing)
         self.repository = repository
         self._identity: str | None = None
         self._identity_asked = False

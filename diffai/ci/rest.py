@@ -9,13 +9,14 @@ links only on the API's own host, since the session would send the token to any 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
-from diffai.ci.github_retry import RetryingSender, api_message
+from diffai.ci.github_retry import RetryingSender, RetryPolicy, api_message
 from diffai.errors import CannotComment, GitHubError
 
 PER_PAGE = 100  # the most either API hands out per page
@@ -30,13 +31,26 @@ _ERROR_FOR_STATUS: dict[int, type[GitHubError]] = {
 
 
 class RestClient:
-    """A JSON API at ``api_url``, every request sent through one retrying sender."""
+    """A JSON API at ``api_url``, every request sent through one retrying sender.
+
+    The clocks are parameters so tests neither sleep nor depend on the time of day.
+    """
 
     service = "GitHub"
 
-    def __init__(self, sender: RetryingSender, api_url: str) -> None:
+    def __init__(
+        self,
+        session: requests.Session,
+        api_url: str,
+        *,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.api_url = api_url.rstrip("/")
-        self._sender = sender
+        policy = retry or RetryPolicy()
+        self._sender = RetryingSender(session, policy, sleep, clock, wall_clock, self.service)
 
     def call(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """The successful response; the failure mapped to CannotComment or GitHubError."""
