@@ -28,6 +28,7 @@ examples:
   for m in runs/*.pt; do diffai base.pt "$m" -o jsonl --exit-zero >> runs.jsonl; done
   diffai base/ tuned/ --policy policy.yaml --markdown comment.md --junit junit.xml
   diffai base/ tuned/ --shard 2/4 --report part-2.json   (then: diffai merge part-*.json)
+  diffai ci gitlab base/model.safetensors model.safetensors --policy policy.yaml   (a GitLab job)
 
 exit status: 0 identical, 1 different (0 with --exit-zero), 2 trouble (bad input,
 unreadable file, usage); with --policy or --verdict: 0 pass or warn, 1 fail, 2 trouble
@@ -179,6 +180,10 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["ci", "gitlab"]:  # the GitLab CI job: its own flags and variables
+        from diffai.ci.gitlab_cli import main as gitlab_main
+
+        return gitlab_main(argv[2:], os.environ, sys.stderr)
     merging = argv[:1] == ["merge"]
     args = build_merge_parser().parse_args(argv[1:]) if merging else build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _terminate)

@@ -8,7 +8,7 @@
     │   └── MissingExtra          reading it needs an optional package (torch, scipy, h5py)
     ├── PolicyError               a policy or metrics file is missing, unreadable or invalid
     ├── ReportError               the report could not be written
-    └── GitHubError               a GitHub API call failed for good (after any retries)
+    └── GitHubError               a GitHub (or GitLab) API call failed for good (after any retries)
         └── CannotComment         the token may not do it (read-only fork token, missing permission)
 
 The library raises these and never prints or exits; ``cli.main`` turns each into
@@ -74,18 +74,26 @@ class GitHubError(DiffaiError):
 
     ``message`` is GitHub's own ``message`` when it answered, else what went wrong on the
     way (no response, a wait beyond the retry budget); ``status`` is None without a response.
+    GitLab's calls share the client code and so this class; ``service`` names which API it was.
     """
 
     def __init__(
-        self, message: str, *, method: str = "", path: str = "", status: int | None = None
+        self,
+        message: str,
+        *,
+        method: str = "",
+        path: str = "",
+        status: int | None = None,
+        service: str = "GitHub",
     ) -> None:
         self.message = message
         self.method = method
         self.path = path
         self.status = status
+        self.service = service
         call = f"{method} {path}".strip()
         answered = f" -> HTTP {status}" if status else ""
-        super().__init__(f"GitHub API {call}{answered}: {message}" if call else message)
+        super().__init__(f"{service} API {call}{answered}: {message}" if call else message)
 
 
 class CannotComment(GitHubError):

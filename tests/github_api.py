@@ -75,6 +75,17 @@ class Comment:
     body: str
 
 
+@dataclass
+class Issue:
+    number: int
+    login: str
+    title: str
+    body: str
+    state: str = "open"
+    state_reason: str | None = None
+    is_pull: bool = False  # GitHub lists pull requests among the issues
+
+
 @dataclass(frozen=True)
 class Pull:
     number: int
@@ -95,6 +106,9 @@ ROUTES = [  # (method, path, FakeGitHub method)
     ("GET", rf"{REPO}/issues/(?P<number>\d+)/comments", "list_comments"),
     ("POST", rf"{REPO}/issues/(?P<number>\d+)/comments", "create_comment"),
     ("PATCH", rf"{REPO}/issues/comments/(?P<comment_id>\d+)", "edit_comment"),
+    ("GET", rf"{REPO}/issues", "list_issues"),
+    ("POST", rf"{REPO}/issues", "create_issue"),
+    ("PATCH", rf"{REPO}/issues/(?P<number>\d+)", "edit_issue"),
     ("POST", rf"{REPO}/statuses/(?P<sha>[0-9a-f]{{40}})", "create_status"),
     ("GET", rf"{REPO}/commits/(?P<sha>[0-9a-f]{{40}})/pulls", "pulls_for_commit"),
     ("GET", rf"{REPO}/pulls", "list_pulls"),
@@ -114,6 +128,7 @@ class FakeGitHub:
             APP_TOKEN: Token(APP),
         }
         self.comments: dict[int, Comment] = {}
+        self.issues: dict[int, Issue] = {}
         self.statuses: list[dict[str, Any]] = []
         self.pulls: list[Pull] = []
         self.received: list[Received] = []
@@ -140,6 +155,11 @@ class FakeGitHub:
     def add_comments(self, number: int, count: int, login: str = "reviewer") -> None:
         for index in range(count):
             self.add_comment(number, f"comment {index}", login)
+
+    def add_issue(self, body: str, login: str = BOT, **fields: Any) -> Issue:
+        issue = Issue(len(self.issues) + 1, login, fields.pop("title", "an issue"), body, **fields)
+        self.issues[issue.number] = issue
+        return issue
 
     def comments_on(self, number: int) -> list[Comment]:
         return [c for c in self.comments.values() if c.number == number]
@@ -191,13 +211,41 @@ class FakeGitHub:
         return Reply(200, {"login": token.login, "id": 1, "type": "User"})
 
     def list_comments(self, request: Received, token: Token, number: str) -> Reply:
-        comments = self.comments_on(int(number))
+        items = [comment_json(c, self.api_url) for c in self.comments_on(int(number))]
+        return self._page(request, items, f"/issues/{number}/comments")
+
+    def list_issues(self, request: Received, token: Token) -> Reply:
+        state = request.query.get("state", "open")
+        issues = [i for i in self.issues.values() if state in (i.state, "all")]
+        return self._page(request, [issue_json(i) for i in issues], "/issues")
+
+    def create_issue(self, request: Received, token: Token) -> Reply:
+        invalid = _invalid_body(request.json)
+        if invalid:
+            return invalid
+        issue = self.add_issue(request.json["body"], token.login, title=request.json["title"])
+        return Reply(201, issue_json(issue))
+
+    def edit_issue(self, request: Received, token: Token, number: str) -> Reply:
+        issue = self.issues.get(int(number))
+        if issue is None:
+            return error(404, "Not Found")
+        changes = request.json or {}
+        if "body" in changes and (invalid := _invalid_body(changes)):
+            return invalid
+        for name in ("body", "title", "state", "state_reason"):
+            if name in changes:
+                setattr(issue, name, changes[name])
+        return Reply(200, issue_json(issue))
+
+    def _page(self, request: Received, items: list[dict[str, Any]], path: str) -> Reply:
+        """One page of a listing, with the Link header GitHub sends (by repository id)."""
         per_page = min(int(request.query.get("per_page", 30)), 100)
         page = int(request.query.get("page", 1))
-        shown = comments[(page - 1) * per_page : page * per_page]
-        pages = f"{self.api_url}/repositories/{REPOSITORY_ID}/issues/{number}/comments"
-        link = _link(f"{pages}?per_page={per_page}", page, len(comments), per_page)
-        return Reply(200, [comment_json(c, self.api_url) for c in shown], link)
+        shown = items[(page - 1) * per_page : page * per_page]
+        query = "&".join(f"{k}={v}" for k, v in request.query.items() if k != "page")
+        pages = f"{self.api_url}/repositories/{REPOSITORY_ID}{path}?{query}"
+        return Reply(200, shown, _link(pages, page, len(items), per_page))
 
     def create_comment(self, request: Received, token: Token, number: str) -> Reply:
         invalid = _invalid_body(request.json)
@@ -245,6 +293,23 @@ def comment_json(comment: Comment, base: str) -> dict[str, Any]:
         "body": comment.body,
         "user": {"login": comment.login, "type": "Bot" if "[bot]" in comment.login else "User"},
     }
+
+
+def issue_json(issue: Issue) -> dict[str, Any]:
+    kind = "pull" if issue.is_pull else "issues"
+    item = {
+        "id": 500_000 + issue.number,
+        "number": issue.number,
+        "html_url": f"https://github.com/{REPOSITORY}/{kind}/{issue.number}",
+        "title": issue.title,
+        "body": issue.body,
+        "state": issue.state,
+        "state_reason": issue.state_reason,
+        "user": {"login": issue.login, "type": "Bot" if "[bot]" in issue.login else "User"},
+    }
+    if issue.is_pull:
+        item["pull_request"] = {"url": f"https://api.github.com/repos/{REPOSITORY}/pulls/1"}
+    return item
 
 
 def _link(url: str, page: int, total: int, per_page: int) -> dict[str, str]:
@@ -315,15 +380,23 @@ def _handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A loopback server on a free port for the length of a test; its root URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 @pytest.fixture
 def github_api() -> Iterator[FakeGitHub]:
     """A fresh fake GitHub on a free loopback port, for one test."""
     fake = FakeGitHub()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    fake.root = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield fake
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serving(_handler(fake)) as fake.root:
+        yield fake

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from diffai.ci.action import MAX_ANNOTATIONS, annotate
+from diffai.ci.pipeline import MAX_ANNOTATIONS, annotate
 from diffai.ci.workflow import Runner
 from tests.github_api import READ_ONLY_TOKEN, FakeGitHub, Pull, Reply
 from tests.test_action_runner import (

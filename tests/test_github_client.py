@@ -160,7 +160,7 @@ def test_the_oldest_of_its_marked_comments_is_the_sticky_one(
 
     found = github.find_comment(7, MARKER)
     assert found is not None
-    assert found["id"] == oldest.id
+    assert found.id == oldest.id
 
 
 def test_a_tag_marks_a_separate_comment(github: GitHub, github_api: FakeGitHub) -> None:
@@ -190,7 +190,7 @@ def test_a_long_body_is_trimmed_keeping_the_marker(
     assert comment.body.startswith(f"{MARKER}\n## diffai\n```\n| layer0.weight | 0.00000 |\n")
     assert comment.body.count(MARKER) == 1
     assert comment.body.count("```") % 2 == 0
-    assert "the full report is in the workflow run's artifact" in comment.body
+    assert "the full report is in the run's artifact" in comment.body
     assert github.find_comment(7, MARKER) is not None
 
 

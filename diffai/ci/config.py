@@ -24,7 +24,8 @@ from diffai.errors import UsageError
 
 COMMENT_POLICIES = ("always", "on-change", "on-failure", "never")
 FAIL_ON = ("error", "warning", "never")
-MODES = ("gate", "analyze", "publish")
+MODES = ("gate", "analyze", "publish", "audit")
+HISTORY_RUNS = range(1, 101)  # audit-history: the issue body has room for about 100 runs
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 # The tag ends up inside an HTML comment and a commit-status context: no "--", ">" or spaces.
@@ -45,6 +46,7 @@ INPUT_DEFAULTS: dict[str, str | None] = {
     "metrics-candidate": None,
     "commit-status": "false",
     "mode": "gate",
+    "audit-history": "20",
 }
 
 #: The runner's own variables the Action reads, with defaults for runs outside Actions.
@@ -84,6 +86,7 @@ class Config:
     metrics_candidate: str | None = None
     commit_status: bool = False
     mode: str = "gate"
+    audit_history: int = 20
     github_workspace: Path = Path(".")
     github_event_name: str = ""
     github_event_path: Path | None = None
@@ -110,6 +113,18 @@ class Config:
         return f"<!-- diffai-comment: {self.comment_tag} -->"
 
     @property
+    def audit_marker(self) -> str:
+        """The audit issue's hidden marker: not the comment's, so neither is taken for the other."""
+        return f"<!-- diffai-audit: {self.comment_tag} -->"
+
+    @property
+    def run_url_prefix(self) -> str | None:
+        """What every run URL of this repository starts with; None outside GitHub Actions."""
+        if not self.github_repository:
+            return None
+        return f"{self.github_server_url.rstrip('/')}/{self.github_repository}/actions/runs/"
+
+    @property
     def status_context(self) -> str:
         return f"diffai/{self.comment_tag}"
 
@@ -117,8 +132,7 @@ class Config:
     def run_url(self) -> str | None:
         if not (self.github_repository and self.github_run_id):
             return None
-        server = self.github_server_url.rstrip("/")
-        return f"{server}/{self.github_repository}/actions/runs/{self.github_run_id}"
+        return f"{self.run_url_prefix}{self.github_run_id}"
 
     def resolve(self, path: str) -> Path:
         """A path as the user wrote it, relative to the checkout (``/github/workspace``)."""
@@ -188,6 +202,14 @@ def clean_commit_status(value: str | None) -> bool:
     return lowered in _TRUE
 
 
+def clean_audit_history(value: str | None) -> int:
+    text = (value or "").strip()
+    if not text.isdigit() or int(text) not in HISTORY_RUNS:
+        first, last = HISTORY_RUNS[0], HISTORY_RUNS[-1]
+        raise ValueError(f"{value!r} is not a whole number of runs from {first} to {last}")
+    return int(text)
+
+
 def clean_report_dir(value: str | None) -> str:
     if not value:
         raise ValueError("must not be empty")
@@ -215,6 +237,7 @@ CLEANERS: dict[str, Callable[[str | None], Any]] = {
     "report_dir": clean_report_dir,
     "commit_status": clean_commit_status,
     "mode": _choice(MODES),
+    "audit_history": clean_audit_history,
     "github_workspace": clean_github_workspace,
     "github_event_path": clean_github_event_path,
     "github_repository": clean_github_repository,

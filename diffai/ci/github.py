@@ -11,21 +11,23 @@ so does a successful answer whose body is not the JSON the call expects (a proxy
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 
 from diffai._version import __version__
-from diffai.ci.github_retry import RetryingSender, RetryPolicy, api_message
-from diffai.errors import CannotComment, GitHubError
+from diffai.ci.github_retry import RetryPolicy
+from diffai.ci.rest import RestClient
+from diffai.ci.sticky import Post, Sticky
+from diffai.errors import CannotComment
 
 __all__ = [
     "COMMENT_LIMIT",
     "GitHub",
+    "Issues",
+    "PullComments",
     "PullRequest",
     "RetryPolicy",
     "make_session",
@@ -36,26 +38,6 @@ COMMENT_LIMIT = 65_536  # GitHub refuses longer comment bodies with a 422
 STATUS_DESCRIPTION_LIMIT = 140  # likewise for commit status descriptions
 STATUS_STATES = frozenset({"error", "failure", "pending", "success"})
 PULL_REQUEST_EVENTS = frozenset({"pull_request", "pull_request_target"})
-TRIM_NOTE = (
-    "\n\n> [!NOTE]\n> This comment was cut to GitHub's limit of 65,536 characters: "
-    "the full report is in the workflow run's artifact.\n"
-)
-
-# GitHub answers 403 (and 404 for what the token may not even see) when a permission is
-# missing; rate limits were ruled out by the retry layer before a 403 gets here.
-_ERROR_FOR_STATUS: dict[int, type[GitHubError]] = {
-    401: CannotComment,
-    403: CannotComment,
-    404: CannotComment,
-}
-
-
-class _AlreadyPosted(Exception):
-    """Our comment, found before its POST was sent again: GitHub had acted, the answer was lost."""
-
-    def __init__(self, comment: dict[str, Any]) -> None:
-        super().__init__()
-        self.comment = comment
 
 
 @dataclass(frozen=True)
@@ -92,23 +74,15 @@ def pull_request_from_event(event_name: str, event: dict[str, Any]) -> PullReque
     return PullRequest(pull["number"], pull["head"]["sha"])
 
 
-class GitHub:
+class GitHub(RestClient):
     """The calls the Action makes on one repository, each retried by the same policy."""
 
     def __init__(
-        self,
-        session: requests.Session,
-        api_url: str,
-        repository: str,
-        *,
-        retry: RetryPolicy | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
+        self, session: requests.Session, api_url: str, repository: str, **timing: Any
     ) -> None:
-        self.api_url = api_url.rstrip("/")
+        """``timing``: ``retry`` (a RetryPolicy) and the clocks, as ``RestClient`` takes them."""
+        super().__init__(session, api_url, **timing)
         self.repository = repository
-        self._sender = RetryingSender(session, retry or RetryPolicy(), sleep, clock, wall_clock)
         self._identity: str | None = None
         self._identity_asked = False
 
@@ -125,38 +99,33 @@ class GitHub:
             self._identity, self._identity_asked = self._ask_identity(), True
         return self._identity
 
-    def find_comment(self, number: int, marker: str) -> dict[str, Any] | None:
-        """The oldest comment of ours carrying the marker; a person's copy never counts.
+    def owns(self, item: dict[str, Any]) -> bool:
+        """Whether we wrote a comment or issue; with an installation token, whether a bot did.
 
-        With an installation token "ours" is any bot's: only an app can write as one, and
-        a marked comment of another app's would refuse the edit rather than be taken over.
+        Only an app can write as a bot, and a marked comment of another app's would refuse
+        the edit rather than be taken over.
         """
+        user = item.get("user") or {}
         login = self.identity()
-        ours = (
-            comment
-            for comment in self._comments(number)
-            if _written_by(comment, login) and marker in (comment.get("body") or "")
-        )
-        return next(ours, None)
+        return user.get("login") == login if login else user.get("type") == "Bot"
+
+    def find_comment(self, number: int, marker: str) -> Post | None:
+        """The oldest comment of ours on the PR carrying the marker; never a person's copy."""
+        return Sticky(PullComments(self, number), marker).find()
 
     def upsert_comment(self, number: int, marker: str, body: str) -> str:
-        """Edit our marked comment, or create it when there is none; its ``html_url``.
+        """Edit our marked comment, or create it when there is none; its ``html_url``."""
+        return Sticky(PullComments(self, number), marker).upsert(body).url
 
-        An unchanged body is not sent again, so a re-run does not mark the comment edited.
-        A comment deleted between the listing and the edit (GitHub: 404) is created anew.
-        """
-        if not marker or marker not in body:
-            raise ValueError("the comment body must contain its (non-empty) marker")
-        body = trim_body(body, marker)
-        existing = self.find_comment(number, marker)
-        if existing is None:
-            return self._post_comment(number, marker, body)
-        try:
-            return self._edit_comment(existing, body)
-        except CannotComment as refused:
-            if refused.status != 404:
-                raise
-        return self._post_comment(number, marker, body)  # deleted since it was listed
+    def comment(self, number: int, body: str) -> str:
+        """A plain comment on an issue or PR (the audit's note of a change); its ``html_url``."""
+        return PullComments(self, number).create(body, lambda: None).url
+
+    def set_issue_state(self, number: int, state: str) -> None:
+        """Close an issue as completed, or reopen it."""
+        reason = {"closed": "completed", "open": "reopened"}[state]
+        payload = {"state": state, "state_reason": reason}
+        self.answer(self.call("PATCH", self._url(f"/issues/{number}"), json=payload), dict)
 
     def create_status(
         self,
@@ -176,7 +145,7 @@ class GitHub:
         }
         if target_url:
             payload["target_url"] = target_url
-        self._call("POST", self._url(f"/statuses/{sha}"), json=payload)
+        self.call("POST", self._url(f"/statuses/{sha}"), json=payload)
 
     def pull_request_for_run(self, event: dict[str, Any]) -> PullRequest | None:
         """The PR behind a ``workflow_run`` event, paired with the commit that run judged.
@@ -192,54 +161,18 @@ class GitHub:
         )
         return PullRequest(number, run["head_sha"]) if number else None
 
+    def post(self, item: dict[str, Any], id_key: str = "id") -> Post:
+        """An API comment or issue as the sticky logic sees it."""
+        return Post(
+            int(item[id_key]), item.get("body") or "", str(item["html_url"]), self.owns(item), item
+        )
+
     def _ask_identity(self) -> str | None:
         try:
-            response = self._call("GET", f"{self.api_url}/user")
+            response = self.call("GET", f"{self.api_url}/user")
         except CannotComment:  # an installation token may not read /user
             return None
-        return str(_answer(response, dict, "login")["login"])
-
-    def _comments(self, number: int) -> Iterator[dict[str, Any]]:
-        """Every comment on the PR, oldest first, one page of 100 at a time."""
-        url: str | None = self._url(f"/issues/{number}/comments")
-        params: dict[str, Any] | None = {"per_page": 100}
-        while url:
-            response = self._call("GET", url, params=params)
-            yield from _answer(response, list, "id", "html_url")
-            url, params = self._next_page(response), None  # the next link keeps the query
-
-    def _next_page(self, response: requests.Response) -> str | None:
-        """Link rel="next", only on the API host: the session would send it the token."""
-        url = response.links.get("next", {}).get("url")
-        if url and not url.startswith(f"{self.api_url}/"):
-            raise GitHubError(f"refusing to follow a next-page link off the API: {url}")
-        return url
-
-    def _post_comment(self, number: int, marker: str, body: str) -> str:
-        """Create our comment; before sending the POST again, look whether GitHub made it anyway.
-
-        A POST is not idempotent: the timeout or the 502 may come after the comment was created.
-        """
-
-        def look_again() -> None:
-            found = self.find_comment(number, marker)
-            if found is not None:
-                raise _AlreadyPosted(found)
-
-        url = self._url(f"/issues/{number}/comments")
-        try:
-            response = self._call("POST", url, json={"body": body}, before_resend=look_again)
-        except _AlreadyPosted as posted:
-            return self._edit_comment(posted.comment, body)
-        return str(_answer(response, dict, "html_url")["html_url"])
-
-    def _edit_comment(self, comment: dict[str, Any], body: str) -> str:
-        """PATCH our comment, unless it already says this."""
-        if comment.get("body") == body:
-            return str(comment["html_url"])
-        url = self._url(f"/issues/comments/{comment['id']}")
-        response = self._call("PATCH", url, json={"body": body})
-        return str(_answer(response, dict, "html_url")["html_url"])
+        return str(self.answer(response, dict, "login")["login"])
 
     def _listed_pull(self, run: dict[str, Any]) -> int | None:
         """The event lists PRs whose head is this branch, including ones into other repos."""
@@ -250,8 +183,8 @@ class GitHub:
         return None
 
     def _pull_for_commit(self, sha: str) -> int | None:
-        response = self._call("GET", self._url(f"/commits/{sha}/pulls"))
-        pulls = _answer(response, list, "number", "state")
+        response = self.call("GET", self._url(f"/commits/{sha}/pulls"))
+        pulls = self.answer(response, list, "number", "state")
         return next((int(p["number"]) for p in pulls if p["state"] == "open"), None)
 
     def _pull_for_branch(self, run: dict[str, Any]) -> int | None:
@@ -261,74 +194,65 @@ class GitHub:
             return None
         head = f"{head_repository['owner']['login']}:{run['head_branch']}"
         params = {"state": "open", "head": head}
-        response = self._call("GET", self._url("/pulls"), params=params)
-        pulls = _answer(response, list, "number")
+        response = self.call("GET", self._url("/pulls"), params=params)
+        pulls = self.answer(response, list, "number")
         return int(pulls[0]["number"]) if pulls else None
 
     def _url(self, path: str) -> str:
         return f"{self.api_url}/repos/{self.repository}{path}"
 
-    def _call(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        """The successful response; the failure mapped to CannotComment or GitHubError."""
-        response = self._sender.send(method, url, **kwargs)
-        if response.ok:
-            return response
-        error = _ERROR_FOR_STATUS.get(response.status_code, GitHubError)
-        path = urlsplit(url).path
-        raise error(api_message(response), method=method, path=path, status=response.status_code)
+
+@dataclass(frozen=True)
+class PullComments:
+    """The comments of one PR (or issue), where the sticky comment lives."""
+
+    github: GitHub
+    number: int
+    limit: int = COMMENT_LIMIT
+
+    def posts(self) -> Iterator[Post]:
+        listing = self.github.pages(self._comments_url(), {}, "id", "html_url")
+        return (self.github.post(comment) for comment in listing)
+
+    def create(self, body: str, before_resend: Callable[[], None]) -> Post:
+        url, payload = self._comments_url(), {"body": body}
+        response = self.github.call("POST", url, json=payload, before_resend=before_resend)
+        return self.github.post(self.github.answer(response, dict, "id", "html_url"))
+
+    def edit(self, post: Post, body: str) -> Post:
+        url = self.github._url(f"/issues/comments/{post.id}")
+        response = self.github.call("PATCH", url, json={"body": body})
+        return self.github.post(self.github.answer(response, dict, "id", "html_url"))
+
+    def _comments_url(self) -> str:
+        return self.github._url(f"/issues/{self.number}/comments")
 
 
-def _written_by(comment: dict[str, Any], login: str | None) -> bool:
-    """Whether ``login`` wrote the comment; with no login (an installation token), any bot."""
-    user = comment.get("user") or {}
-    return user.get("login") == login if login else user.get("type") == "Bot"
+@dataclass(frozen=True)
+class Issues:
+    """The repository's issues, open and closed, oldest first: where the audit issue lives.
 
-
-def _answer(response: requests.Response, shape: type[Any], *keys: str) -> Any:
-    """A successful answer's body, checked: a list of objects or one object, with these keys.
-
-    Anything else (a proxy's login page, a cut-off body) is a GitHubError naming the call,
-    raised at once: sending the request again would not change what came back.
+    GitHub lists pull requests among issues; they are skipped, never taken for ours.
     """
-    try:
-        data = response.json()
-    except ValueError:
-        kind = response.headers.get("content-type") or "no content type"
-        problem = f"a body that is not JSON ({kind})"
-    else:
-        problem = _shape_problem(data, shape, keys)
-        if problem is None:
-            return data
-    path = urlsplit(response.url).path
-    method = response.request.method or ""
-    status = response.status_code
-    raise GitHubError(f"unexpected answer: {problem}", method=method, path=path, status=status)
 
+    github: GitHub
+    title: str
+    limit: int = COMMENT_LIMIT
 
-def _shape_problem(data: Any, shape: type[Any], keys: tuple[str, ...]) -> str | None:
-    """What is wrong with a body's shape; None when nothing is."""
-    if not isinstance(data, shape):
-        return f"JSON that is not {'a list' if shape is list else 'an object'}"
-    for item in data if shape is list else [data]:
-        if not isinstance(item, dict):
-            return "a list item that is not an object"
-        missing = [key for key in keys if key not in item]
-        if missing:
-            return f"an object without {', '.join(missing)}"
-    return None
+    def posts(self) -> Iterator[Post]:
+        params = {"state": "all", "sort": "created", "direction": "asc"}
+        listing = self.github.pages(self.github._url("/issues"), params, "number", "html_url")
+        return (self.github.post(i, "number") for i in listing if "pull_request" not in i)
 
+    def create(self, body: str, before_resend: Callable[[], None]) -> Post:
+        url, payload = self.github._url("/issues"), {"title": self.title, "body": body}
+        response = self.github.call("POST", url, json=payload, before_resend=before_resend)
+        return self.github.post(self.github.answer(response, dict, "number", "html_url"), "number")
 
-def trim_body(body: str, marker: str, limit: int = COMMENT_LIMIT) -> str:
-    """Fit GitHub's limit: whole lines, code fences closed, the marker kept, then the note."""
-    if len(body) <= limit:
-        return body
-    head = body[: limit - len(TRIM_NOTE) - len(marker) - len("\n```\n")]
-    head = head[: head.rfind("\n") + 1] or head
-    if marker not in head:
-        head = f"{marker}\n{head}"
-    if head.count("```") % 2:
-        head += "```\n"
-    return head + TRIM_NOTE
+    def edit(self, post: Post, body: str) -> Post:
+        url = self.github._url(f"/issues/{post.id}")
+        response = self.github.call("PATCH", url, json={"body": body})
+        return self.github.post(self.github.answer(response, dict, "number", "html_url"), "number")
 
 
 def shorten(text: str, limit: int) -> str:

@@ -6,6 +6,10 @@ and ``x-ratelimit-reset`` (epoch seconds), else "wait at least one minute". Serv
 lost connections and answers that never came are worth a retry after an exponential
 backoff. Any other answer is final: retrying a 422 or a permission refusal only repeats it.
 
+GitLab's calls go through the same sender: its 429 says ``Retry-After``, or spells the
+quota headers without the ``x-`` (``RateLimit-Remaining``, ``RateLimit-Reset``), and its
+errors say ``message`` or ``error``.
+
 A CI job must finish, so every wait counts against one budget: when GitHub asks for a
 longer wait than is left, the request fails at once with a message that says so.
 """
@@ -24,6 +28,7 @@ from diffai.errors import GitHubError
 
 UNSPECIFIED_RATE_LIMIT_WAIT = 60.0  # GitHub: "wait for at least one minute before retrying"
 RESET_SLACK = 1.0  # x-ratelimit-reset has whole seconds, and runner clocks drift a little
+QUOTA_PREFIXES = ("x-ratelimit-", "ratelimit-")  # GitHub's, GitLab's
 
 Outcome = requests.Response | requests.RequestException
 
@@ -65,6 +70,7 @@ class RetryingSender:
     sleep: Callable[[float], None]
     clock: Callable[[], float]
     wall_clock: Callable[[], float]
+    service: str = "GitHub"
 
     def send(
         self,
@@ -88,7 +94,7 @@ class RetryingSender:
                 return outcome
             stop = self._reason_to_stop(attempt, wait, self.clock() - started)
             if stop:
-                _give_up(method, url, outcome, stop)
+                _give_up(method, url, outcome, stop, self.service)
             self.sleep(wait.seconds)
             if before_resend:
                 before_resend()
@@ -128,18 +134,27 @@ class RetryingSender:
         after = retry_after(response)
         if after is not None:
             return after
-        reset = response.headers.get("x-ratelimit-reset")
-        if response.headers.get("x-ratelimit-remaining") == "0" and reset:
-            return max(float(reset) - self.wall_clock(), 0.0) + RESET_SLACK
+        reset = quota_reset(response)
+        if reset is not None:
+            return max(reset - self.wall_clock(), 0.0) + RESET_SLACK
         return UNSPECIFIED_RATE_LIMIT_WAIT
+
+
+def quota_reset(response: requests.Response) -> float | None:
+    """When an exhausted quota comes back (epoch seconds); None when it is not exhausted."""
+    headers = response.headers
+    for prefix in QUOTA_PREFIXES:
+        reset = headers.get(f"{prefix}reset", "").strip()
+        if headers.get(f"{prefix}remaining") == "0" and reset.isdigit():
+            return float(reset)
+    return None
 
 
 def is_rate_limited(response: requests.Response) -> bool:
     """A 403 is a rate limit only when GitHub says so; otherwise it is a refusal."""
-    headers = response.headers
     return (
-        "retry-after" in headers
-        or headers.get("x-ratelimit-remaining") == "0"
+        "retry-after" in response.headers
+        or quota_reset(response) is not None
         or "rate limit" in api_message(response).lower()
     )
 
@@ -151,17 +166,17 @@ def retry_after(response: requests.Response) -> float | None:
 
 
 def api_message(response: requests.Response) -> str:
-    """GitHub's ``message``; a proxy's HTML error page is summed up by its status line."""
+    """The API's ``message`` (GitLab: or ``error``); a proxy's HTML page becomes its status line."""
     try:
-        message = response.json().get("message")
+        body = response.json()
+        message = body.get("message") or body.get("error")
     except (ValueError, AttributeError):
         message = None
-    return str(message) if message else f"{response.status_code} {response.reason}"
+    return str(message)[:500] if message else f"{response.status_code} {response.reason}"
 
 
-def _give_up(method: str, url: str, outcome: Outcome, why: str) -> NoReturn:
-    path = urlsplit(url).path
+def _give_up(method: str, url: str, outcome: Outcome, why: str, service: str) -> NoReturn:
+    call = {"method": method, "path": urlsplit(url).path, "service": service}
     if isinstance(outcome, requests.RequestException):
-        raise GitHubError(f"{why}: {outcome}", method=method, path=path) from outcome
-    message = f"{api_message(outcome)} ({why})"
-    raise GitHubError(message, method=method, path=path, status=outcome.status_code)
+        raise GitHubError(f"{why}: {outcome}", **call) from outcome
+    raise GitHubError(f"{api_message(outcome)} ({why})", status=outcome.status_code, **call)
