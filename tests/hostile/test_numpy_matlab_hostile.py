@@ -9,6 +9,7 @@ memory, and HDF5 files that loop, nest, fan out or reach outside themselves.
 from __future__ import annotations
 
 import io
+import json
 import os
 import struct
 import zipfile
@@ -20,7 +21,14 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.hostile.conftest import Call, Refusal, assert_refused, declare_size, run_bounded
+from tests.hostile.conftest import (
+    TIME_LIMIT,
+    Call,
+    Refusal,
+    assert_refused,
+    declare_size,
+    run_bounded,
+)
 from tests.test_format_matlab import V73_HEADER, write_v73
 
 # --- numpy ---------------------------------------------------------------------------------
@@ -285,3 +293,71 @@ def test_a_bomb_is_refused_in_bounded_memory_and_time(
     bomb_results: dict[str, Refusal], name: str
 ) -> None:
     assert_refused(bomb_results[name], BOMB_PROBLEMS[name])
+
+
+# Large but legitimate: accepted, and measured within the same bounds.
+GIB_OF_DOUBLES = 2**27
+
+
+def npz_deflated_gib(path: Path, fortran: bool = False) -> Path:
+    """A 1 GiB member of doubles (a 1.0 every 2**17) deflated to about a megabyte."""
+    shape = (2**14, 2**13) if fortran else (GIB_OF_DOUBLES,)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": fortran, "shape": shape}
+    )
+    block = np.zeros(1 << 17, "<f8")
+    block[-1] = 1.0
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive,
+        archive.open("w.npy", "w", force_zip64=True) as member,
+    ):
+        member.write(header.getvalue())
+        for _ in range(GIB_OF_DOUBLES >> 17):
+            member.write(block.tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def large_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Refusal, Path]]:
+    folder = tmp_path_factory.mktemp("large")
+    files = {
+        "c-order": npz_deflated_gib(folder / "deflated.npz"),
+        "fortran-order": npz_deflated_gib(folder / "deflated-fortran.npz", fortran=True),
+    }
+    results = run_bounded(list(files.values()))
+    return {
+        name: (result, folder / f"{file.name}.report.json")
+        for (name, file), result in zip(files.items(), results, strict=True)
+    }
+
+
+@pytest.mark.parametrize("layout", ["c-order", "fortran-order"])
+def test_a_deflated_gib_member_is_measured_in_bounded_memory(
+    large_results: dict[str, tuple[Refusal, Path]], layout: str, validate_report
+) -> None:
+    """1 MB of file, 1 GiB of values: inflating it whole took 2.03 GiB."""
+    result, report_path = large_results[layout]
+    assert (result.code, result.err) == (1, ""), result
+    assert result.seconds < TIME_LIMIT, result
+    report = json.loads(report_path.read_text())
+    validate_report(report)
+    (record,) = [t for t in report["tensors"] if t["name"] == "w"]
+    stats = record["candidate"]
+    assert (stats["elements"], stats["bytes"], stats["min"]) == (GIB_OF_DOUBLES, 2**30, 0.0)
+    assert (stats["max"], stats["zeros"]) == (1.0, GIB_OF_DOUBLES - (GIB_OF_DOUBLES >> 17))
+
+
+def test_a_member_that_inflates_short_of_its_declared_size_is_refused(
+    refused: Callable[..., Refusal], tmp_path: Path
+) -> None:
+    """Its header promises 2**17 doubles and the directory their size; the data is 8 KiB."""
+    path = tmp_path / "short.npz"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (2**17,)}
+    )
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("w.npy", header.getvalue() + bytes(8192))
+    declare_size(path, "w.npy", len(header.getvalue()) + 2**20)
+    assert_refused(refused(path), "it inflates to fewer bytes than its size declares")
