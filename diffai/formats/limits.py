@@ -12,7 +12,9 @@ promise on its own, because each protects a later stage from a hostile file:
   repeat their storage (stride 0, overlapping strides) and compressed members
   let a few bytes of file declare terabytes, which would take hours to
   stream (or memory to inflate), while real checkpoints stay near their size;
-- a scalar must fit in the JSON report: integers of at most ``MAX_INT_BITS``.
+- a scalar must fit in the JSON report: integers of at most ``MAX_INT_BITS``;
+- a model holds at most ``MAX_TENSORS`` tensors, which readers whose files can
+  list more check before building anything per tensor (``check_tensor_count``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ MAX_EXPANSION = 8
 EXPANSION_ALLOWANCE = 1 << 30
 #: 128-bit hashes and seeds fit; a 4,300-digit integer cannot even be written as JSON.
 MAX_INT_BITS = 1024
+#: Tensors of one model (all its shards). The largest mixture-of-experts checkpoints hold
+#: about 10**5 (Kimi K2 with its FP8 scales: 141,000); a header or index of a million
+#: empty tensors costs a minute and gigabytes at every per-tensor step, reading it included,
+#: so readers count before they build anything per tensor.
+MAX_TENSORS = 200_000
 
 
 def byte_budget(file_size: int) -> int:
@@ -45,6 +52,7 @@ def byte_budget(file_size: int) -> int:
 
 
 def check_model(path: Path, model: Model) -> None:
+    check_tensor_count(path, "it holds", len(model.tensors))
     for name, ref in model.tensors.items():
         _check_name(path, "tensor", name)
         _check_shape(path, ref)
@@ -52,6 +60,12 @@ def check_model(path: Path, model: Model) -> None:
         _check_name(path, "scalar", name)
         _check_scalar(path, name, value)
     _check_budget(path, model)
+
+
+def check_tensor_count(path: Path, holder: str, count: int) -> None:
+    """``holder`` says what counted them, e.g. ``the index lists``."""
+    if count > MAX_TENSORS:
+        raise MalformedModel(path, f"{holder} {count:,} tensors, over the limit of {MAX_TENSORS:,}")
 
 
 def _check_name(path: Path, kind: str, name: str) -> None:

@@ -28,6 +28,7 @@ import numpy as np
 from diffai.dtypes import NUMPY_DTYPES, canonical_name
 from diffai.errors import MalformedModel, UnreadableModel
 from diffai.formats.flatten import ROOT_NAME
+from diffai.formats.limits import check_tensor_count
 from diffai.formats.mapped import map_bytes
 from diffai.formats.zipmembers import MEMBER_ERRORS, OPEN_ERRORS, ZipMembers
 from diffai.formats.zipstream import member_pieces, spilled
@@ -100,6 +101,7 @@ def _read_npy(path: Path) -> dict[str, TensorRef]:
 
 def _read_npz(path: Path) -> dict[str, TensorRef]:
     members = ZipMembers(path)
+    check_tensor_count(path, "the archive holds", len(members.names()))
     tensors: dict[str, TensorRef] = {}
     for member in _unique(path, members.names()):
         name = _tensor_name(path, member)
