@@ -54,6 +54,8 @@ HIDDEN_PREFIX = "#"
 # that a walk visits it 2**depth times; and a compressed cell can hold millions of references.
 MAX_DEPTH = 100
 MAX_ITEMS = 10_000
+# The element types MATLAB writes: numbers, logicals as uint8, char as uint16, cell references.
+PLAIN_KINDS = frozenset("biufO")
 # A char array becomes one string in every report; MATLAB's are names and notes.
 MAX_CHARS = 1 << 20
 # Bytes per element of what whosmat calls a variable's class (v5), to size it before loading.
@@ -302,6 +304,7 @@ class _V73Values:
         if isinstance(item, self.h5py.Group):
             return self._struct(where, item)
         self._check_storage(where, item)
+        self._check_element(where, item.dtype)
         matlab_class = _attribute_text(item, "MATLAB_class")
         if item.attrs.get("MATLAB_empty"):
             return self._empty(where, item, matlab_class)
@@ -329,6 +332,16 @@ class _V73Values:
                 self.path,
                 f"variable {where!r} keeps its data in another file (HDF5 external storage "
                 "or a virtual dataset); diffai reads only the file it is given",
+            )
+
+    def _check_element(self, where: str, dtype: np.dtype) -> None:
+        """A dataset is read whole, so its element size counts as much as its shape: one
+        element of a subarray or padded compound type can be a gigabyte in a 2 KB file."""
+        if dtype.kind not in PLAIN_KINDS and not _is_complex_pair(dtype):
+            raise MalformedModel(
+                self.path,
+                f"variable {where!r} stores {dtype.itemsize:,}-byte elements of an HDF5 type "
+                "MATLAB never writes (a subarray, or a compound other than a complex number)",
             )
 
     def _struct(self, where: str, group: Any) -> dict[str, Any]:
@@ -411,6 +424,18 @@ class _V73Values:
                 f"variable {where!r} is a complex {matlab_class}, which diffai cannot compare",
             )
         return COMPLEX[real]
+
+
+def _is_complex_pair(dtype: np.dtype) -> bool:
+    """MATLAB's complex numbers: ``real`` then ``imag``, one plain number type, no padding."""
+    if dtype.names != ("real", "imag"):
+        return False
+    real, imag = (dtype.fields[name] for name in dtype.names)
+    part = real[0]
+    return (
+        part.kind in "iuf" and imag[0] == part and (real[1], imag[1]) == (0, part.itemsize)
+        and dtype.itemsize == 2 * part.itemsize
+    )  # fmt: skip
 
 
 def _attribute_text(item: Any, name: str) -> str:

@@ -263,12 +263,26 @@ def npz_inflating(path: Path) -> Path:
     return declare_size(path, "w.npy", len(header.getvalue()) + 2**31)
 
 
+def subarray_elements(handle: h5py.File) -> None:
+    """One element of 2**27 doubles (1 GiB), never written: the file is 2 KB."""
+    classed(handle.create_dataset("w", (3, 1), np.dtype(("<f8", (2**27,)))), "double")
+
+
+def padded_complex(handle: h5py.File) -> None:
+    """A (real, imag) compound padded to 1 MiB an element: 1,024 of them are 1 GiB."""
+    padded = np.dtype({"names": ["real", "imag"], "formats": ["<f8", "<f8"], "itemsize": 1 << 20})
+    classed(handle.create_dataset("w", (2048, 1), padded), "double")
+
+
+ELEMENT_PROBLEM = "elements of an HDF5 type MATLAB never writes"
 BOMB_PROBLEMS = {
     "many-references": "is a cell of 20,000 items, too many",
     "shared-children": "is a struct or cell that another one holds too",
     "inflating-hdf5": "its tensors add up to 12,800,000,000 bytes",
     "inflating-v5": "its variables declare 3,200,000,000 bytes",
     "npz-bomb": "its tensors add up to 2,147,483,648 bytes",
+    "subarray-elements": f"variable 'w' stores 1,073,741,824-byte {ELEMENT_PROBLEM}",
+    "padded-complex": f"variable 'w' stores 1,048,576-byte {ELEMENT_PROBLEM}",
 }
 
 
@@ -279,6 +293,8 @@ def write_bombs(folder: Path) -> dict[str, Path]:
         "inflating-hdf5": v73(folder / "inflating.mat", inflating_dataset),
         "inflating-v5": v5_inflating(folder / "inflating-v5.mat"),
         "npz-bomb": npz_inflating(folder / "bomb.npz"),
+        "subarray-elements": v73(folder / "subarray.mat", subarray_elements),
+        "padded-complex": v73(folder / "padded.mat", padded_complex),
     }
 
 
