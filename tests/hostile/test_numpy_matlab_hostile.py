@@ -317,7 +317,7 @@ GIB_OF_DOUBLES = 2**27
 
 def npz_deflated_gib(path: Path, fortran: bool = False) -> Path:
     """A 1 GiB member of doubles (a 1.0 every 2**17) deflated to about a megabyte."""
-    shape = (2**14, 2**13) if fortran else (GIB_OF_DOUBLES,)
+    shape = (GIB_OF_DOUBLES // 2, 2) if fortran else (GIB_OF_DOUBLES,)
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(
         header, {"descr": "<f8", "fortran_order": fortran, "shape": shape}
@@ -377,3 +377,24 @@ def test_a_member_that_inflates_short_of_its_declared_size_is_refused(
         archive.writestr("w.npy", header.getvalue() + bytes(8192))
     declare_size(path, "w.npy", len(header.getvalue()) + 2**20)
     assert_refused(refused(path), "it inflates to fewer bytes than its size declares")
+
+
+# A crash inside scipy: one line, never a dead process.
+def v5_unknown_element_type(path: Path) -> Path:
+    """A 2x3 double whose real part is tagged with data type 55, which MAT v5 does not have:
+    scipy 1.17.1's ``_mio5.read_var_array`` dies of signal 11 on it, after the size checks."""
+    values = np.arange(6, dtype="<f8").tobytes()
+    inner = b"".join([
+        struct.pack("<II", 6, 8) + struct.pack("<II", 6, 0),  # array flags: double
+        struct.pack("<II", 5, 8) + struct.pack("<ii", 2, 3),  # dimensions
+        struct.pack("<HH", 1, 1) + b"w" + bytes(3),  # name, a small element
+        struct.pack("<II", 55, len(values)) + values,  # real part, of no known type
+    ])  # fmt: skip
+    header = b"MATLAB 5.0 MAT-file, hostile".ljust(116) + bytes(8) + struct.pack("<H", 0x0100)
+    path.write_bytes(header + b"IM" + struct.pack("<II", 14, len(inner)) + inner)
+    return path
+
+
+def test_a_crash_in_the_mat_reader_is_one_line(tmp_path: Path) -> None:
+    (refusal,) = run_bounded([v5_unknown_element_type(tmp_path / "x.mat")])
+    assert_refused(refusal, "the MAT reader crashed on this file (signal 11)")
