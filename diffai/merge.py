@@ -113,4 +113,10 @@ def _diff(record: dict[str, Any] | None) -> DiffStats | None:
 
 
 def _stats(record: dict[str, Any] | None) -> TensorStats | None:
-    return None if record is None else TensorStats(**{**record, "shape": tuple(record["shape"])})
+    return (
+        None
+        if record is None
+        else TensorStats(
+            **{"stored_dtype": record["dtype"], **record, "shape": tuple(record["shape"])}
+        )
+    )

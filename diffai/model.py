@@ -1,15 +1,28 @@
 """The lazy model every reader returns: tensor references, scalars, metadata.
 
-A ``TensorRef`` knows its shape, dtype and byte size without touching the
-values; ``TensorRef.array()`` hands out a (usually memory-mapped) numpy view
-and ``TensorRef.chunks()`` walks it as flat chunks, as the comparison does, so
-nothing is loaded whole.
+The reader protocol is ``TensorRef``. It knows, without touching the values:
+
+- ``shape`` and the **value dtype** ``dtype``: what the statistics see (a
+  dequantized tensor's f32, say);
+- the **stored dtype** ``stored_dtype`` and **stored bytes** ``stored_bytes``:
+  what the tensor's encoding takes in the file (``qint8``, GGUF's ``q4_k`` ...),
+  which is what memory and compression figures are about; both default to the
+  value dtype and ``elements x itemsize``. A container's own compression (a
+  deflated npz member) is transport, not encoding, and does not count;
+
+and it yields the values in C order as flat chunks (``chunks``), so nothing is
+ever needed whole. A reader gives one of two sources: ``load``, a whole array
+that is cheap to have (a memory-mapped view; the kernel then reads f32, f16 and
+bf16 chunks straight from the page cache), or ``stream``, value pieces in C
+order of any length (a deflated member, dequantized blocks, remote ranges),
+regrouped here into chunks whose boundaries depend only on the shape, so two
+same-shaped tensors chunk alike whatever their sources.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, TypeAlias
@@ -28,19 +41,32 @@ CHUNK_ELEMENTS = 1 << 18
 #: A non-tensor value of a checkpoint (epoch, lr, loss, betas ...), JSON-like.
 Scalar: TypeAlias = "bool | int | float | str | list[Scalar] | None"
 
+#: Value pieces of a tensor in C order, flat, of any lengths adding up to its elements.
+ValueStream: TypeAlias = Callable[[], Iterable[np.ndarray]]
+
 
 @dataclass(frozen=True)
 class TensorRef:
-    """One tensor of a model, described without reading its values.
+    """One tensor of a model, described without reading its values (the reader protocol).
 
-    ``load`` returns an ndarray of ``shape`` whose dtype is ``numpy_dtype(dtype)``
-    (either byte order); it may be a strided memory-mapped view.
+    Exactly one of ``load`` and ``stream`` is given. ``load`` returns an ndarray of
+    ``shape`` whose dtype is ``numpy_dtype(dtype)`` (either byte order), possibly a
+    strided memory-mapped view; ``stream`` yields the values as pieces (see
+    ``ValueStream``). ``stored_as`` and ``stored_size`` override the stored dtype
+    and bytes when the encoding is not the values' own.
     """
 
     name: str
     shape: tuple[int, ...]
     dtype: str
-    load: Callable[[], np.ndarray] = field(repr=False, compare=False)
+    load: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    stream: ValueStream | None = field(default=None, repr=False, compare=False)
+    stored_as: str | None = None
+    stored_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.load is None) == (self.stream is None):
+            raise TypeError(f"tensor {self.name!r} needs exactly one of load and stream")
 
     # Cached: comparison, batching, progress and the report ask for them 12 times a tensor.
     @cached_property
@@ -49,15 +75,35 @@ class TensorRef:
 
     @cached_property
     def nbytes(self) -> int:
+        """Bytes of the values (what the statistics stream), ``elements x itemsize``."""
         return self.elements * numpy_dtype(self.dtype).itemsize
 
+    @property
+    def stored_dtype(self) -> str:
+        return self.stored_as or self.dtype
+
+    @property
+    def stored_bytes(self) -> int:
+        return self.nbytes if self.stored_size is None else self.stored_size
+
     def array(self) -> np.ndarray:
-        """The values as an ndarray of ``shape``, usually a memory-mapped view (not a copy)."""
-        return self.load()
+        """The values as an ndarray of ``shape``: the mapped view when there is one, else
+        assembled from the stream (a copy; fine for small tensors and library users)."""
+        if self.load is not None:
+            return self.load()
+        values = np.empty(self.elements, numpy_dtype(self.dtype))
+        position = 0
+        for chunk in self.chunks():
+            values[position : position + chunk.size] = chunk
+            position += chunk.size
+        return values.reshape(self.shape)
 
     def chunks(self, elements: int = CHUNK_ELEMENTS) -> Iterator[np.ndarray]:
         """The values in C order as flat chunks of at most ``elements`` (one row at least)."""
-        return iter_chunks(self.array(), elements)
+        if self.load is not None:
+            return iter_chunks(self.load(), elements)
+        assert self.stream is not None  # __post_init__ holds one of them
+        return regroup(self, self.stream(), chunk_sizes(self.shape, elements))
 
 
 @dataclass
@@ -81,8 +127,8 @@ class Model:
 def iter_chunks(array: np.ndarray, budget: int = CHUNK_ELEMENTS) -> Iterator[np.ndarray]:
     """The elements in C order as 1-D chunks of at most ``budget`` elements (one row at least).
 
-    Chunk boundaries depend only on the shape, so two same-shaped tensors
-    chunk alike whatever their strides; a strided view is copied one chunk at a time.
+    Chunk boundaries are ``chunk_sizes(array.shape)``, whatever the strides; a strided
+    view is copied one chunk at a time.
     """
     if array.ndim == 0:
         yield array.reshape(1)
@@ -95,3 +141,45 @@ def iter_chunks(array: np.ndarray, budget: int = CHUNK_ELEMENTS) -> Iterator[np.
     rows = max(1, budget // max(row, 1))
     for start in range(0, array.shape[0], rows):
         yield np.ascontiguousarray(array[start : start + rows]).reshape(-1)
+
+
+def chunk_sizes(shape: tuple[int, ...], budget: int = CHUNK_ELEMENTS) -> Iterator[int]:
+    """The element counts of ``iter_chunks`` over an array of ``shape``, from the shape alone."""
+    if not shape:
+        yield 1
+        return
+    row = math.prod(shape[1:])
+    if row > budget:
+        for _ in range(shape[0]):
+            yield from chunk_sizes(shape[1:], budget)
+        return
+    rows = max(1, budget // max(row, 1))
+    for start in range(0, shape[0], rows):
+        yield min(rows, shape[0] - start) * row
+
+
+class ShortStream(ValueError):
+    """A value stream ended before (or ran past) its tensor's elements: a reader's bug, since
+    each reader checks its data's length before it yields a value."""
+
+
+def regroup(
+    ref: TensorRef, pieces: Iterable[np.ndarray], sizes: Iterable[int]
+) -> Iterator[np.ndarray]:
+    """Pieces of any lengths as chunks of exactly ``sizes``, copying only across piece edges."""
+    source = (np.ascontiguousarray(piece).reshape(-1) for piece in pieces if piece.size)
+    pending = np.empty(0, numpy_dtype(ref.dtype))
+    for size in sizes:
+        parts = [pending[:size]]
+        pending = pending[size:]
+        missing = size - parts[0].size
+        while missing:
+            piece = next(source, None)
+            if piece is None:
+                raise ShortStream(f"tensor {ref.name!r}: the value stream ended early")
+            parts.append(piece[:missing])
+            pending = piece[missing:]
+            missing -= parts[-1].size
+        yield parts[0] if len(parts) == 1 else np.concatenate(parts)
+    if pending.size or next(source, None) is not None:
+        raise ShortStream(f"tensor {ref.name!r}: the value stream runs past its elements")

@@ -71,8 +71,11 @@ def _workspace() -> _Workspace:
 
 @dataclass(frozen=True)
 class TensorStats:
+    """``dtype`` is the values' type, ``stored_dtype`` and ``bytes`` the encoding's in the file."""
+
     shape: tuple[int, ...]
     dtype: str
+    stored_dtype: str
     elements: int
     bytes: int
     mean: float | None
@@ -169,8 +172,9 @@ class _SideAccumulator:
         return TensorStats(
             shape=ref.shape,
             dtype=ref.dtype,
+            stored_dtype=ref.stored_dtype,
             elements=ref.elements,
-            bytes=ref.nbytes,
+            bytes=ref.stored_bytes,
             mean=self.mean if has_values else None,
             std=math.sqrt(max(self.m2, 0.0) / self.count) if has_values else None,
             min=self.min if has_values else None,

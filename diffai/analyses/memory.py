@@ -1,6 +1,7 @@
 """memory_analysis: what does each model cost to hold, and where do the bytes go?
 
-Bytes are the tensors' own (elements times itemsize), counted per dtype; MB means
+Bytes are the tensors' stored bytes (their encoding in the file: elements times
+itemsize, or a quantized type's blocks), counted per stored dtype; MB means
 MiB (2²⁰ bytes). ``efficiency`` = baseline bytes / candidate bytes (above 1:
 the candidate is smaller). The recommendation is a rule over those numbers,
 documented in docs/analyses.md.
@@ -36,7 +37,7 @@ def analyze(comparison: Comparison) -> dict[str, Any]:
 def bytes_by_dtype(model: Model) -> dict[str, int]:
     totals: Counter[str] = Counter()
     for ref in model.tensors.values():
-        totals[ref.dtype] += ref.nbytes
+        totals[ref.stored_dtype] += ref.stored_bytes
     return dict(totals.most_common())
 
 

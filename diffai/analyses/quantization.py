@@ -61,6 +61,6 @@ def _conversions(retyped: list[TensorComparison]) -> dict[str, int]:
 
 
 def _speedup(comparison: Comparison) -> float | None:
-    before = sum(ref.nbytes for ref in comparison.baseline.tensors.values())
-    after = sum(ref.nbytes for ref in comparison.candidate.tensors.values())
+    before = sum(ref.stored_bytes for ref in comparison.baseline.tensors.values())
+    after = sum(ref.stored_bytes for ref in comparison.candidate.tensors.values())
     return ratio(before, after)

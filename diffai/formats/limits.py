@@ -115,7 +115,8 @@ def _check_scalar(path: Path, name: str, value: Scalar) -> None:
 
 
 def _check_budget(path: Path, model: Model) -> None:
-    declared = sum(ref.nbytes for ref in model.tensors.values())
+    # Values are what is streamed, the stored encoding what a reader may hold: both are bounded.
+    declared = sum(max(ref.nbytes, ref.stored_bytes) for ref in model.tensors.values())
     budget = byte_budget(model.size_bytes)
     if declared > budget:
         raise MalformedModel(

@@ -5,8 +5,9 @@ so an object array is refused with a message that says why (numpy's own error
 only mentions ``allow_pickle``) and pickle never runs. One code path serves
 both formats: a ``.npy`` file and an npz member are each "an npy header, then
 raw bytes". Stored npz members (``np.savez``) are mapped straight from the
-archive; compressed ones (``np.savez_compressed``) can only be inflated, which
-``TensorRef.load`` does per tensor, so opening stays cheap either way.
+archive; compressed ones (``np.savez_compressed``) are inflated as the statistics
+read them, a bounded piece at a time (``zipstream``), so neither opening nor
+comparing ever holds a member whole.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import io
 import math
 import struct
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from tokenize import TokenError
 from typing import IO
@@ -27,9 +28,11 @@ import numpy as np
 from diffai.dtypes import NUMPY_DTYPES, canonical_name
 from diffai.errors import MalformedModel, UnreadableModel
 from diffai.formats.flatten import ROOT_NAME
+from diffai.formats.limits import check_tensor_count
 from diffai.formats.mapped import map_bytes
 from diffai.formats.zipmembers import MEMBER_ERRORS, OPEN_ERRORS, ZipMembers
-from diffai.model import Model, TensorRef
+from diffai.formats.zipstream import member_pieces, spilled
+from diffai.model import CHUNK_ELEMENTS, Model, TensorRef
 from diffai.text import one_line
 
 FORMAT = "numpy"
@@ -98,6 +101,7 @@ def _read_npy(path: Path) -> dict[str, TensorRef]:
 
 def _read_npz(path: Path) -> dict[str, TensorRef]:
     members = ZipMembers(path)
+    check_tensor_count(path, "the archive holds", len(members.names()))
     tensors: dict[str, TensorRef] = {}
     for member in _unique(path, members.names()):
         name = _tensor_name(path, member)
@@ -105,8 +109,33 @@ def _read_npz(path: Path) -> dict[str, TensorRef]:
         header = _member_header(path, members, member, label)
         available = members.archive.getinfo(member).file_size - header.offset
         dtype = _checked_dtype(path, label, header, available)
-        tensors[name] = _tensor_ref(name, header, dtype, partial(members.member_array, member))
+        tensors[name] = _member_ref(name, header, dtype, members, member)
     return tensors
+
+
+def _member_ref(
+    name: str, header: _Header, dtype: str, members: ZipMembers, member: str
+) -> TensorRef:
+    """Stored members are mapped; deflated ones streamed, or spilled to a mapped temporary
+    file when in Fortran order, which no stream in C order can follow."""
+    if members.archive.getinfo(member).compress_type == zipfile.ZIP_STORED:
+        return _tensor_ref(name, header, dtype, partial(members.member_array, member))
+    if header.fortran and len(header.shape) > 1:
+        length = header.offset + header.data_bytes
+        return _tensor_ref(name, header, dtype, cache(partial(spilled, members, member, length)))
+    return _streamed_ref(name, header, dtype, members, member)
+
+
+def _streamed_ref(
+    name: str, header: _Header, dtype: str, members: ZipMembers, member: str
+) -> TensorRef:
+    piece = header.dtype.itemsize * CHUNK_ELEMENTS
+
+    def stream() -> Iterator[np.ndarray]:
+        blocks = member_pieces(members, member, header.offset, header.data_bytes, piece)
+        return (np.frombuffer(block, header.dtype) for block in blocks)
+
+    return TensorRef(name=name, shape=header.shape, dtype=dtype, stream=stream)
 
 
 def _unique(path: Path, members: list[str]) -> list[str]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel, UnreadableModel
+from diffai.formats.limits import check_tensor_count
 from diffai.formats.mapped import map_bytes
 from diffai.formats.strictjson import DuplicateKey, InvalidJson, loads_strict
 from diffai.model import Model, TensorRef
@@ -77,6 +78,8 @@ def _read_header(path: Path, file_size: int) -> tuple[int, dict[str, Any]]:
                 path, f"safetensors header claims {header_len} bytes but the file has {file_size}"
             )
         raw = handle.read(header_len)
+    # Every entry names its data_offsets: counted in the bytes, before JSON builds a dict each.
+    check_tensor_count(path, "safetensors header lists", raw.count(b'"data_offsets"'))
     return header_len, _parse_header_json(path, raw)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from diffai.errors import MalformedModel, UnreadableModel
+from diffai.formats.limits import check_tensor_count
 from diffai.formats.strictjson import DuplicateKey, InvalidJson, loads_strict
 from diffai.model import Model, Scalar, TensorRef
 from diffai.text import one_line
@@ -134,6 +135,7 @@ def _weight_map(index: Path, document: Any) -> dict[str, str]:
     weight_map = document.get("weight_map") if isinstance(document, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise MalformedModel(index, "index has no weight_map object mapping tensor names to shards")
+    check_tensor_count(index, "weight_map lists", len(weight_map))
     for tensor, shard in weight_map.items():
         if not isinstance(shard, str):
             raise MalformedModel(
@@ -160,7 +162,8 @@ def _indexed_shard(index: Path, shard_name: str, shard_path: Path, wanted: list[
             f"weight_map puts tensor {missing[0]!r}{more} in shard {shard_name!r}, "
             "which does not hold it",
         )
-    unlisted = [tensor for tensor in model.tensors if tensor not in set(wanted)]
+    listed = set(wanted)  # once: a set per tensor made a 40,000-tensor index take a minute
+    unlisted = [tensor for tensor in model.tensors if tensor not in listed]
     if unlisted:
         # Loaders read whole shards, so an unlisted tensor would load yet never be compared.
         raise UnreadableModel(

@@ -14,6 +14,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import tempfile
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -125,7 +126,32 @@ deployment_readiness:
     }
 
 
-SEEDS = {"safetensors": safetensors_seeds, "pytorch": pytorch_seeds, "policy": policy_seeds}
+def matlab_seeds() -> dict[str, bytes]:
+    """v5 plain, compressed, with structs, cells, chars and logicals; v7.3 in MATLAB's layout."""
+    import scipy.io
+
+    from tests.test_format_matlab import VARIABLES, write_v73
+
+    nested = {"s": {"a": np.arange(4.0), "c": np.array([np.ones(2), "txt"], dtype=object)},
+              "name": "hello", "mask": np.array([True, False])}  # fmt: skip
+    seeds = {}
+    for name, variables, compress in [
+        ("v5-plain", {"w": np.arange(6.0).reshape(2, 3), "b": np.ones(3, np.float32)}, False),
+        ("v5-nested", nested, False),
+        ("v5-compressed", nested, True),
+    ]:
+        buffer = io.BytesIO()
+        scipy.io.savemat(buffer, variables, do_compression=compress)
+        seeds[name] = buffer.getvalue()
+    with tempfile.TemporaryDirectory() as folder:
+        seeds["v73"] = write_v73(Path(folder) / "v73.mat", VARIABLES).read_bytes()
+    return seeds
+
+
+SEEDS = {
+    "safetensors": safetensors_seeds, "pytorch": pytorch_seeds, "policy": policy_seeds,
+    "matlab": matlab_seeds,
+}  # fmt: skip
 
 
 def main() -> None:

@@ -26,7 +26,8 @@ from pathlib import Path
 from diffai.comparison import compare_models
 from diffai.dtypes import numpy_dtype
 from diffai.errors import DiffaiError, PolicyError
-from diffai.formats import open_model
+from diffai.formats import matlab, open_model
+from diffai.formats.limits import check_model
 from diffai.model import Model
 from diffai.policy.load import load_metrics, load_policy
 from diffai.renderers.markdown import render_markdown
@@ -72,14 +73,26 @@ def no_code_runs() -> Iterator[None]:
             raise CodeRan(f"audit events {events}, sentinel created: {SENTINEL.exists()}")
 
 
-def check_model_file(path: Path, format: str | None) -> Model | None:
-    """The reader contract for one file: a usable model, or one DiffaiError line."""
+def check_model_file(
+    path: Path, format: str | None, read: Callable[[Path], Model] | None = None
+) -> Model | None:
+    """The reader contract for one file: a usable model, or one DiffaiError line.
+
+    ``read`` replaces ``open_model`` (whose checks still apply) for a reader fuzzed in
+    this process rather than in the isolated child it runs in for users.
+    """
     try:
-        model = open_model(path, format)
+        model = open_model(path, format) if read is None else _read_checked(read, path)
         _exercise(model)
     except DiffaiError as exc:
         _one_line(exc)
         return None
+    return model
+
+
+def _read_checked(read: Callable[[Path], Model], path: Path) -> Model:
+    model = read(path)
+    check_model(path, model)
     return model
 
 
@@ -112,6 +125,20 @@ def pytorch_input(data: bytes, workdir: Path) -> None:
     path.write_bytes(torch_zip(data[1:]) if data[:1] and data[0] & 1 else data[1:])
     with no_code_runs():
         check_model_file(path, "pytorch")
+
+
+def matlab_input(data: bytes, workdir: Path) -> None:
+    """A whole .mat file, v5 or v7.3 by its content, parsed in this process: users get it
+    parsed in a bounded child (``diffai.formats.isolated``), whose crashes are one line, but
+    the Python around scipy and h5py must turn every refusal into one, and is fuzzed here."""
+    path = workdir / "fuzz.mat"
+    path.write_bytes(data)
+    # Imported before watching: their first import runs ldconfig, which no input caused.
+    import h5py  # noqa: F401 -- imported for its side effect
+    import scipy.io  # noqa: F401 -- likewise
+
+    with no_code_runs():
+        check_model_file(path, "matlab", matlab.read_in_process)
 
 
 def torch_zip(pickle_bytes: bytes, storages: dict[str, bytes] = STORAGES) -> bytes:
@@ -147,4 +174,5 @@ TARGETS: dict[str, Callable[[bytes, Path], None]] = {
     "safetensors": safetensors_input,
     "pytorch": pytorch_input,
     "policy": policy_input,
+    "matlab": matlab_input,
 }

@@ -140,3 +140,38 @@ def test_fifos_and_devices_are_never_opened(tmp_path: Path) -> None:
     for refusal in run_bounded(list(cases)):
         named, problem = cases[refusal.hostile]
         assert_refused(refusal, problem, named=named)
+
+
+def empty_shards(folder: Path, count: int, shards: int = 2) -> Path:
+    """An index of ``count`` zero-size tensors spread over ``shards`` safetensors files."""
+    folder.mkdir()
+    weight_map = {}
+    for shard in range(shards):
+        names = [f"s{shard}.t{index}" for index in range(count // shards)]
+        header = {name: {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]} for name in names}
+        encoded = json.dumps(header).encode()
+        file = f"model-{shard}.safetensors"
+        (folder / file).write_bytes(len(encoded).to_bytes(8, "little") + encoded)
+        weight_map.update(dict.fromkeys(names, file))
+    (folder / INDEX).write_text(json.dumps({"weight_map": weight_map}))
+    return folder
+
+
+def test_an_index_of_60000_tensors_is_read_in_linear_time(tmp_path: Path) -> None:
+    """A set rebuilt per tensor made 40,000 take up to 79 s, and 60,000 never finish."""
+    (result,) = run_bounded([empty_shards(tmp_path / "moe", 60_000)])
+    assert (result.code, result.err, result.report_written) == (1, "", True), result
+
+
+def test_an_index_over_the_tensor_limit_is_refused_before_any_shard_is_read(
+    refused: Callable[..., Refusal], tmp_path: Path
+) -> None:
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    weight_map = {f"t{index}": "missing.safetensors" for index in range(200_001)}
+    (folder / INDEX).write_text(json.dumps({"weight_map": weight_map}))
+    assert_refused(
+        refused(folder),
+        "weight_map lists 200,001 tensors, over the limit of 200,000",
+        folder / INDEX,
+    )

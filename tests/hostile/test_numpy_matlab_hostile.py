@@ -9,6 +9,7 @@ memory, and HDF5 files that loop, nest, fan out or reach outside themselves.
 from __future__ import annotations
 
 import io
+import json
 import os
 import struct
 import zipfile
@@ -20,7 +21,14 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.hostile.conftest import Call, Refusal, assert_refused, declare_size, run_bounded
+from tests.hostile.conftest import (
+    TIME_LIMIT,
+    Call,
+    Refusal,
+    assert_refused,
+    declare_size,
+    run_bounded,
+)
 from tests.test_format_matlab import V73_HEADER, write_v73
 
 # --- numpy ---------------------------------------------------------------------------------
@@ -255,12 +263,26 @@ def npz_inflating(path: Path) -> Path:
     return declare_size(path, "w.npy", len(header.getvalue()) + 2**31)
 
 
+def subarray_elements(handle: h5py.File) -> None:
+    """One element of 2**27 doubles (1 GiB), never written: the file is 2 KB."""
+    classed(handle.create_dataset("w", (3, 1), np.dtype(("<f8", (2**27,)))), "double")
+
+
+def padded_complex(handle: h5py.File) -> None:
+    """A (real, imag) compound padded to 1 MiB an element: 1,024 of them are 1 GiB."""
+    padded = np.dtype({"names": ["real", "imag"], "formats": ["<f8", "<f8"], "itemsize": 1 << 20})
+    classed(handle.create_dataset("w", (2048, 1), padded), "double")
+
+
+ELEMENT_PROBLEM = "elements of an HDF5 type MATLAB never writes"
 BOMB_PROBLEMS = {
     "many-references": "is a cell of 20,000 items, too many",
     "shared-children": "is a struct or cell that another one holds too",
     "inflating-hdf5": "its tensors add up to 12,800,000,000 bytes",
     "inflating-v5": "its variables declare 3,200,000,000 bytes",
     "npz-bomb": "its tensors add up to 2,147,483,648 bytes",
+    "subarray-elements": f"variable 'w' stores 1,073,741,824-byte {ELEMENT_PROBLEM}",
+    "padded-complex": f"variable 'w' stores 1,048,576-byte {ELEMENT_PROBLEM}",
 }
 
 
@@ -271,6 +293,8 @@ def write_bombs(folder: Path) -> dict[str, Path]:
         "inflating-hdf5": v73(folder / "inflating.mat", inflating_dataset),
         "inflating-v5": v5_inflating(folder / "inflating-v5.mat"),
         "npz-bomb": npz_inflating(folder / "bomb.npz"),
+        "subarray-elements": v73(folder / "subarray.mat", subarray_elements),
+        "padded-complex": v73(folder / "padded.mat", padded_complex),
     }
 
 
@@ -285,3 +309,92 @@ def test_a_bomb_is_refused_in_bounded_memory_and_time(
     bomb_results: dict[str, Refusal], name: str
 ) -> None:
     assert_refused(bomb_results[name], BOMB_PROBLEMS[name])
+
+
+# Large but legitimate: accepted, and measured within the same bounds.
+GIB_OF_DOUBLES = 2**27
+
+
+def npz_deflated_gib(path: Path, fortran: bool = False) -> Path:
+    """A 1 GiB member of doubles (a 1.0 every 2**17) deflated to about a megabyte."""
+    shape = (GIB_OF_DOUBLES // 2, 2) if fortran else (GIB_OF_DOUBLES,)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": fortran, "shape": shape}
+    )
+    block = np.zeros(1 << 17, "<f8")
+    block[-1] = 1.0
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive,
+        archive.open("w.npy", "w", force_zip64=True) as member,
+    ):
+        member.write(header.getvalue())
+        for _ in range(GIB_OF_DOUBLES >> 17):
+            member.write(block.tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def large_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Refusal, Path]]:
+    folder = tmp_path_factory.mktemp("large")
+    files = {
+        "c-order": npz_deflated_gib(folder / "deflated.npz"),
+        "fortran-order": npz_deflated_gib(folder / "deflated-fortran.npz", fortran=True),
+    }
+    results = run_bounded(list(files.values()))
+    return {
+        name: (result, folder / f"{file.name}.report.json")
+        for (name, file), result in zip(files.items(), results, strict=True)
+    }
+
+
+@pytest.mark.parametrize("layout", ["c-order", "fortran-order"])
+def test_a_deflated_gib_member_is_measured_in_bounded_memory(
+    large_results: dict[str, tuple[Refusal, Path]], layout: str, validate_report
+) -> None:
+    """1 MB of file, 1 GiB of values: inflating it whole took 2.03 GiB."""
+    result, report_path = large_results[layout]
+    assert (result.code, result.err) == (1, ""), result
+    assert result.seconds < TIME_LIMIT, result
+    report = json.loads(report_path.read_text())
+    validate_report(report)
+    (record,) = [t for t in report["tensors"] if t["name"] == "w"]
+    stats = record["candidate"]
+    assert (stats["elements"], stats["bytes"], stats["min"]) == (GIB_OF_DOUBLES, 2**30, 0.0)
+    assert (stats["max"], stats["zeros"]) == (1.0, GIB_OF_DOUBLES - (GIB_OF_DOUBLES >> 17))
+
+
+def test_a_member_that_inflates_short_of_its_declared_size_is_refused(
+    refused: Callable[..., Refusal], tmp_path: Path
+) -> None:
+    """Its header promises 2**17 doubles and the directory their size; the data is 8 KiB."""
+    path = tmp_path / "short.npz"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (2**17,)}
+    )
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("w.npy", header.getvalue() + bytes(8192))
+    declare_size(path, "w.npy", len(header.getvalue()) + 2**20)
+    assert_refused(refused(path), "it inflates to fewer bytes than its size declares")
+
+
+# A crash inside scipy: one line, never a dead process.
+def v5_unknown_element_type(path: Path) -> Path:
+    """A 2x3 double whose real part is tagged with data type 55, which MAT v5 does not have:
+    scipy 1.17.1's ``_mio5.read_var_array`` dies of signal 11 on it, after the size checks."""
+    values = np.arange(6, dtype="<f8").tobytes()
+    inner = b"".join([
+        struct.pack("<II", 6, 8) + struct.pack("<II", 6, 0),  # array flags: double
+        struct.pack("<II", 5, 8) + struct.pack("<ii", 2, 3),  # dimensions
+        struct.pack("<HH", 1, 1) + b"w" + bytes(3),  # name, a small element
+        struct.pack("<II", 55, len(values)) + values,  # real part, of no known type
+    ])  # fmt: skip
+    header = b"MATLAB 5.0 MAT-file, hostile".ljust(116) + bytes(8) + struct.pack("<H", 0x0100)
+    path.write_bytes(header + b"IM" + struct.pack("<II", 14, len(inner)) + inner)
+    return path
+
+
+def test_a_crash_in_the_mat_reader_is_one_line(tmp_path: Path) -> None:
+    (refusal,) = run_bounded([v5_unknown_element_type(tmp_path / "x.mat")])
+    assert_refused(refusal, "the MAT reader crashed on this file (signal 11)")

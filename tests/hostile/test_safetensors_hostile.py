@@ -116,3 +116,19 @@ def bombs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Refusal]:
 @pytest.mark.parametrize("name", list(BOMBS))
 def test_a_bomb_is_refused_in_bounded_memory_and_time(bombs: dict[str, Refusal], name: str) -> None:
     assert_refused(bombs[name], BOMBS[name][1])
+
+
+def empty_tensors(count: int) -> bytes:
+    """A header of ``count`` zero-size tensors and no data: a few dozen bytes a tensor."""
+    entries = b",".join(
+        b'"t%d":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}' % index for index in range(count)
+    )
+    return length_then(len(entries) + 2, b"{" + entries + b"}")
+
+
+def test_a_million_empty_tensors_are_refused_before_they_are_parsed(tmp_path: Path) -> None:
+    """67 MB of header: it took 55 s and 2.5 GiB, a per-tensor step at a time."""
+    path = tmp_path / "million.safetensors"
+    path.write_bytes(empty_tensors(1_000_000))
+    (refusal,) = run_bounded([path])
+    assert_refused(refusal, "safetensors header lists 1,000,000 tensors, over the limit of 200,000")
