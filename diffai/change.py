@@ -18,13 +18,15 @@ where the basis is the first that is not negligible, i.e. whose rms is at least
 - ``model``: the baseline tensors of the same role in the whole model;
 - ``none``: everything is zero: nothing to measure against (relative_change null).
 
-A weight matrix or kernel is **scrambled** (replaced, permuted, re-initialised)
-when it has at least two dimensions and ``SCRAMBLE_MIN_ELEMENTS`` elements, its
-own baseline is its basis, and cosine < ``SCRAMBLED_COSINE`` or relative_change >
-``SCRAMBLED_CHANGE``. Fine-tunes keep cosine near 1 (0.99+ for small ones) and
-change by a few percent; a permuted or re-initialised matrix has cosine ≈ 0 and
-relative change ≈ √2. Small tensors, biases and norms legitimately swing, so
-they are not judged by it.
+A weight matrix or kernel is **scrambled** (replaced, permuted, re-initialised,
+zeroed) when it has at least two dimensions and ``SCRAMBLE_MIN_ELEMENTS``
+elements, its own baseline is its basis, and it lost its direction: cosine <
+``SCRAMBLED_COSINE``, or no cosine because the candidate is all zero. Fine-tunes
+keep cosine near 1 (0.99+ for small ones); a permuted or re-initialised matrix
+has cosine ≈ 0 (and relative change ≈ √2). A norm that grows along the same
+direction (a LoRA ``B`` matrix early in training) is not a replacement, and
+anomaly_detection judges explosion. Small tensors, biases and norms
+legitimately swing, so they are not judged by it.
 
 So a zero bias that moves by 3e-6 while its module's weights have rms 0.04 changed
 by 7.5e-5, and one trained to the size of its weights changed by about 100%.
@@ -50,7 +52,6 @@ NEGLIGIBLE = 0.01
 
 
 SCRAMBLED_COSINE = 0.5
-SCRAMBLED_CHANGE = 1.0
 SCRAMBLE_MIN_ELEMENTS = 256
 
 
@@ -60,8 +61,9 @@ def is_scrambled(
     """Whether a weight's values were replaced rather than trained (rule in the docstring above)."""
     if len(shape) < 2 or math.prod(shape) < SCRAMBLE_MIN_ELEMENTS or basis != "self":
         return False
-    lost_direction = cosine is not None and cosine < SCRAMBLED_COSINE
-    return lost_direction or (relative_change is not None and relative_change > SCRAMBLED_CHANGE)
+    if cosine is None:  # the baseline has a norm, so the candidate has none: all zero now
+        return bool(relative_change)
+    return cosine < SCRAMBLED_COSINE
 
 
 @dataclass(frozen=True)
@@ -131,10 +133,13 @@ def _relative(pair: _Pair, module_rms: float, model_rms: float) -> RelativeChang
     if pair.change_l2 == 0:
         return RelativeChange(0.0, basis)
     if basis == "self" and pair.relative_l2 is not None:
-        return RelativeChange(pair.relative_l2, basis)  # the same number, not a re-rounding
-    if not basis_rms:
+        value = pair.relative_l2  # the same number, not a re-rounding
+    elif basis_rms:
+        value = pair.change_l2 / math.sqrt(pair.elements) / basis_rms
+    else:
         return RelativeChange(None, basis)
-    return RelativeChange(pair.change_l2 / math.sqrt(pair.elements) / basis_rms, basis)
+    # Values near the float64 limit overflow the ratio: unmeasurable, as relative_l2 is then.
+    return RelativeChange(value if math.isfinite(value) else None, basis)
 
 
 def _basis(own_rms: float, module_rms: float, model_rms: float) -> tuple[Basis, float]:

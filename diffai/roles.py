@@ -8,15 +8,17 @@ training went; judging the rest as weights gives false alarms (a counter going
 
 Roles, first rule that matches the dotted name (docs/statistics.md lists them):
 
-- ``optimizer_state``: under a segment starting ``optim`` (``optimizer_state_dict``,
-  ``optimizer_states.0``) or a leaf Adam/SGD write (``exp_avg``, ``momentum_buffer`` …);
-- ``rng_state``: a segment naming a random generator's state (``rng_state``,
+- ``optimizer_state``: under a first segment starting ``optim``
+  (``optimizer_state_dict``, ``optimizer_states.0``), an ``optimizer….state.``
+  anywhere, a bare optimizer state dict's ``state.<n>.<exp_avg|…|step>``, or a
+  leaf Adam/SGD writes (``exp_avg``, ``momentum_buffer`` …);
+- ``rng_state``: a first segment naming a random generator's state (``rng_state``,
   ``torch_rng_state``, ``cuda_rng_state`` …);
-- ``training_state``: under a segment for the training loop's own state
+- ``training_state``: under a first segment for the training loop's own state
   (``callbacks``, ``loops``, ``lr_schedulers``, ``scheduler_state_dict`` …);
 - ``counter``: a leaf that counts steps (``num_batches_tracked``, ``global_step`` …);
 - ``buffer``: a leaf a module keeps but does not learn (``running_mean``,
-  ``running_var``, ``position_ids``, ``inv_freq`` …);
+  ``running_var``, ``position_ids``, ``inv_freq``, GPT-2's ``attn.bias`` mask …);
 - ``weight``: everything else (parameters: weights, biases, embeddings, norms).
 """
 
@@ -34,19 +36,29 @@ ROLES: tuple[Role, ...] = (
 #: What ``load_state_dict`` takes: the tensors whose names and shapes a loader depends on.
 MODEL_ROLES: frozenset[Role] = frozenset({"weight", "buffer", "counter"})
 
+#: Checkpoint-level state lives under top-level keys (``optimizer_state_dict``, Lightning's
+#: ``callbacks``); matching those segments deeper would take a model's own ``scaler`` or
+#: ``state`` module for training state and exempt it from the structural checks.
+_OPTIMIZER_LEAF = r"(exp_avg|exp_avg_sq|max_exp_avg_sq|momentum_buffer|step)"
 _OPTIMIZER = re.compile(
-    r"(^|\.)optim[^.]*\."  # optimizer_state_dict., optimizer_states.0., optim.
-    r"|^state\.\d+\.[^.]+$"  # a bare optimizer state dict: state.<param index>.<leaf>
+    r"^optim[^.]*\."  # optimizer_state_dict., optimizer_states.0., optim.
+    r"|(^|\.)optimizer[^.]*\.state\."  # a trainer's optimizer.state.<n>...
+    rf"|^state\.\d+\.{_OPTIMIZER_LEAF}$"  # a bare optimizer state dict: state.<n>.<leaf>
     r"|(^|\.)(exp_avg|exp_avg_sq|max_exp_avg_sq|momentum_buffer)$"
 )
-_RNG = re.compile(r"(^|[._])(rng|rng_states?|random_state|generator_state)(\.|_|$)")
+_RNG = re.compile(r"^[^.]*(rng|random_state|generator_state)[^.]*(\.|$)")
 _TRAINING = re.compile(
-    r"(^|\.)(callbacks?|loops|lr_schedulers?|(lr_)?schedulers?(_state(_dict)?)?|"
-    r"early_stopping|trainer_state|(grad_|amp_)?scaler)\."
+    r"^(callbacks?|loops|lr_schedulers?|(lr_)?schedulers?(_state(_dict)?)?|"
+    r"early_stopping|trainer_state|(grad_|amp_)scaler(_state(_dict)?)?|scaler_state(_dict)?)\."
 )
-_COUNTER = re.compile(r"(^|\.)(num_batches_tracked|global_step|step|steps|iteration|n_averaged)$")
+_COUNTER = re.compile(
+    r"(^|\.)(num_batches_tracked|global_step|step|steps|iteration|n_averaged|num_updates)$"
+)
 _BUFFER = re.compile(
-    r"(^|\.)(running_mean|running_var|position_ids|token_type_ids|inv_freq|masked_bias)$"
+    r"(^|\.)(running_mean|running_var|position_ids|token_type_ids|inv_freq|masked_bias"
+    r"|cos_cached|sin_cached|relative_position_index|attn_mask|_float_tensor|alphas_cumprod"
+    r"|alphas_cumprod_prev|betas)$"
+    r"|(^|\.)attn\.bias$"  # GPT-2's causal mask, saved beside its attention weights
 )
 
 #: First match wins: ``optimizer_state_dict.state.0.step`` is optimizer state, not a counter.

@@ -191,3 +191,14 @@ def test_layer_impact_is_in_the_records_when_asked(run_cli, drifted, output) -> 
     assert layers[0]["relative_l2"] == pytest.approx(0.5 * np.linalg.norm(W) / np.hypot(
         np.linalg.norm(W), np.linalg.norm(B)), rel=1e-6)  # fmt: skip
     assert layer_records() == []
+
+
+def test_a_verdict_line_lists_a_tensor_whose_name_only_prefixes_a_named_one() -> None:
+    from diffai.renderers.outcome import verdict_lines
+
+    check = {"rule": "regression_test.max_relative_change", "severity": "error",
+             "status": "fail", "message": "2 tensors changed (worst: fc.weight_orig, 50%)",
+             "tensors": ["fc.weight_orig", "fc.weight"]}  # fmt: skip
+    document = {"verdict": "fail", "regression_test": {"checks": [check]},
+                "deployment_readiness": {"checks": []}}  # fmt: skip
+    assert verdict_lines(document)[1].endswith("; tensors: fc.weight_orig, fc.weight")

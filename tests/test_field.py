@@ -194,3 +194,50 @@ def test_a_lightning_checkpoint_is_a_cnn_whose_callbacks_are_not_weights(
     assert factors["architecture_comparison.migration"] == 0.0
     assert document["analyses"]["convergence_analysis"]["status"] != "diverging"
     assert document["verdict"] == "pass"
+
+
+# --- what review found on hand-made pairs ------------------------------------------------
+
+
+def _matrix(seed: int, shape: tuple[int, ...] = (64, 64)) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def test_a_weight_matrix_set_to_zero_fails_the_default_policy(compare) -> None:
+    base = {"a.weight": _matrix(1), "b.weight": _matrix(2)}
+    document = compare(base, {**base, "a.weight": np.zeros((64, 64), np.float32)})
+    assert failed(document) == {"regression_test.fail_on_scrambled": ["a.weight"]}
+
+
+def test_a_lora_matrix_growing_along_its_direction_is_not_scrambled(compare) -> None:
+    """lora_B a few steps from zero grows many times over and keeps its direction."""
+    base = {"q.lora_A.weight": _matrix(3, (8, 1024)), "q.lora_B.weight": _matrix(4, (1024, 8))}
+    grown = base["q.lora_B.weight"] * 5 + _matrix(5, (1024, 8)) * 0.5
+    document = compare(base, {**base, "q.lora_B.weight": grown})
+    assert tensor(document, "q.lora_B.weight")["diff"]["relative_change"] > 4
+    assert failed(document) == {}
+    assert document["analyses"]["convergence_analysis"]["scrambled"] == []
+
+
+def test_a_model_module_named_state_is_weights_and_judged(compare) -> None:
+    base = {"state.0.weight": _matrix(6), "state.0.bias": _matrix(7, (64,)), "head.w": _matrix(8)}
+    document = compare(base, {"head.w": base["head.w"]})
+    assert {t["name"]: t["role"] for t in document["tensors"]}["state.0.weight"] == "weight"
+    assert failed(document) == {"regression_test.allow_removed": ["state.0.bias", "state.0.weight"]}
+
+
+def test_values_near_the_float64_limit_give_a_strict_json_report(compare) -> None:
+    base = {"w.weight": np.full((16, 16), 1e-160), "w.bias": np.full(16, 1e-160)}
+    cand = {"w.weight": np.full((16, 16), 1e150), "w.bias": np.full(16, 1e-160)}
+    diff = tensor(compare(base, cand), "w.weight")["diff"]  # validated as strict JSON
+    assert diff["relative_change"] is None and diff["relative_l2"] is None
+
+
+def test_an_empty_roles_list_is_refused(tmp_path) -> None:
+    from diffai.errors import PolicyError
+    from diffai.policy import load_policy
+
+    path = tmp_path / "policy.yaml"
+    path.write_text("version: 1\nregression_test:\n  roles: []\n")
+    with pytest.raises(PolicyError, match=r"policy\.yaml:3: regression_test\.roles: must not be"):
+        load_policy(path)

@@ -2,7 +2,8 @@
 
 From the per-tensor relative updates rᵢ = ‖cᵢ−bᵢ‖/‖bᵢ‖ of the weights:
 - update magnitude U = sqrt(Σ‖cᵢ−bᵢ‖²) / sqrt(Σ‖bᵢ‖²), the model-wide relative step;
-- spread S = standard deviation of log10(rᵢ) over the tensors that moved, in decades;
+- spread S = standard deviation of log10(rᵢ) over the tensors that moved and are measured
+  against themselves (``diffai.change``: not a bias a few steps from zero), in decades;
 - stability = 1 / (1 + S): 1 when every tensor moves by the same fraction.
 Status, first rule that holds, where U is taken over the weights that were not
 scrambled (``diffai.change.is_scrambled``): ``diverging`` (NaN/Inf gained, or
@@ -19,7 +20,7 @@ import statistics
 from typing import Any
 
 from diffai.analyses.common import weight_tensors
-from diffai.change import is_scrambled, relative_changes
+from diffai.change import RelativeChange, is_scrambled, relative_changes
 from diffai.comparison import Comparison, TensorComparison
 from diffai.layers import relative_change
 
@@ -33,9 +34,10 @@ def analyze(comparison: Comparison) -> dict[str, Any]:
     if not paired:
         return {"status": "unknown", "stability": None, "update_magnitude": None,
                 "spread_decades": None, "tensors_measured": 0, "scrambled": []}  # fmt: skip
+    changes = relative_changes(paired)
     update = _update_magnitude(paired)
-    spread = _spread(paired)
-    scrambled = scrambled_weights(paired)
+    spread = _spread(_own_relative(changes))
+    scrambled = scrambled_weights(paired, changes)
     trained = [t for t in paired if t.name not in scrambled]
     rest = _update_magnitude(trained) if trained else 0.0
     return {
@@ -43,15 +45,16 @@ def analyze(comparison: Comparison) -> dict[str, Any]:
         "stability": 1.0 / (1.0 + spread),
         "update_magnitude": update,
         "spread_decades": spread,
-        "median_relative_change": _median_relative(paired),
+        "median_relative_change": _median(changes),
         "tensors_measured": len(paired),
         "scrambled": scrambled,
     }
 
 
-def scrambled_weights(paired: list[TensorComparison]) -> list[str]:
+def scrambled_weights(
+    paired: list[TensorComparison], changes: dict[str, RelativeChange]
+) -> list[str]:
     """The weight matrices whose values were replaced rather than trained."""
-    changes = relative_changes(paired)
     return [
         t.name
         for t in paired
@@ -71,17 +74,19 @@ def _update_magnitude(paired: list[TensorComparison]) -> float | None:
     return change / size
 
 
-def _relative_changes(paired: list[TensorComparison]) -> list[float]:
-    return [t.diff.relative_l2 for t in paired if t.diff and t.diff.relative_l2]  # type: ignore[misc]
+def _own_relative(changes: dict[str, RelativeChange]) -> list[float]:
+    """rᵢ of the tensors measured against themselves: a bias a few steps from zero moves by
+    many times its own size, which says nothing about how evenly training moves the weights."""
+    return [c.value for c in changes.values() if c.basis == "self" and c.value]
 
 
-def _spread(paired: list[TensorComparison]) -> float:
-    logs = [math.log10(r) for r in _relative_changes(paired)]
+def _spread(relative: list[float]) -> float:
+    logs = [math.log10(r) for r in relative]
     return statistics.pstdev(logs) if len(logs) > 1 else 0.0
 
 
-def _median_relative(paired: list[TensorComparison]) -> float | None:
-    values = [t.diff.relative_l2 for t in paired if t.diff and t.diff.relative_l2 is not None]
+def _median(changes: dict[str, RelativeChange]) -> float | None:
+    values = [c.value for c in changes.values() if c.value is not None]
     return statistics.median(values) if values else None
 
 

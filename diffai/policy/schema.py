@@ -185,6 +185,7 @@ MESSAGES: dict[str, Callable[[ValidationError], str]] = {
     "minimum": lambda e: f"{shown(e.instance)} is below the minimum {e.validator_value}",
     "maximum": lambda e: f"{shown(e.instance)} is above the maximum {e.validator_value}",
     "minLength": lambda e: "must not be empty",
+    "minItems": lambda e: "must not be empty",
     "anyOf": _any_of_text,
 }
 

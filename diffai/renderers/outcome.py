@@ -13,6 +13,7 @@ the comment or ``--report`` to learn why a gate failed. Each line goes through
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from diffai.text import one_line
@@ -62,10 +63,15 @@ def _count(count: int, noun: str, verb: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'} {verb}" if count else ""
 
 
+def _names(message: str, name: str) -> bool:
+    """Whether ``message`` names ``name`` whole: ``fc.weight`` is not in ``fc.weight_orig``."""
+    return re.search(rf"(?<![\w.]){re.escape(name)}(?![\w.])", message) is not None
+
+
 def _check_line(check: dict[str, Any]) -> str:
     line = f"  {check['severity']} {check['rule']}: {check['message']}"
     tensors = check.get("tensors", [])
-    if all(name in check["message"] for name in tensors):  # the message names them all
+    if all(_names(check["message"], name) for name in tensors):  # the message has them all
         return line
     shown = ", ".join(tensors[:SHOWN_TENSORS])
     hidden = len(tensors) - SHOWN_TENSORS
