@@ -37,7 +37,14 @@ INVISIBLE = re.compile(
     "\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
     "\U000e0020-\U000e007f]"
 )
-_ESCAPED = re.compile(f"{UNSHOWABLE.pattern}|{INVISIBLE.pattern}")
+#: Blanks outside Cf that render as nothing (default-ignorable or empty glyphs): the Hangul
+#: fillers, the combining grapheme joiner, Mongolian and Unicode variation selectors, the
+#: Khmer inherent vowels and the braille blank. ``fc1.weight\u3164`` reads as ``fc1.weight``.
+BLANK = re.compile(
+    "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180d\u180f\u2800\u3164\ufe00-\ufe0f"
+    "\uffa0\U000e0100-\U000e01ef]"
+)
+_ESCAPED = re.compile(f"{UNSHOWABLE.pattern}|{INVISIBLE.pattern}|{BLANK.pattern}")
 #: A workflow command's start: the runner trims leading whitespace before it looks for ``::``.
 _COMMAND_START = re.compile(r"\A\s*:(?=:)")
 

@@ -20,6 +20,9 @@ from diffai.text import INVISIBLE, clipped, escaped, one_line
         ("a::b", "a::b"),  # only a line's start is a command
         (":a", ":a"),
         ("tag\U000e0041", "tag\\U000e0041"),
+        ("fc1.weight\u3164", "fc1.weight\\u3164"),  # a Hangul filler: blank, not Cf
+        ("fc1\ufe0f.weight", "fc1\\ufe0f.weight"),  # a variation selector
+        ("fc1\u034f.weight", "fc1\\u034f.weight"),  # the combining grapheme joiner
     ],
 )
 def test_one_line_defuses_a_leading_command_and_escapes_what_hides(raw: str, shown: str) -> None:
