@@ -14,8 +14,10 @@ import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
+from diffai.change import RelativeChange, relative_changes
 from diffai.dtypes import is_complex
 from diffai.errors import DiffaiError, UnreadableModel
 from diffai.model import Model, Scalar, TensorRef
@@ -79,6 +81,11 @@ class Comparison:
     @property
     def identical(self) -> bool:
         return not self.scalars and all(t.status == "unchanged" for t in self.tensors)
+
+    @cached_property
+    def relative_changes(self) -> dict[str, RelativeChange]:
+        """Each measured pair's relative change (diffai.change), for report and analyses alike."""
+        return relative_changes(self.tensors)
 
 
 def compare_models(

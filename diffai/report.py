@@ -25,7 +25,7 @@ from typing import Any
 
 from diffai._version import __version__
 from diffai.analyses import run_analyses
-from diffai.change import RelativeChange, relative_changes
+from diffai.change import RelativeChange
 from diffai.comparison import STATUSES, Comparison, TensorComparison
 from diffai.errors import ReportError
 from diffai.layers import LayerImpact, layer_impact
@@ -86,7 +86,7 @@ class Report:
 
 def build_document(comparison: Comparison) -> dict[str, Any]:
     baseline, candidate = comparison.baseline, comparison.candidate
-    changes = relative_changes(comparison.tensors)
+    changes = comparison.relative_changes
     weights = [t for t in comparison.tensors if t.role == "weight"]
     return {
         "schema_version": SCHEMA_VERSION,

@@ -20,7 +20,7 @@ import statistics
 from typing import Any
 
 from diffai.analyses.common import weight_tensors
-from diffai.change import RelativeChange, is_scrambled, relative_changes
+from diffai.change import RelativeChange, is_scrambled
 from diffai.comparison import Comparison, TensorComparison
 from diffai.layers import relative_change
 
@@ -34,7 +34,8 @@ def analyze(comparison: Comparison) -> dict[str, Any]:
     if not paired:
         return {"status": "unknown", "stability": None, "update_magnitude": None,
                 "spread_decades": None, "tensors_measured": 0, "scrambled": []}  # fmt: skip
-    changes = relative_changes(paired)
+    measured = comparison.relative_changes
+    changes = {t.name: measured[t.name] for t in paired if t.name in measured}
     update = _update_magnitude(paired)
     spread = _spread(_own_relative(changes))
     scrambled = scrambled_weights(paired, changes)
