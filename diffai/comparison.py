@@ -237,7 +237,7 @@ def _classify(
     base_stats, cand_stats, diff = measure_pair(base, cand, epsilon, on_bytes)
     status: Status = (
         "dtype_changed"
-        if base.dtype != cand.dtype
+        if base.stored_dtype != cand.stored_dtype or base.dtype != cand.dtype
         else ("changed" if diff.changed else "unchanged")
     )
     return TensorComparison(name, status, base_stats, cand_stats, diff)

@@ -288,3 +288,34 @@ def test_a_batch_norm_counter_is_not_a_gradient(write_safetensors) -> None:
     assert result["gradient_analysis"]["norm"] == pytest.approx(weights_only, rel=1e-9)
     assert result["convergence_analysis"]["status"] == "converging"
     assert result["convergence_analysis"]["tensors_measured"] == 2
+
+
+def test_a_change_of_encoding_alone_is_a_dtype_change() -> None:
+    """GGUF Q8_0 -> Q4_0, or f32 -> qint8: the values stay f32, the stored dtype moves."""
+    from diffai.analyses import quantization
+    from diffai.comparison import CompareOptions, compare_models
+    from diffai.model import Model, TensorRef
+
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal((64, 32)).astype(np.float32)
+    coarse = (np.round(values * 8) / 8).astype(np.float32)
+
+    def model(array: np.ndarray, stored: str, size: int) -> Model:
+        ref = TensorRef(
+            "w", array.shape, "f32", load=lambda: array, stored_as=stored, stored_size=size
+        )
+        return Model("m", "test", size, tensors={"w": ref})
+
+    comparison = compare_models(
+        model(values, "q8_0", 2176), model(coarse, "q4_0", 1152), CompareOptions()
+    )
+    (tensor,) = comparison.tensors
+    assert tensor.status == "dtype_changed"
+    quant = quantization.analyze(comparison)
+    error = float(
+        np.linalg.norm(coarse.astype(np.float64) - values)
+        / np.linalg.norm(values.astype(np.float64))
+    )
+    assert quant["relative_error"] == pytest.approx(error, rel=1e-9)
+    assert quant["conversions"] == {"q8_0->q4_0": 1}
+    assert quant["compression"] == pytest.approx(1152 / 2176)

@@ -11,6 +11,7 @@ from diffai.stats import TensorStats
 SEVERITIES = ("none", "low", "medium", "high", "critical")
 FLOAT_DTYPES = frozenset({"f64", "f32", "f16", "bf16", "f8_e4m3", "f8_e5m2"})
 
+
 def weight_tensors(comparison: Comparison) -> list[TensorComparison]:
     """The learned tensors (role ``weight``): only their change tells how training went."""
     return [t for t in comparison.tensors if t.role == "weight"]

@@ -55,7 +55,9 @@ def precision_loss(relative_error: float | None) -> str:
 
 def _conversions(retyped: list[TensorComparison]) -> dict[str, int]:
     pairs = (
-        f"{t.baseline.dtype}->{t.candidate.dtype}" for t in retyped if t.baseline and t.candidate
+        f"{t.baseline.stored_dtype}->{t.candidate.stored_dtype}"
+        for t in retyped
+        if t.baseline and t.candidate
     )
     return dict(Counter(pairs))
 

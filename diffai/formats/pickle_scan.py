@@ -108,4 +108,3 @@ def _check_memo(indexes: list[int]) -> None:
 def _opcode_name(code: int) -> str:
     byte = bytes([code])
     return _NAMES.get(byte, f"{byte!r}")
-
