@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,24 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
         code = main([str(arg) for arg in argv])
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+#: Runs diffai's CLI with torch unimportable, as in the Action's image (no torch at run time).
+_WITHOUT_TORCH = (
+    "import sys; sys.modules['torch'] = None; from diffai.cli import main; sys.exit(main())"
+)
+
+
+@pytest.fixture
+def run_without_torch() -> Callable[..., CliResult]:
+    """The CLI in a child process that cannot import torch: proof the run path needs none."""
+
+    def run(*argv: str | Path) -> CliResult:
+        command = [sys.executable, "-c", _WITHOUT_TORCH, *map(str, argv)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        return CliResult(done.returncode, done.stdout, done.stderr)
 
     return run
 

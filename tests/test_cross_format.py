@@ -46,6 +46,12 @@ def test_same_weights_in_another_format_are_identical(run_cli, same_weights, oth
     assert change_records(result.out) == []
 
 
+def test_a_torch_file_compares_in_a_process_without_torch(run_without_torch, same_weights) -> None:
+    result = run_without_torch(same_weights["pt"], same_weights["safetensors"], "-o", "json")
+    assert result.code == 0, result.err
+    assert change_records(result.out) == []
+
+
 def test_a_transposed_view_saved_by_torch_equals_its_contiguous_copy(run_cli, tmp_path) -> None:
     weight = torch.randn(8, 5)
     torch.save({"w": weight.t(), "row": weight[2]}, tmp_path / "views.pt")
