@@ -45,7 +45,7 @@ class UnsafePickle(UnreadableModel):
     """A pickle names a global that the allow-list refuses; nothing was executed.
 
     ``problem`` says what the global is and what to do, which differs between a
-    pickled object, a tensor kind not read yet and code (``formats.pickle_refusals``).
+    pickled object, a tensor kind not read yet and code (``formats.pytorch.refusals``).
     """
 
     def __init__(self, path: str | Path, global_name: str, problem: str) -> None:

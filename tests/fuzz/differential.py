@@ -41,7 +41,7 @@ LIMIT = int(sys.argv[1])
 resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT))
 import numpy as np, torch
 from diffai.formats.flatten import flatten_checkpoint
-from diffai.formats.torch_pickle import TORCH_DTYPES
+from diffai.formats.pytorch.unpickler import TORCH_DTYPES
 NUMPY = [np.dtype, np._core.multiarray.scalar,
          *(type(np.dtype(c)) for c in "? b h i l q B H I L Q e f d F D".split())]
 warnings.simplefilter("ignore")

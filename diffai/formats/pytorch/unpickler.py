@@ -21,8 +21,8 @@ import numpy as np
 
 from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel, UnsafePickle
-from diffai.formats.pickle_refusals import refusal_problem
-from diffai.formats.pickle_scan import PickleRefused, check_opcodes
+from diffai.formats.pytorch.opcodes import PickleRefused, check_opcodes
+from diffai.formats.pytorch.refusals import refusal_problem
 from diffai.formats.zipmembers import ZipMembers
 from diffai.model import Scalar
 from diffai.text import one_line

@@ -27,9 +27,9 @@ from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel, MissingExtra, UnreadableModel, UnsafePickle
 from diffai.formats.flatten import TooManyEntries, flatten_checkpoint
 from diffai.formats.limits import byte_budget, check_tensor_count
-from diffai.formats.pickle_refusals import refusal_problem
-from diffai.formats.torch_layout import PICKLE_MEMBER, archive_folder, byteorder, check_version
-from diffai.formats.torch_pickle import (
+from diffai.formats.pytorch.layout import PICKLE_MEMBER, archive_folder, byteorder, check_version
+from diffai.formats.pytorch.refusals import refusal_problem
+from diffai.formats.pytorch.unpickler import (
     TORCH_DTYPES,
     PickledTensor,
     are_counts,
