@@ -71,6 +71,21 @@ def pytorch_seeds() -> dict[str, bytes]:
                "subprocess": (subprocess.call, ["touch", str(SENTINEL)])}  # fmt: skip
     for name, call in attacks.items():
         seeds[f"attack-{name}"] = PICKLE_ONLY + _pickled_call(*call)
+    return seeds | _build_seeds()
+
+
+def _build_seeds() -> dict[str, bytes]:
+    """BUILD on stand-ins and a legacy meta tensor: once internal errors (issue 11, item 6),
+    seeded so that mutations keep reaching those paths."""
+    from tests.hostile.test_pytorch_ambiguity_hostile import BUILDS, state_dict
+    from tests.hostile.test_pytorch_hostile import program
+
+    seeds = {
+        f"build-{case.id}": PICKLE_ONLY + program(state_dict(("x", case.values[0])))
+        for case in BUILDS
+    }
+    meta = _torch_save({"w": torch.empty(2, device="meta")}, _use_new_zipfile_serialization=False)
+    seeds["legacy-meta-tensor"] = WHOLE_FILE + meta
     return seeds
 
 
