@@ -14,6 +14,7 @@ import importlib
 import json
 import os
 import resource
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,12 @@ def main(argv: list[str]) -> int:
 
 
 def _limit_self(limits: dict[str, int]) -> None:
-    """Each limit at most what was asked, and never above what this process already has."""
+    """Each limit at most what was asked, and never above what this process already has.
+
+    Python ignores SIGXFSZ, so a write past the limit would be an ``OSError`` the reader
+    may swallow; restored, the kernel's signal ends the child and the parent names it.
+    """
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     for key, (which, margin) in LIMITS.items():
         soft, hard = resource.getrlimit(which)
         asked = limits[key] + margin
