@@ -28,6 +28,7 @@ examples:
   for m in runs/*.pt; do diffai base.pt "$m" -o jsonl --exit-zero >> runs.jsonl; done
   diffai base/ tuned/ --policy policy.yaml --markdown comment.md --junit junit.xml
   diffai base/ tuned/ --shard 2/4 --report part-2.json   (then: diffai merge part-*.json)
+  diffai audit ckpt_epoch_*.safetensors --markdown trend.md   (every epoch: step and drift)
   diffai ci gitlab base/model.safetensors model.safetensors --policy policy.yaml   (a GitLab job)
 
 exit status: 0 identical, 1 different (0 with --exit-zero), 2 trouble (bad input,
@@ -67,6 +68,31 @@ def build_merge_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_audit_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffai audit",
+        description="Compare a series of checkpoints, in natural order: each with the one "
+        "before it (step) and with the first (drift); the trend per layer. The Action's "
+        "'mode: audit' is another job: a reference model against production.",
+        epilog="example:\n  diffai audit ckpt_epoch_*.pt --policy policy.yaml --markdown trend.md"
+        "\n\nexit status: 0 every checkpoint identical to the first, 1 different (0 with "
+        "--exit-zero), 2 trouble; with --policy or --verdict: 1 when a step fails",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("checkpoints", nargs="+", metavar="CHECKPOINT", help="a model file or folder")
+    add("-o", "--output", choices=("text", "json"), default="text", help="stdout (default: text)")
+    add("--report", metavar="FILE", help="write the series as JSON (series.schema.json) to FILE")
+    add("--markdown", metavar="FILE", help="write the trend as a markdown page to FILE")
+    add("--progress", action="store_true", help="name each checkpoint on stderr as it is read")
+    add("-q", "--quiet", action="store_true", help="print nothing; exit status only")
+    add("--exit-zero", action="store_true", help="exit 0 when checkpoints differ too")
+    _add_comparison_options(parser, shards=False)
+    add("--policy", metavar="FILE", help="judge every comparison by this YAML policy")
+    add("--verdict", action="store_true", help="exit 1 when a step fails the (default) policy")
+    return parser
+
+
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add(
@@ -103,7 +129,7 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_comparison_options(parser: argparse.ArgumentParser) -> None:
+def _add_comparison_options(parser: argparse.ArgumentParser, shards: bool = True) -> None:
     add = parser.add_argument
     add(
         "--include",
@@ -130,11 +156,12 @@ def _add_comparison_options(parser: argparse.ArgumentParser) -> None:
         choices=FORMAT_NAMES,
         help="read both inputs with this reader instead of detecting it",
     )
-    add(
-        "--shard",
-        metavar="I/N",
-        help="measure only slice I of N (for CI matrix jobs); combine with 'diffai merge'",
-    )
+    if shards:
+        add(
+            "--shard",
+            metavar="I/N",
+            help="measure only slice I of N (for CI matrix jobs); combine with 'diffai merge'",
+        )
     add("--workers", type=int, help="threads measuring tensors (default: cores, at most 8)")
 
 
@@ -184,8 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from diffai.ci.gitlab_cli import main as gitlab_main
 
         return gitlab_main(argv[2:], os.environ, sys.stderr)
-    merging = argv[:1] == ["merge"]
-    args = build_merge_parser().parse_args(argv[1:]) if merging else build_parser().parse_args(argv)
+    command_name = argv[0] if argv[:1] in (["merge"], ["audit"]) else "diff"
+    args = PARSERS[command_name]().parse_args(argv[1:] if command_name != "diff" else argv)
     previous = signal.signal(signal.SIGTERM, _terminate)
     # diffai calls no BLAS routine, and OpenBLAS's idle threads spin for a while after
     # numpy starts them: 6% of the CPU time of a 512 MiB comparison. A user's setting stands.
@@ -193,9 +220,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from diffai import command  # here, not at the top: --help and --version skip numpy
 
-        report = command.merge(args) if merging else command.run(args, sys.stderr)
-        _print(command.render_stdout(report, args))
-        command.write_outputs(report, args)  # last: once written, the run has succeeded
+        chosen = command.COMMANDS[command_name]
+        result = chosen.run(args, sys.stderr)
+        _print(chosen.render_stdout(result, args))
+        command.write_outputs(chosen.outputs(result, args))  # last: then the run has succeeded
     except DiffaiError as exc:
         print(f"diffai: error: {_shown(exc)}", file=sys.stderr)
         return EXIT_TROUBLE
@@ -214,7 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_TROUBLE
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return command.exit_status(report, args)
+    return chosen.exit_status(result, args)
+
+
+PARSERS = {"diff": build_parser, "merge": build_merge_parser, "audit": build_audit_parser}
 
 
 def _shown(exc: Exception) -> str:

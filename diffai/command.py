@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,8 +21,10 @@ from diffai.renderers.analysis_lines import ANALYSIS_KEYS, LINE_KEYS, VERDICT_KE
 from diffai.renderers.junit import render_junit
 from diffai.renderers.markdown import render_markdown
 from diffai.renderers.records import change_records, render_json, render_jsonl, render_yaml
+from diffai.renderers.series import render_series_markdown, render_series_text
 from diffai.renderers.text import render_text
 from diffai.report import Report, write_atomically
+from diffai.series import Series, audit_series
 from diffai.shard import parse_shard
 from diffai.text import one_line
 
@@ -48,27 +51,34 @@ def run(args: argparse.Namespace, progress_stream: TextIO) -> Report:
         return Report.build(compare_models(baseline, candidate, options, on_bytes), gate)
 
 
-def merge(args: argparse.Namespace) -> Report:
+def merge(args: argparse.Namespace, progress_stream: TextIO) -> Report:
     """``diffai merge``: the shard reports combined and judged as one run."""
     gate = load_gate(args.policy, args.metrics_baseline, args.metrics_candidate)
     return Report.build(merge_parts(args.parts), gate)
 
 
-def write_outputs(report: Report, args: argparse.Namespace) -> None:
+#: A file the user asked for (None: not asked), and how to render it.
+Outputs = list[tuple[str | None, Callable[[], str]]]
+
+
+def report_outputs(report: Report, args: argparse.Namespace) -> Outputs:
+    return [
+        (args.report, report.to_json),
+        (args.markdown, lambda: render_markdown(report.document)),
+        (args.junit, lambda: render_junit(report.document)),
+    ]
+
+
+def write_outputs(outputs: Outputs) -> None:
     """The files asked for, only once the whole run has succeeded: all of them or none.
 
     All are rendered before any is written, and when one cannot be written (a
     full disk) or a signal stops the writing, those already written are removed.
     """
-    renderers = [
-        (args.report, report.to_json),
-        (args.markdown, lambda: render_markdown(report.document)),
-        (args.junit, lambda: render_junit(report.document)),
-    ]
-    outputs = [(Path(path), render()) for path, render in renderers if path]
+    rendered = [(Path(path), render()) for path, render in outputs if path]
     written: list[Path] = []
     try:
-        for path, text in outputs:
+        for path, text in rendered:
             if write_atomically(path, text):
                 written.append(path)
     except BaseException:
@@ -124,6 +134,64 @@ def change_magnitude(tensor: dict[str, Any]) -> float:
     if diff["relative_change"] is None:
         return float("inf") if diff["changed"] else 0.0
     return diff["relative_change"]
+
+
+# --- diffai audit: a series of checkpoints ----------------------------------------------
+
+
+def audit(args: argparse.Namespace, progress_stream: TextIO) -> Series:
+    options = compare_options(args.epsilon, args.include, args.exclude, args.workers)
+    gate = load_gate(args.policy)
+    shown = args.progress or progress_stream.isatty()
+    on_checkpoint = _checkpoint_progress(progress_stream) if shown else None
+    return audit_series(args.checkpoints, options, gate, args.format, on_checkpoint, args.policy)
+
+
+def _checkpoint_progress(stream: TextIO) -> Callable[[int, int, str], None]:
+    def show(number: int, count: int, path: str) -> None:
+        print(f"diffai audit: checkpoint {number}/{count}: {one_line(path)}", file=stream)
+
+    return show
+
+
+def render_series_stdout(series: Series, args: argparse.Namespace) -> str:
+    if args.quiet:
+        return ""
+    document = series.to_document()
+    if args.output == "json":
+        return render_json(document)
+    return render_series_text(document)
+
+
+def series_outputs(series: Series, args: argparse.Namespace) -> Outputs:
+    return [
+        (args.report, series.to_json),
+        (args.markdown, lambda: render_series_markdown(series.to_document())),
+    ]
+
+
+def series_exit_status(series: Series, args: argparse.Namespace) -> int:
+    """As for one pair: the verdict's when asked for (the worst step's), else identical or not."""
+    if args.policy or args.verdict:
+        return EXIT_DIFFERENT if series.verdict == "fail" and not args.exit_zero else EXIT_SAME
+    return EXIT_SAME if series.identical or args.exit_zero else EXIT_DIFFERENT
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand's four steps, which ``cli.main`` runs in order."""
+
+    run: Callable[[argparse.Namespace, TextIO], Any]
+    render_stdout: Callable[[Any, argparse.Namespace], str]
+    outputs: Callable[[Any, argparse.Namespace], Outputs]
+    exit_status: Callable[[Any, argparse.Namespace], int]
+
+
+COMMANDS = {
+    "diff": Command(run, render_stdout, report_outputs, exit_status),
+    "merge": Command(merge, render_stdout, report_outputs, exit_status),
+    "audit": Command(audit, render_series_stdout, series_outputs, series_exit_status),
+}
 
 
 class _progress_bar:
