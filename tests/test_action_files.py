@@ -61,6 +61,12 @@ def workflow(path: Path | str) -> dict[str, Any]:
     return document
 
 
+def job_permissions(document: dict[str, Any], step: dict[str, Any]) -> dict[str, str]:
+    """The permissions the step's job runs with: its own, else the workflow's."""
+    [job] = [job for job in document["jobs"].values() if step in job.get("steps", [])]
+    return job.get("permissions", document["permissions"])
+
+
 def steps_using(document: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
     return [
         step
@@ -260,6 +266,17 @@ def test_the_self_test_uses_the_action_on_the_examples_and_guards_forks() -> Non
     assert analyze["permissions"] == {"contents": "read"}
 
 
+def test_the_self_test_audits_on_a_schedule() -> None:
+    test = workflow(WORKFLOWS / "self-test.yml")
+    audit = test["jobs"]["audit"]
+    [step] = steps_using({"jobs": {"audit": audit}}, "./")
+
+    assert {"schedule", "workflow_dispatch"} <= set(test["on"])
+    assert "schedule" in audit["if"] and "schedule" not in test["jobs"]["gate"]["if"]
+    assert step["with"]["mode"] == "audit"
+    assert audit["permissions"] == {"contents": "read", "issues": "write"}
+
+
 def test_a_release_pushes_the_image_to_ghcr() -> None:
     release = workflow(WORKFLOWS / "release.yml")
 
@@ -274,10 +291,21 @@ def test_a_release_pushes_the_image_to_ghcr() -> None:
 # --- the documented workflows ----------------------------------------------------------------
 
 
+def documented_workflow_texts() -> dict[str, str]:
+    """Every whole workflow the docs tell users to copy, by a name of its place."""
+    found = {}
+    for doc in (ROOT / "README.md", ROOT / "docs/action.md"):
+        blocks = re.findall(r"```yaml\n(.+?)```", doc.read_text(), re.S)
+        found |= {
+            f"{doc.stem}-{index}.yml": block
+            for index, block in enumerate(blocks)
+            if re.search(r"^on:", block, re.M)
+        }
+    return found
+
+
 def documented_workflows() -> list[dict[str, Any]]:
-    text = (ROOT / "docs/action.md").read_text() + (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```yaml\n(.+?)```", text, re.S)
-    return [workflow(block) for block in blocks if re.search(r"^on:", block, re.M)]
+    return [workflow(block) for block in documented_workflow_texts().values()]
 
 
 def test_the_docs_show_the_four_workflows_and_the_fork_pair() -> None:
@@ -305,4 +333,4 @@ def test_each_documented_workflow_is_complete_and_uses_real_inputs(index: int) -
         assert document["permissions"]["pull-requests"] == "write"
         assert not steps_using(document, "actions/checkout")  # never the fork's code
     if inputs.get("commit-status"):
-        assert document["permissions"]["statuses"] == "write"
+        assert job_permissions(document, step)["statuses"] == "write"
