@@ -223,7 +223,8 @@ class _V73Values:
 
     def _dtype(self, where: str, matlab_class: str, stored: np.dtype) -> str:
         if matlab_class not in MATLAB_CLASSES:
-            kind = f"a MATLAB {matlab_class}" if matlab_class else "a dataset without MATLAB_class"
+            named = f"a MATLAB {one_line(matlab_class)}"  # the file's bytes: one line
+            kind = named if matlab_class else "a dataset without MATLAB_class"
             raise UnreadableModel(
                 self.path, f"variable {where!r} is {kind}, which diffai cannot compare"
             )
