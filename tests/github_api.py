@@ -65,6 +65,7 @@ class Received:
     query: dict[str, str]
     headers: dict[str, str]  # lower-cased names
     json: Any
+    raw: bytes = b""  # the body as sent: an upload's bytes
 
 
 @dataclass
@@ -84,6 +85,16 @@ class Issue:
     state: str = "open"
     state_reason: str | None = None
     is_pull: bool = False  # GitHub lists pull requests among the issues
+
+
+@dataclass
+class Asset:
+    id: int
+    release_id: int
+    name: str
+    uploader: str
+    content_type: str
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,9 @@ ROUTES = [  # (method, path, FakeGitHub method)
     ("POST", rf"{REPO}/statuses/(?P<sha>[0-9a-f]{{40}})", "create_status"),
     ("GET", rf"{REPO}/commits/(?P<sha>[0-9a-f]{{40}})/pulls", "pulls_for_commit"),
     ("GET", rf"{REPO}/pulls", "list_pulls"),
+    ("GET", rf"{REPO}/releases/(?P<release_id>\d+)/assets", "list_assets"),
+    ("POST", rf"{REPO}/releases/(?P<release_id>\d+)/assets", "upload_asset"),  # the upload host
+    ("DELETE", rf"{REPO}/releases/assets/(?P<asset_id>\d+)", "delete_asset"),
 ]
 
 
@@ -131,6 +145,7 @@ class FakeGitHub:
         self.issues: dict[int, Issue] = {}
         self.statuses: list[dict[str, Any]] = []
         self.pulls: list[Pull] = []
+        self.assets: dict[int, Asset] = {}
         self.received: list[Received] = []
         self._faults: list[tuple[str, str, Reply]] = []
         self._ids = itertools.count(1001)
@@ -174,8 +189,9 @@ class FakeGitHub:
         if not split.path.startswith(f"{self.prefix}/"):  # Enterprise serves only /api/v3/...
             return error(404, "Not Found")
         path = split.path.removeprefix(self.prefix)
-        payload = json.loads(raw) if raw else None
-        request = Received(method, path, dict(parse_qsl(split.query)), headers, payload)
+        is_json = headers.get("content-type", "application/json").startswith("application/json")
+        payload = json.loads(raw) if raw and is_json else None
+        request = Received(method, path, dict(parse_qsl(split.query)), headers, payload, raw)
         with self._lock:
             self.received.append(request)
             fault = self._fault_for(request)
@@ -284,6 +300,38 @@ class FakeGitHub:
         return Reply(200, [_pull_json(p) for p in found if head in (None, f"{p.owner}:{p.branch}")])
 
 
+    def list_assets(self, request: Received, token: Token, release_id: str) -> Reply:
+        found = [a for a in self.assets.values() if a.release_id == int(release_id)]
+        return self._page(request, [asset_json(a) for a in found], f"/releases/{release_id}/assets")
+
+    def upload_asset(self, request: Received, token: Token, release_id: str) -> Reply:
+        name = request.query.get("name", "")
+        if any(a.release_id == int(release_id) and a.name == name for a in self.assets.values()):
+            return error(422, "Validation Failed", errors=[{"code": "already_exists"}])
+        kind = request.headers.get("content-type", "")
+        asset = Asset(next(self._ids), int(release_id), name, token.login, kind, request.raw)
+        self.assets[asset.id] = asset
+        return Reply(201, asset_json(asset))
+
+    def delete_asset(self, request: Received, token: Token, asset_id: str) -> Reply:
+        if self.assets.pop(int(asset_id), None) is None:
+            return error(404, "Not Found")
+        return Reply(204)
+
+
+def asset_json(asset: Asset) -> dict[str, Any]:
+    kind = "Bot" if "[bot]" in asset.uploader else "User"
+    download = f"https://github.com/{REPOSITORY}/releases/download/v1/{asset.name}"
+    return {
+        "id": asset.id,
+        "name": asset.name,
+        "content_type": asset.content_type,
+        "size": len(asset.data),
+        "uploader": {"login": asset.uploader, "type": kind},
+        "browser_download_url": download,
+    }
+
+
 def comment_json(comment: Comment, base: str) -> dict[str, Any]:
     page = f"https://github.com/{REPOSITORY}/pull/{comment.number}"
     return {
@@ -363,7 +411,7 @@ def _handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                 self._answer(reply)  # unless the client timed out and hung up: the delay's point
 
         def _answer(self, reply: Reply) -> None:
-            data, content_type = _encode(reply.body)
+            data, content_type = _encode(reply.body) if reply.status != 204 else (b"", "")
             self.send_response(reply.status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
@@ -372,7 +420,7 @@ def _handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = do_PATCH = _serve
+        do_GET = do_POST = do_PATCH = do_DELETE = _serve
 
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: the tests read ``fake.received`` instead."""

@@ -40,6 +40,7 @@ from diffai.ci.pipeline import (
     measure_and_write,
     report_paths,
 )
+from diffai.ci.release import RELEASE_HINT, attach_report, wants_release_assets
 from diffai.ci.sticky import Sticky
 from diffai.ci.workflow import PR_RECORD, Handoff, Runner, load_event, pr_record, read_handoff
 from diffai.errors import DiffaiError, UsageError
@@ -85,10 +86,25 @@ def gate(config: Config, github: GitHubFactory, runner: Runner) -> int:
     url = ""
     if github_has_work(config, runner):
         trouble = GitHubTrouble(READ_ONLY_HINTS[config.mode])
-        target = gate_target(config, load_event(config.github_event_path), github, trouble)
+        event = load_event(config.github_event_path)
+        target = gate_target(config, event, github, trouble)
         url = publish_results(config, github, target, outcome, trouble)
         trouble.report(runner)
+        if wants_release_assets(config):
+            release_assets(config, github, event, runner)
     return finish(config, runner, outcome, url)
+
+
+def release_assets(
+    config: Config, github: GitHubFactory, event: dict[str, Any], runner: Runner
+) -> None:
+    """The report files on the release; a refusal is a warning with the permission to add."""
+    trouble = GitHubTrouble(RELEASE_HINT, title="diffai: no permission to attach the report")
+    urls = trouble.attempt("attach the report to the release",
+                           lambda: attach_report(config, github(), event))  # fmt: skip
+    trouble.report(runner)
+    if urls:
+        runner.log(f"attached to the release: {', '.join(urls)}")
 
 
 def analyze(config: Config, github: GitHubFactory, runner: Runner) -> int:
@@ -143,7 +159,7 @@ MODES: dict[str, Callable[[Config, GitHubFactory, Runner], int]] = {
 def github_has_work(config: Config, runner: Runner) -> bool:
     """Whether gate mode has anything to tell GitHub, and a token to tell it with."""
     commenting = config.comment != "never" and config.github_event_name in EVENTS_WITH_PULLS
-    if not (commenting or config.commit_status):
+    if not (commenting or config.commit_status or wants_release_assets(config)):
         return False
     if not config.github_token:
         runner.warning("github-token is empty: no comment and no commit status")

@@ -45,6 +45,7 @@ INPUT_DEFAULTS: dict[str, str | None] = {
     "metrics-baseline": None,
     "metrics-candidate": None,
     "commit-status": "false",
+    "release-assets": "false",
     "mode": "gate",
     "audit-history": "20",
 }
@@ -85,6 +86,7 @@ class Config:
     metrics_baseline: str | None = None
     metrics_candidate: str | None = None
     commit_status: bool = False
+    release_assets: bool = False
     mode: str = "gate"
     audit_history: int = 20
     github_workspace: Path = Path(".")
@@ -195,7 +197,7 @@ def clean_comment_tag(value: str | None) -> str:
     return value
 
 
-def clean_commit_status(value: str | None) -> bool:
+def clean_boolean(value: str | None) -> bool:
     lowered = (value or "").lower()
     if lowered not in _TRUE + _FALSE:
         raise ValueError(f"{value!r} is not a boolean (true or false)")
@@ -235,7 +237,8 @@ CLEANERS: dict[str, Callable[[str | None], Any]] = {
     "comment_tag": clean_comment_tag,
     "fail_on": _choice(FAIL_ON),
     "report_dir": clean_report_dir,
-    "commit_status": clean_commit_status,
+    "commit_status": clean_boolean,
+    "release_assets": clean_boolean,
     "mode": _choice(MODES),
     "audit_history": clean_audit_history,
     "github_workspace": clean_github_workspace,

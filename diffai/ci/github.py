@@ -147,6 +147,19 @@ class GitHub(RestClient):
             payload["target_url"] = target_url
         self.call("POST", self._url(f"/statuses/{sha}"), json=payload)
 
+    def release_assets(self, release_id: int) -> Iterator[dict[str, Any]]:
+        """The assets already attached to a release, every page."""
+        return self.pages(self._url(f"/releases/{release_id}/assets"), {}, "id", "name")
+
+    def delete_release_asset(self, asset_id: int) -> None:
+        self.call("DELETE", self._url(f"/releases/assets/{asset_id}"))
+
+    def upload_release_asset(self, upload_url: str, name: str, data: bytes, kind: str) -> str:
+        """One file attached to a release (at the event's upload host); its download URL."""
+        headers = {"Content-Type": kind}
+        response = self.call("POST", upload_url, params={"name": name}, data=data, headers=headers)
+        return str(self.answer(response, dict, "browser_download_url")["browser_download_url"])
+
     def pull_request_for_run(self, event: dict[str, Any]) -> PullRequest | None:
         """The PR behind a ``workflow_run`` event, paired with the commit that run judged.
 

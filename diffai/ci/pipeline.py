@@ -87,6 +87,7 @@ class GitHubTrouble:
     """GitHub failures collected, so a read-only token yields one warning, not one per call."""
 
     hint: str  # what to do about a refusal: the permission this mode needs
+    title: str = "diffai: no permission to comment"
     refused: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
@@ -108,7 +109,7 @@ class GitHubTrouble:
             runner.warning(
                 f"diffai could not {refused}: {hint}. The verdict, the step summary and the "
                 "report directory are unaffected.",
-                title="diffai: no permission to comment",
+                title=self.title,
             )
         for failure in self.failed:
             runner.warning(f"{failure}. The verdict is unaffected.", title="diffai: GitHub API")
