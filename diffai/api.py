@@ -25,6 +25,8 @@ def compare(
     format: str | None = None,
     workers: int | None = None,
     shard: tuple[int, int] | None = None,
+    strip_prefixes: Sequence[str] = (),
+    detect_prefixes: bool = True,
     policy: str | Path | Policy | None = None,
     metrics_baseline: str | Path | None = None,
     metrics_candidate: str | Path | None = None,
@@ -35,12 +37,16 @@ def compare(
     ``epsilon`` is the absolute difference above which an element counts as
     changed; ``include``/``exclude`` are glob patterns on tensor and scalar
     names; ``shard`` = (i, n) measures only the i-th of n slices (see
-    ``diffai.merge``); ``policy`` is a policy file or a loaded ``Policy`` (default: the
-    documented default policy); ``metrics_*`` override the policy's metrics
-    files; ``on_bytes`` is called with byte counts as tensors are read.
+    ``diffai.merge``); ``strip_prefixes`` are taken off the names before they pair, and
+    ``detect_prefixes`` takes off wrapper prefixes such as DDP's ``module.`` that one
+    side has on every tensor (``diffai.pairing``); ``policy`` is a policy file or a
+    loaded ``Policy`` (default: the documented default policy); ``metrics_*`` override
+    the policy's metrics files; ``on_bytes`` is called with byte counts as tensors are read.
     Raises ``DiffaiError`` subclasses for anything wrong with the inputs.
     """
-    options = compare_options(epsilon, include, exclude, workers, shard)
+    options = compare_options(
+        epsilon, include, exclude, workers, shard, strip_prefixes, detect_prefixes
+    )
     gate = load_gate(policy, metrics_baseline, metrics_candidate)
     base_model = open_model(baseline, format)
     cand_model = open_model(candidate, format)
@@ -53,12 +59,19 @@ def compare_options(
     exclude: Sequence[str],
     workers: int | None,
     shard: tuple[int, int] | None = None,
+    strip_prefixes: Sequence[str] = (),
+    detect_prefixes: bool = True,
 ) -> CompareOptions:
     if not epsilon >= 0.0:
         raise UsageError(f"epsilon must be a non-negative number, got {epsilon}")
     if workers is not None and workers < 1:
         raise UsageError(f"workers must be at least 1, got {workers}")
-    return CompareOptions(epsilon, tuple(include), tuple(exclude), workers, shard)
+    if any(not prefix for prefix in strip_prefixes):
+        raise UsageError("--strip-prefix needs a prefix, such as 'module.'")
+    return CompareOptions(
+        epsilon, tuple(include), tuple(exclude), workers, shard, tuple(strip_prefixes),
+        detect_prefixes,
+    )  # fmt: skip
 
 
 def load_gate(

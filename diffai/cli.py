@@ -146,6 +146,20 @@ def _add_comparison_options(parser: argparse.ArgumentParser, shards: bool = True
         help="skip names matching GLOB (repeatable)",
     )
     add(
+        "--strip-prefix",
+        metavar="PREFIX",
+        action="append",
+        default=[],
+        help="take PREFIX off every tensor and scalar name that has it, on both sides, "
+        "before names pair (repeatable)",
+    )
+    add(
+        "--keep-prefixes",
+        action="store_true",
+        help="do not take off wrapper prefixes (module., _orig_mod., model.) that one side "
+        "has on every tensor and the other on none",
+    )
+    add(
         "--epsilon",
         type=float,
         default=0.0,

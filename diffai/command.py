@@ -42,13 +42,19 @@ def exit_status(report: Report, args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace, progress_stream: TextIO) -> Report:
     shard = parse_shard(args.shard) if args.shard else None
-    options = compare_options(args.epsilon, args.include, args.exclude, args.workers, shard)
+    options = compare_options(
+        args.epsilon, args.include, args.exclude, args.workers, shard, *_prefix_options(args)
+    )
     gate = load_gate(args.policy, args.metrics_baseline, args.metrics_candidate)
     baseline = open_model(args.baseline, args.format)
     candidate = open_model(args.candidate, args.format)
     total = bytes_to_read(baseline, candidate, options)
     with _progress_bar(total, progress_stream, args.progress) as on_bytes:
         return Report.build(compare_models(baseline, candidate, options, on_bytes), gate)
+
+
+def _prefix_options(args: argparse.Namespace) -> tuple[list[str], bool]:
+    return args.strip_prefix, not args.keep_prefixes
 
 
 def merge(args: argparse.Namespace, progress_stream: TextIO) -> Report:
@@ -140,7 +146,9 @@ def change_magnitude(tensor: dict[str, Any]) -> float:
 
 
 def audit(args: argparse.Namespace, progress_stream: TextIO) -> Series:
-    options = compare_options(args.epsilon, args.include, args.exclude, args.workers)
+    options = compare_options(
+        args.epsilon, args.include, args.exclude, args.workers, None, *_prefix_options(args)
+    )
     gate = load_gate(args.policy)
     shown = args.progress or progress_stream.isatty()
     on_checkpoint = _checkpoint_progress(progress_stream) if shown else None

@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
 
@@ -21,6 +21,7 @@ from diffai.change import RelativeChange, relative_changes
 from diffai.dtypes import is_complex
 from diffai.errors import DiffaiError, UnreadableModel
 from diffai.model import Model, Scalar, TensorRef
+from diffai.pairing import Mapping, align
 from diffai.roles import Role, role_of
 from diffai.shard import shard_members
 from diffai.stats import DiffStats, ProgressCallback, TensorStats, measure_pair, measure_tensor
@@ -63,6 +64,8 @@ class CompareOptions:
     exclude: Sequence[str] = ()
     workers: int | None = None
     shard: tuple[int, int] | None = None  # (index from 1, count): measure one slice only
+    strip_prefixes: Sequence[str] = ()  # taken off every name that has them (diffai.pairing)
+    detect_prefixes: bool = True  # take off wrapper prefixes one side has throughout
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class Comparison:
     options: CompareOptions
     #: Every selected tensor name in model order; a shard measures only some of them.
     names: tuple[str, ...] = ()
+    #: What pairing did to the names before they were matched.
+    mapping: Mapping = field(default_factory=Mapping)
 
     def count(self, status: Status) -> int:
         return sum(1 for tensor in self.tensors if tensor.status == status)
@@ -96,15 +101,23 @@ def compare_models(
 ) -> Comparison:
     """Compare every tensor and scalar the filters select; results in model order."""
     options = options or CompareOptions()
+    baseline, candidate, mapping = _aligned(baseline, candidate, options)
     names, pairs = _pairs(baseline, candidate, options)
     tensors = _measure_all(pairs, options, on_bytes)
     scalars = _scalar_changes(baseline.scalars, candidate.scalars, options)
-    return Comparison(baseline, candidate, tensors, scalars, options, tuple(names))
+    return Comparison(baseline, candidate, tensors, scalars, options, tuple(names), mapping)
 
 
 def bytes_to_read(baseline: Model, candidate: Model, options: CompareOptions) -> int:
     """Total tensor bytes ``compare_models`` will stream, for a progress bar."""
+    baseline, candidate, _ = _aligned(baseline, candidate, options)
     return sum(_pair_bytes(base, cand) for _, base, cand in _pairs(baseline, candidate, options)[1])
+
+
+def _aligned(
+    baseline: Model, candidate: Model, options: CompareOptions
+) -> tuple[Model, Model, Mapping]:
+    return align(baseline, candidate, options.strip_prefixes, options.detect_prefixes)
 
 
 Pair = tuple[str, "TensorRef | None", "TensorRef | None"]

@@ -15,6 +15,7 @@ from typing import Any
 from diffai.comparison import CompareOptions, Comparison, ScalarChange, TensorComparison
 from diffai.errors import DiffaiError, UnreadableModel, UsageError
 from diffai.model import Model, TensorRef
+from diffai.pairing import Mapping
 from diffai.stats import DiffStats, TensorStats
 
 
@@ -71,9 +72,11 @@ def _rebuild(documents: list[dict[str, Any]]) -> Comparison:
                 **options,
                 "include": tuple(options["include"]),
                 "exclude": tuple(options["exclude"]),
+                "strip_prefixes": tuple(options.get("strip_prefixes", ())),
             }
         ),
         names=tuple(names),
+        mapping=Mapping.from_json(first.get("mapping")),
     )
 
 

@@ -94,6 +94,7 @@ def build_document(comparison: Comparison) -> dict[str, Any]:
         "baseline": _artifact(baseline),
         "candidate": _artifact(candidate),
         "options": dataclasses.asdict(comparison.options),
+        "mapping": comparison.mapping.to_json(),
         "summary": _summary(comparison),
         "tensors": [tensor_record(t, changes.get(t.name)) for t in comparison.tensors],
         "scalars": [

@@ -33,6 +33,7 @@ def render_text(
     show_verdict: bool = False,
 ) -> str:
     lines = [*analysis_lines(document, analyses), summary_line(document["summary"])]
+    lines += mapping_lines(document.get("mapping"))
     if is_identical(document["summary"]):
         lines.append("identical: no compared tensor or scalar differs")
     if show_verdict:
@@ -51,6 +52,19 @@ def summary_line(summary: dict[str, int]) -> str:
     counts = ", ".join(f"{key}={summary[key]}" for key in SUMMARY_KEYS)
     compared, scalars = summary["tensors_compared"], summary["scalars_changed"]
     return f"summary: compared={compared}, {counts}, scalars_changed={scalars}"
+
+
+def mapping_lines(mapping: dict[str, Any] | None) -> list[str]:
+    """How names were paired, when anything was taken off them: a reviewer must know."""
+    if not mapping:
+        return []
+    taken = [f"{one_line(p)!r} off both sides (--strip-prefix)" for p in mapping["strip_prefixes"]]
+    for side in ("baseline", "candidate"):
+        taken += [
+            f"{one_line(p)!r} off every {side} tensor name (detected)"
+            for p in mapping["detected"][side]
+        ]
+    return ["names: took " + "; ".join(taken)] if taken else []
 
 
 def layer_lines(layers: list[dict[str, Any]]) -> list[str]:
