@@ -26,9 +26,10 @@ REAL = Path(__file__).resolve().parent / "data" / "real"
 #: The committed files that diffai reads today, with the loader users would run on them.
 SAFETENSORS_FILES = ("silero_vad_16k.safetensors", "all-MiniLM-L6-v2.slice.safetensors")
 TORCH_FILES = ("pnet.pt", "rnet.pt")
-#: Committed for readers still to come (TorchScript, ONNX subgraphs, Keras HDF5, TFLite int8).
+#: Their reference loader is ``torch.jit.load(path).state_dict()`` (trusted, committed files).
+TORCHSCRIPT_FILES = ("silero_vad.jit",)
+#: Committed for readers still to come (ONNX subgraphs, Keras HDF5, TFLite int8).
 NOT_YET_READ = (
-    "silero_vad.jit",
     "silero_vad.onnx",
     "emotion_model.hdf5",
     "emotion_model_quantized.tflite",
@@ -41,9 +42,11 @@ def load_real(name: str) -> dict[str, np.ndarray]:
 
 
 def load_reference(path: Path) -> dict[str, np.ndarray]:
-    """Tensors of a safetensors or torch file, named as diffai names them (nested keys dotted)."""
+    """Tensors of a safetensors, torch or TorchScript file, named as diffai names them."""
     if path.suffix == ".safetensors":
         return load_file(path)
+    if path.suffix == ".jit":
+        return {name: _numpy(t) for name, t in torch.jit.load(path).state_dict().items()}
     checkpoint = torch.load(path, weights_only=True, map_location="cpu")
     return {name: _numpy(tensor) for name, tensor in _walk(checkpoint, "")}
 

@@ -25,6 +25,7 @@ from tests.real_models import (
     REAL,
     SAFETENSORS_FILES,
     TORCH_FILES,
+    TORCHSCRIPT_FILES,
     fine_tune,
     lightning_checkpoint,
     load_real,
@@ -34,7 +35,7 @@ from tests.real_models import (
     training_checkpoint,
 )
 
-READABLE = SAFETENSORS_FILES + TORCH_FILES
+READABLE = SAFETENSORS_FILES + TORCH_FILES + TORCHSCRIPT_FILES
 MINILM = "all-MiniLM-L6-v2.slice.safetensors"
 
 

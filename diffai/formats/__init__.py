@@ -15,6 +15,7 @@ from typing import Protocol
 from diffai.errors import UnreadableModel, UsageError
 from diffai.formats import identify, matlab, numpy, pytorch, safetensors, sharded
 from diffai.formats.limits import check_model
+from diffai.formats.pytorch import torchscript
 from diffai.model import Model
 
 
@@ -32,7 +33,7 @@ class Reader(Protocol):
 
 
 READERS: dict[str, Reader] = {
-    module.FORMAT: module for module in (sharded, safetensors, pytorch, numpy, matlab)
+    module.FORMAT: module for module in (sharded, safetensors, torchscript, pytorch, numpy, matlab)
 }
 
 

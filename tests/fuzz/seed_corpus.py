@@ -24,7 +24,7 @@ import torch
 from safetensors.numpy import save
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.fuzz.targets import SENTINEL
+from tests.fuzz.targets import SCRIPT_CODE, SCRIPT_PICKLE, SENTINEL
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 WHOLE_FILE, PICKLE_ONLY = b"\x00", b"\x01"  # the pytorch target's first byte
@@ -163,9 +163,20 @@ def matlab_seeds() -> dict[str, bytes]:
     return seeds
 
 
+def torchscript_seeds() -> dict[str, bytes]:
+    """The target's valid pickle and code file (odd and even first byte), and an attack."""
+    touch = f"touch {SENTINEL}".encode()
+    attack = b"\x80\x02cos\nsystem\n(X" + len(touch).to_bytes(4, "little") + touch + b"tR."
+    return {
+        "pickle": PICKLE_ONLY + SCRIPT_PICKLE,
+        "code": WHOLE_FILE + SCRIPT_CODE.encode(),
+        "os-system": PICKLE_ONLY + attack,
+    }
+
+
 SEEDS = {
     "safetensors": safetensors_seeds, "pytorch": pytorch_seeds, "policy": policy_seeds,
-    "matlab": matlab_seeds,
+    "matlab": matlab_seeds, "torchscript": torchscript_seeds,
 }  # fmt: skip
 
 

@@ -153,6 +153,70 @@ def torch_zip(pickle_bytes: bytes, storages: dict[str, bytes] = STORAGES) -> byt
     return buffer.getvalue()
 
 
+#: The TorchScript target's classes: a module with a parameter, a buffer and a submodule.
+SCRIPT_CODE = """\
+class Net(Module):
+  __parameters__ = ["weight", ]
+  __buffers__ = ["running", ]
+  weight : Tensor
+  running : Tensor
+  training : bool
+  child : __torch__.Leaf
+  def forward(self: __torch__.Net) -> Tensor:
+    return self.weight
+class Leaf(Module):
+  __parameters__ = ["weight", ]
+  __buffers__ = []
+  weight : Tensor
+  training : bool
+  def forward(self: __torch__.Leaf) -> Tensor:
+    return self.weight
+"""
+
+
+def _script_pickle() -> bytes:
+    """``Net`` holding a ``Leaf``, on storages ``data/0`` and ``data/1``."""
+
+    def text(value: str) -> bytes:
+        return b"X" + len(value).to_bytes(4, "little") + value.encode()
+
+    def tensor(key: str, numel: int) -> bytes:
+        pid = b"((" + text("storage") + b"ctorch\nFloatStorage\n" + text(key) + text("cpu")
+        sizes = b"K" + bytes([numel])
+        return (
+            b"ctorch._utils\n_rebuild_tensor_v2\n" + pid + sizes + b"tQK\x00(" + sizes
+            + b"t(K\x01t\x89ccollections\nOrderedDict\n)RtR"
+        )  # fmt: skip
+
+    leaf = text("weight") + tensor("1", 2) + text("training") + b"\x89"
+    state = text("weight") + tensor("0", 4) + text("running") + tensor("1", 2)
+    state += text("training") + b"\x89" + text("child") + b"c__torch__\nLeaf\n)\x81}(" + leaf
+    return b"\x80\x02c__torch__\nNet\n)\x81}(" + state + b"ubub."
+
+
+SCRIPT_PICKLE = _script_pickle()
+
+
+def torchscript_input(data: bytes, workdir: Path) -> None:
+    """Odd first byte: the rest is data.pkl beside ``SCRIPT_CODE``; even: the rest is the
+    code/ file beside ``SCRIPT_PICKLE``; in the layout torch.jit.save writes."""
+    pickle_mode = bool(data[:1] and data[0] & 1)
+    code = SCRIPT_CODE.encode() if pickle_mode else data[1:]
+    path = workdir / "fuzz.jit"
+    path.write_bytes(script_zip(data[1:] if pickle_mode else SCRIPT_PICKLE, code))
+    with no_code_runs():
+        check_model_file(path, "torchscript")
+
+
+def script_zip(pickle_bytes: bytes, code: bytes) -> bytes:
+    records = torch_zip(pickle_bytes, {"0": bytes(range(16)), "1": bytes(8)})
+    buffer = io.BytesIO(records)
+    with zipfile.ZipFile(buffer, "a", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/code/__torch__.py", code)
+        archive.writestr("archive/constants.pkl", b"\x80\x02).")
+    return buffer.getvalue()
+
+
 def policy_input(data: bytes, workdir: Path) -> None:
     """The same bytes as a policy, as YAML metrics and as JSON metrics."""
     loaders: list[tuple[str, Callable[[Path], object]]] = [
@@ -173,6 +237,7 @@ def policy_input(data: bytes, workdir: Path) -> None:
 TARGETS: dict[str, Callable[[bytes, Path], None]] = {
     "safetensors": safetensors_input,
     "pytorch": pytorch_input,
+    "torchscript": torchscript_input,
     "policy": policy_input,
     "matlab": matlab_input,
 }

@@ -21,7 +21,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz.targets import TARGETS, policy_input, pytorch_input, safetensors_input
+from tests.fuzz.targets import (
+    TARGETS,
+    policy_input,
+    pytorch_input,
+    safetensors_input,
+    torchscript_input,
+)
 from tests.hostile.conftest import TIME_LIMIT, limit_memory
 
 REGRESSIONS = Path(__file__).parent / "regressions"
@@ -94,6 +100,13 @@ def test_safetensors_parser_never_crashes(tmp_path: Path, data: bytes) -> None:
 def test_allow_list_unpickler_never_crashes_nor_runs_code(tmp_path: Path, data: bytes) -> None:
     """Mutated pickles (some of them attacks) inside a torch zip, and mutated whole files."""
     pytorch_input(data, tmp_path)
+
+
+@settings(max_examples=60, **FAST)
+@given(data=mutated(SEED_BYTES["torchscript"]))
+def test_torchscript_reader_never_crashes_nor_runs_code(tmp_path: Path, data: bytes) -> None:
+    """Mutated data.pkl beside valid class declarations, and mutated declarations."""
+    torchscript_input(data, tmp_path)
 
 
 yaml_text = st.text(

@@ -54,10 +54,17 @@ _PICKLE_ERRORS = (
 )  # fmt: skip
 
 
-def unpickle_checkpoint(path: Path, members: ZipMembers, pickle_name: str, prefix: str) -> Any:
+def unpickle_checkpoint(
+    path: Path,
+    members: ZipMembers,
+    pickle_name: str,
+    prefix: str,
+    unpickler_type: Callable[..., AllowListUnpickler] | None = None,
+) -> Any:
+    """``unpickler_type`` widens the allow-list for a kind of archive (TorchScript's)."""
     data = members.read_bytes(pickle_name, MAX_PICKLE_BYTES)
     try:
-        unpickler = _AllowListUnpickler(data, path, members, f"{prefix}data/")
+        unpickler = (unpickler_type or AllowListUnpickler)(data, path, members, f"{prefix}data/")
         check_opcodes(data, unpickler.find_class)
         return unpickler.load()
     except PickleRefused as exc:
@@ -68,7 +75,7 @@ def unpickle_checkpoint(path: Path, members: ZipMembers, pickle_name: str, prefi
         raise MalformedModel(path, f"{pickle_name}: malformed pickle ({one_line(exc)})") from exc
 
 
-class _AllowListUnpickler(pickle.Unpickler):
+class AllowListUnpickler(pickle.Unpickler):
     """Resolves globals only to the stand-ins in ``_ALLOWED``, storages only to archive members."""
 
     def __init__(self, data: bytes, path: Path, members: ZipMembers, data_folder: str) -> None:
