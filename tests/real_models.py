@@ -21,15 +21,17 @@ import torch
 from safetensors.numpy import load_file
 from torch import nn
 
+from tests.onnx_models import onnx_reference
+
 REAL = Path(__file__).resolve().parent / "data" / "real"
 
 #: The committed files that diffai reads today, with the loader users would run on them.
 SAFETENSORS_FILES = ("silero_vad_16k.safetensors", "all-MiniLM-L6-v2.slice.safetensors")
 TORCH_FILES = ("pnet.pt", "rnet.pt")
-#: Committed for readers still to come (TorchScript, ONNX subgraphs, Keras HDF5, TFLite int8).
+ONNX_FILES = ("silero_vad.onnx",)
+#: Committed for readers still to come (TorchScript, Keras HDF5, TFLite int8).
 NOT_YET_READ = (
     "silero_vad.jit",
-    "silero_vad.onnx",
     "emotion_model.hdf5",
     "emotion_model_quantized.tflite",
 )
@@ -41,9 +43,12 @@ def load_real(name: str) -> dict[str, np.ndarray]:
 
 
 def load_reference(path: Path) -> dict[str, np.ndarray]:
-    """Tensors of a safetensors or torch file, named as diffai names them (nested keys dotted)."""
+    """Tensors of a safetensors, ONNX or torch file, named as diffai names them (nested keys
+    dotted; ONNX subgraph tensors under their node path)."""
     if path.suffix == ".safetensors":
         return load_file(path)
+    if path.suffix == ".onnx":
+        return onnx_reference(path)
     checkpoint = torch.load(path, weights_only=True, map_location="cpu")
     return {name: _numpy(tensor) for name, tensor in _walk(checkpoint, "")}
 
