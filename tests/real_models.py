@@ -28,7 +28,7 @@ REAL = Path(__file__).resolve().parent / "data" / "real"
 #: The committed files that diffai reads today, with the loader users would run on them.
 SAFETENSORS_FILES = ("silero_vad_16k.safetensors", "all-MiniLM-L6-v2.slice.safetensors")
 TORCH_FILES = ("pnet.pt", "rnet.pt")
-ONNX_FILES = ("silero_vad.onnx",)
+ONNX_FILES = ("silero_vad.onnx", "silero_vad_16k_op15.onnx")
 #: Committed for readers still to come (TorchScript, Keras HDF5, TFLite int8).
 NOT_YET_READ = (
     "silero_vad.jit",

@@ -190,3 +190,14 @@ def test_onnx_reads_without_torch(run_without_torch, tmp_path: Path) -> None:
 def test_format_onnx_forces_the_reader(run_cli, tmp_path: Path) -> None:
     path = save(model_of({"w": np.ones(3, np.float32)}), tmp_path / "weights.bin")
     assert run_cli(path, path, "--format", "onnx").code == 0
+
+
+def test_a_role_hint_one_side_lacks_is_dropped(tmp_path: Path) -> None:
+    """A constant in the baseline that the candidate holds as an initializer is judged as one."""
+    constant = helper.make_node("Constant", [], ["eps"], value_float=1e-5)
+    base = save(model_of([], [constant]), tmp_path / "base.onnx")
+    cand = save(model_of({"eps": np.array(1e-3, np.float32)}), tmp_path / "cand.onnx")
+    same = compare_models(diffai.open_model(base), diffai.open_model(base))
+    moved = compare_models(diffai.open_model(base), diffai.open_model(cand))
+    assert [t.role for t in same.tensors] == ["constant"]
+    assert [(t.role, t.status) for t in moved.tensors] == [("weight", "changed")]

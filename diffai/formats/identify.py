@@ -41,11 +41,11 @@ ZIP_MAGIC = b"PK\x03\x04"
 GGML_MAGICS = (b"lmgg", b"fmgg", b"tjgg", b"algg", b"nsgg")
 #: Protobuf wire types a model's top-level fields use: varint, fixed64, length-delimited, fixed32.
 WIRE_VARINT, WIRE_FIXED64, WIRE_LENGTH, WIRE_FIXED32 = 0, 1, 2, 5
-#: onnx.proto ModelProto: ir_version 1, producer_name 2 ... graph 7, opset_import 8 ...
+#: onnx.proto ModelProto: ir_version 1, producer_name 2 ... graph 7 ... configuration 26
 ONNX_FIELDS = {
     (1, WIRE_VARINT), (2, WIRE_LENGTH), (3, WIRE_LENGTH), (4, WIRE_LENGTH), (5, WIRE_VARINT),
     (6, WIRE_LENGTH), (7, WIRE_LENGTH), (8, WIRE_LENGTH), (14, WIRE_LENGTH), (20, WIRE_LENGTH),
-    (25, WIRE_LENGTH),
+    (25, WIRE_LENGTH), (26, WIRE_LENGTH),
 }  # fmt: skip
 ONNX_GRAPH = (7, WIRE_LENGTH)
 #: Core ML Model.proto: specificationVersion 1, description 2, isUpdatable 10, the model 200 on.

@@ -93,6 +93,9 @@ CRAFTED = [
     pytest.param(external("/proc/self/environ"), "is absolute", id="external-absolute"),
     pytest.param(external("C:/Windows/win.ini"), "not a plain relative path",
                  id="external-drive"),
+    pytest.param(initializer(field(2, 1) + field(8, b"w") + field(13, field(1, b"exec"))
+                             + field(14, 1)),
+                 "external_data has the unknown key 'exec'", id="external-unknown-key"),
     pytest.param(external("missing.bin"), "cannot be opened (No such file or directory)",
                  id="external-missing"),
 ]  # fmt: skip

@@ -72,7 +72,13 @@ def _by_name(refs: list[TensorRef]) -> dict[str, TensorRef]:
     return {ref.name: ref for ref in refs}
 
 
+#: Real models import a handful of operator sets.
+MAX_OPSETS = 1000
+
+
 def _metadata(model: Message, skipped_text: int) -> dict[str, object]:
+    if model.count("opset_import") > MAX_OPSETS:
+        raise OnnxProblem(f"it imports over {MAX_OPSETS:,} operator sets")
     opsets = {
         opset.text("domain") or "ai.onnx": opset.number("version")
         for opset in model.children("opset_import", schemas.OPSET)

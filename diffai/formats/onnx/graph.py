@@ -28,6 +28,9 @@ from diffai.roles import graph_constant_hint
 MAX_SUBGRAPH_DEPTH = 30
 #: Values of a ``value_ints``/``value_floats`` written one by one (not packed).
 MAX_LISTED_VALUES = 1 << 20
+#: Nodes, attributes and graphs of one model, subgraphs included: the largest real graphs
+#: (decomposed LLMs) hold about 10**5 nodes, and each item walked costs about 10 us.
+MAX_GRAPH_ITEMS = 1_000_000
 CONSTANT_DOMAINS = ("", "ai.onnx")
 #: Constant attributes that hold no tensor diffai measures.
 TEXT_VALUES = ("value_string", "value_strings")
@@ -41,6 +44,13 @@ class Found:
     built: list[TensorRef] = field(default_factory=list)
     names: set[str] = field(default_factory=set)
     skipped_text: int = 0
+    items: int = 0
+
+    def walked(self, item: Message) -> Message:
+        self.items += 1
+        if self.items > MAX_GRAPH_ITEMS:
+            raise OnnxProblem(f"its graphs hold over {MAX_GRAPH_ITEMS:,} nodes and attributes")
+        return item
 
     def name(self, name: str) -> str:
         if name in self.names:
@@ -58,6 +68,7 @@ def walk(graph: Message) -> Found:
 
 
 def _graph(graph: Message, prefix: str, depth: int, found: Found) -> None:
+    found.walked(graph)
     if depth > MAX_SUBGRAPH_DEPTH:
         raise OnnxProblem(f"subgraphs nest over {MAX_SUBGRAPH_DEPTH} levels deep")
     if graph.has("sparse_initializer"):
@@ -68,7 +79,7 @@ def _graph(graph: Message, prefix: str, depth: int, found: Found) -> None:
             raise OnnxProblem("an initializer has no name")
         _add(found, Tensor(found.name(prefix + name), initializer), constant=False)
     for index, node in enumerate(graph.children("node", NODE)):
-        _node(node, index, prefix, depth, found)
+        _node(found.walked(node), index, prefix, depth, found)
 
 
 def _add(found: Found, tensor: Tensor, constant: bool) -> None:
@@ -79,13 +90,12 @@ def _add(found: Found, tensor: Tensor, constant: bool) -> None:
 
 
 def _node(node: Message, index: int, prefix: str, depth: int, found: Found) -> None:
-    attributes = list(node.children("attribute", ATTRIBUTE))
     is_constant = node.text("op_type") == "Constant" and node.text("domain") in CONSTANT_DOMAINS
     if is_constant:
-        _constant(node, attributes, prefix, found)
+        _constant(node, prefix, found)
     owner = f"{prefix}{_label(node, index)}/"
-    for attribute in attributes:
-        name = attribute.text("name")
+    for attribute in node.children("attribute", ATTRIBUTE):
+        name = found.walked(attribute).text("name")
         for graph in attribute.children("g", GRAPH):
             _graph(graph, f"{owner}{name}/", depth + 1, found)
         for number, graph in enumerate(attribute.children("graphs", GRAPH)):
@@ -93,21 +103,20 @@ def _node(node: Message, index: int, prefix: str, depth: int, found: Found) -> N
 
 
 def _label(node: Message, index: int) -> str:
-    outputs = node.texts("output")
-    return node.text("name") or next((out for out in outputs if out), f"#{index}")
+    return node.text("name") or node.first_text("output") or f"#{index}"
 
 
-def _constant(node: Message, attributes: list[Message], prefix: str, found: Found) -> None:
-    outputs = node.texts("output")
-    if not outputs or not outputs[0]:
+def _constant(node: Message, prefix: str, found: Found) -> None:
+    output = node.first_text("output")
+    if not output:
         raise OnnxProblem(f"a Constant node ({node.text('name')!r:.60}) has no output")
-    if len(attributes) != 1:
+    if node.count("attribute") != 1:
         raise OnnxProblem(
-            f"Constant {outputs[0]!r} has {len(attributes)} attributes, not one value"
+            f"Constant {output!r} has {node.count('attribute'):,} attributes, not one value"
         )
-    attribute = attributes[0]
+    attribute = next(node.children("attribute", ATTRIBUTE))
     kind = attribute.text("name")
-    name = found.name(prefix + outputs[0])
+    name = found.name(prefix + output)
     if kind == "value" and attribute.has("t"):
         _add(found, Tensor(name, attribute.child(attribute.one("t"), TENSOR)), constant=True)
     elif kind in LISTED:
@@ -115,7 +124,7 @@ def _constant(node: Message, attributes: list[Message], prefix: str, found: Foun
     elif kind in TEXT_VALUES:
         found.skipped_text += 1
     else:
-        raise OnnxProblem(f"Constant {outputs[0]!r} holds {kind!r:.40}, which diffai does not read")
+        raise OnnxProblem(f"Constant {output!r} holds {kind!r:.40}, which diffai does not read")
 
 
 def _float(attribute: Message, name: str) -> TensorRef:
@@ -139,9 +148,9 @@ def _ints_list(attribute: Message, name: str) -> TensorRef:
 
 
 def _floats(attribute: Message, key: str) -> np.ndarray:
-    pieces = attribute.all(key)
-    if len(pieces) > MAX_LISTED_VALUES:
+    if attribute.count(key) > MAX_LISTED_VALUES:
         raise OnnxProblem(f"a Constant's {key} holds over {MAX_LISTED_VALUES:,} values")
+    pieces = list(attribute.all(key))
     if any(piece.wire == LENGTH and (piece.end - piece.start) % 4 for piece in pieces):
         raise OnnxProblem(f"a Constant's packed {key} is not a whole number of floats")
     spans = [attribute.buf[piece.start : piece.end] for piece in pieces]

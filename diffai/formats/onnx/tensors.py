@@ -20,6 +20,7 @@ import numpy as np
 from diffai.dtypes import numpy_dtype
 from diffai.formats.limits import MAX_DIMS
 from diffai.formats.onnx import values
+from diffai.formats.onnx.external import KEYS as EXTERNAL_KEYS
 from diffai.formats.onnx.schemas import ENTRY, FIXED_WIDTH, TYPED_FIELDS
 from diffai.formats.onnx.wire import Message, OnnxProblem
 from diffai.model import TensorRef, ValueStream
@@ -115,9 +116,9 @@ def tensor_ref(
         counted = values.count_varints(payload)
         _check_size(name, kind, shape, counted, units, source, "values")
         pieces = _varint_pieces(payload, kind, elements)
-    source = {"load": _view(payload, kind, shape)} if pieces is None else {"stream": pieces}
+    reads = {"load": _view(payload, kind, shape)} if pieces is None else {"stream": pieces}
     return TensorRef(
-        name, shape, kind.value, **source, stored_as=kind.stored_as,
+        name, shape, kind.value, **reads, stored_as=kind.stored_as,
         stored_size=units * kind.storage.itemsize if kind.stored_as else None,
         role_hint=hint(kind.value, elements),
     )  # fmt: skip
@@ -172,6 +173,8 @@ def _entries(proto: Message) -> dict[str, str]:
     entries: dict[str, str] = {}
     for entry in proto.children("external_data", ENTRY):
         key = entry.text("key")
+        if key not in EXTERNAL_KEYS:
+            raise OnnxProblem(f"external_data has the unknown key {key!r:.60}")
         if key in entries:
             raise OnnxProblem(f"external_data names the key {key!r} twice; ambiguous")
         entries[key] = entry.text("value")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
+from typing import NamedTuple
 
 VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5
 _FIXED_SIZES = {FIXED64: 8, FIXED32: 4}
@@ -27,8 +29,7 @@ class OnnxProblem(ValueError):
     message says how, and the reader turns it into ``MalformedModel``."""
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
+class Field(NamedTuple):
     """One field: a varint's value (``start`` = ``end``), or the span of its payload."""
 
     number: int
@@ -46,9 +47,15 @@ class Schema:
     fields: dict[int, tuple[str, frozenset[int]]]
     repeated: frozenset[str] = frozenset()
 
+    @cached_property
+    def numbers(self) -> dict[str, int]:
+        return {name: number for number, (name, _) in self.fields.items()}
+
 
 def varint(buf: memoryview, position: int, end: int) -> tuple[int, int]:
     """The varint at ``position`` and the position after it."""
+    if position < end and buf[position] < 0x80:  # most tags and lengths: one byte
+        return buf[position], position + 1
     value = shift = 0
     while position < end and shift < 70:
         byte = buf[position]
@@ -62,47 +69,48 @@ def varint(buf: memoryview, position: int, end: int) -> tuple[int, int]:
 
 
 def fields(buf: memoryview, start: int, end: int) -> Iterator[Field]:
-    """The fields of the message in ``buf[start:end]``, each checked to end inside it."""
+    """The fields of the message in ``buf[start:end]``, each checked to end inside it.
+
+    The hot loop of the reader (every node of a graph passes here), hence one function.
+    """
     position = start
     while position < end:
         tag, position = varint(buf, position, end)
         number, wire = tag >> 3, tag & 7
         if not 0 < number <= MAX_FIELD_NUMBER:
             raise OnnxProblem(f"field number {number} is not a protobuf field number")
-        field = _field(buf, number, wire, position, end)
-        position = field.end
-        yield field
-
-
-def _field(buf: memoryview, number: int, wire: int, position: int, end: int) -> Field:
-    if wire == VARINT:
-        value, after = varint(buf, position, end)
-        return Field(number, wire, value, after, after)
-    if wire == LENGTH:
-        length, position = varint(buf, position, end)
-        return Field(number, wire, length, position, _checked_end(number, position, length, end))
-    if wire in _FIXED_SIZES:
-        size = _FIXED_SIZES[wire]
-        return Field(number, wire, size, position, _checked_end(number, position, size, end))
-    kind = "a group, which ONNX never writes" if wire in (3, 4) else "not a protobuf wire type"
-    raise OnnxProblem(f"field {number} has wire type {wire} ({kind})")
-
-
-def _checked_end(number: int, position: int, length: int, end: int) -> int:
-    if length > end - position:
-        raise OnnxProblem(
-            f"field {number} claims {length:,} bytes, but only {end - position:,} are left "
-            "in its message"
-        )
-    return position + length
+        if wire == VARINT:
+            value, position = varint(buf, position, end)
+            yield Field(number, wire, value, position, position)
+            continue
+        if wire == LENGTH:
+            size, position = varint(buf, position, end)
+        elif wire in _FIXED_SIZES:
+            size = _FIXED_SIZES[wire]
+        else:
+            kind = "a group, which ONNX never writes" if wire in (3, 4) else "not a wire type"
+            raise OnnxProblem(f"field {number} has wire type {wire} ({kind})")
+        if size > end - position:
+            raise OnnxProblem(
+                f"field {number} claims {size:,} bytes, but only {end - position:,} are left "
+                "in its message"
+            )
+        yield Field(number, wire, size, position, position + size)
+        position += size
 
 
 class Message:
-    """The fields of one message that its ``Schema`` names, by name, in file order."""
+    """The fields of one message that its ``Schema`` names, by name, in file order.
+
+    Singular fields are kept; repeated ones are only counted and walked again when
+    asked for, so a message of fifty million empty entries costs a counter, not
+    fifty million objects.
+    """
 
     def __init__(self, buf: memoryview, start: int, end: int, schema: Schema) -> None:
         self.buf, self.start, self.end, self.schema = buf, start, end, schema
-        self._found: dict[str, list[Field]] = {}
+        self._first: dict[str, Field] = {}
+        self._counts: dict[str, int] = {}
         for field in fields(buf, start, end):
             known = schema.fields.get(field.number)
             if known is not None:
@@ -116,23 +124,33 @@ class Message:
                 f"{self.schema.what}.{name} is written as {_WIRE_NAMES[field.wire]}, not "
                 f"{expected} as ONNX writers write it; refused"
             )
-        found = self._found.setdefault(name, [])
-        if found and name not in self.schema.repeated:
+        if name not in self._first:
+            self._first[name] = field
+        elif name not in self.schema.repeated:
             raise OnnxProblem(
                 f"{self.schema.what}.{name} is written twice (protobuf would keep or merge "
                 "one silently); refused as ambiguous"
             )
-        found.append(field)
+        self._counts[name] = self._counts.get(name, 0) + 1
 
     def has(self, name: str) -> bool:
-        return name in self._found
+        return name in self._first
+
+    def count(self, name: str) -> int:
+        return self._counts.get(name, 0)
 
     def one(self, name: str) -> Field | None:
-        found = self._found.get(name)
-        return found[0] if found else None
+        """A singular field (or the first of a repeated one)."""
+        return self._first.get(name)
 
-    def all(self, name: str) -> list[Field]:
-        return self._found.get(name, [])
+    def all(self, name: str) -> Iterator[Field]:
+        """Every occurrence of ``name`` in file order (walked again when there are several)."""
+        count = self._counts.get(name, 0)
+        if count == 1:
+            yield self._first[name]
+        elif count:
+            number = self.schema.numbers[name]
+            yield from (f for f in fields(self.buf, self.start, self.end) if f.number == number)
 
     def child(self, field: Field, schema: Schema) -> Message:
         return Message(self.buf, field.start, field.end, schema)
@@ -148,8 +166,10 @@ class Message:
         field = self.one(name)
         return "" if field is None else self.decode(field, name)
 
-    def texts(self, name: str) -> list[str]:
-        return [self.decode(field, name) for field in self.all(name)]
+    def first_text(self, name: str) -> str:
+        """The first of a repeated string (a node's first output), "" when there is none."""
+        field = self._first.get(name)
+        return "" if field is None else self.decode(field, name)
 
     def decode(self, field: Field, name: str) -> str:
         try:
