@@ -62,8 +62,8 @@ def _external_model(path: Path, data_name: str, moved: int | None = None) -> Non
     tensors = []
     for index in range(EXTERNAL_TENSORS):
         offset = (EXTERNAL_TENSORS if index == moved else index) * size
-        tensor = helper.make_tensor(f"layers.{index}.weight", TensorProto.FLOAT, TENSOR_SHAPE, [])
-        tensor.ClearField("float_data")
+        tensor = TensorProto(name=f"layers.{index}.weight", data_type=TensorProto.FLOAT)
+        tensor.dims.extend(TENSOR_SHAPE)
         tensor.data_location = TensorProto.EXTERNAL
         for key, value in (("location", data_name), ("offset", offset), ("length", size)):
             tensor.external_data.add(key=key, value=str(value))
