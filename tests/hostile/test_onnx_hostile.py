@@ -30,7 +30,8 @@ def nested_ifs(depth: int) -> bytes:
     graph = field(1, constant)
     for level in range(depth):
         node = field(3, f"If_{level}".encode()) + field(4, b"If")
-        graph = field(1, node + field(5, field(1, b"then_branch") + field(6, graph)))
+        branch = field(1, b"then_branch") + field(6, graph) + field(20, 5)
+        graph = field(1, node + field(5, branch))
     return model_bytes(graph)
 
 
@@ -89,6 +90,8 @@ CRAFTED = [
     pytest.param(model_bytes(field(1, field(4, b"Constant") + field(2, b"c"))),
                  "Constant 'c' has 0 attributes", id="constant-without-value"),
     pytest.param(model_bytes(field(15, b"")), "sparse initializer", id="sparse-initializer"),
+    pytest.param(nested_ifs(1).replace(field(20, 4), field(20, 7)),
+                 "attribute 'value' holds t but declares type 7, not 4", id="constant-type-lies"),
     pytest.param(external("../secret.bin"), "leaves the model's folder", id="external-dotdot"),
     pytest.param(external("/proc/self/environ"), "is absolute", id="external-absolute"),
     pytest.param(external("C:/Windows/win.ini"), "not a plain relative path",

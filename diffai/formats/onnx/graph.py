@@ -34,6 +34,13 @@ MAX_GRAPH_ITEMS = 1_000_000
 CONSTANT_DOMAINS = ("", "ai.onnx")
 #: Constant attributes that hold no tensor diffai measures.
 TEXT_VALUES = ("value_string", "value_strings")
+#: AttributeProto.type for each value field: ONNX Runtime reads the field its type names.
+ATTRIBUTE_TYPES = {"f": 1, "i": 2, "t": 4, "g": 5, "floats": 6, "ints": 7, "graphs": 10}
+#: The field holding each Constant value.
+CONSTANT_FIELDS = {
+    "value": "t", "value_float": "f", "value_floats": "floats", "value_int": "i",
+    "value_ints": "ints",
+}  # fmt: skip
 
 
 @dataclass
@@ -96,10 +103,24 @@ def _node(node: Message, index: int, prefix: str, depth: int, found: Found) -> N
     owner = f"{prefix}{_label(node, index)}/"
     for attribute in node.children("attribute", ATTRIBUTE):
         name = found.walked(attribute).text("name")
+        for held in ("g", "graphs"):
+            if attribute.has(held):
+                _check_type(attribute, name, held)
         for graph in attribute.children("g", GRAPH):
             _graph(graph, f"{owner}{name}/", depth + 1, found)
         for number, graph in enumerate(attribute.children("graphs", GRAPH)):
             _graph(graph, f"{owner}{name}[{number}]/", depth + 1, found)
+
+
+def _check_type(attribute: Message, name: str, held: str) -> None:
+    """The value field must be the one the attribute's type names: the onnx package reads
+    the field, ONNX Runtime the type, and they must not read different things."""
+    declared = attribute.number("type")
+    if declared != ATTRIBUTE_TYPES[held]:
+        raise OnnxProblem(
+            f"attribute {name!r:.60} holds {held} but declares type {declared}, not "
+            f"{ATTRIBUTE_TYPES[held]}; refused as ambiguous"
+        )
 
 
 def _label(node: Message, index: int) -> str:
@@ -117,6 +138,8 @@ def _constant(node: Message, prefix: str, found: Found) -> None:
     attribute = next(node.children("attribute", ATTRIBUTE))
     kind = attribute.text("name")
     name = found.name(prefix + output)
+    if kind in CONSTANT_FIELDS:
+        _check_type(attribute, kind, CONSTANT_FIELDS[kind])
     if kind == "value" and attribute.has("t"):
         _add(found, Tensor(name, attribute.child(attribute.one("t"), TENSOR)), constant=True)
     elif kind in LISTED:
