@@ -1,5 +1,6 @@
 # The diffai GitHub Action: `diffai` and its entry point on a slim Python, without torch
 # (diffai reads .pt files with its own allow-list unpickler; torch is an optional extra).
+# ONNX needs nothing more: diffai parses it itself (no onnx or protobuf in the image).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

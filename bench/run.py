@@ -8,7 +8,9 @@
 - ``perf`` (``perf.py``, ``docs/performance.md``): 512 MiB and 4 GiB pairs, f16,
   bf16, 10,000 tensors, shards, cold cache and start-up, side by side with a
   bare numpy floor, diffai-python 0.5.2 and a torch script, medians of
-  interleaved runs, and a table of the issue's goals.
+  interleaved runs, and a table of the issue's goals;
+- ``onnx`` (``onnx_external.py``): a 3 GiB external-data ONNX pair in bounded
+  memory, and ``onnx.load`` on the same files for comparison.
 
 ``--quick`` shrinks the performance suite's pairs to 64 MiB and 128 MiB (and
 its repetitions) for a smoke run of about a minute.
@@ -21,6 +23,7 @@ import sys
 from pathlib import Path
 
 import make_models
+import onnx_external
 import perf
 import perf_goals
 import perf_report
@@ -63,7 +66,8 @@ def run_perf(args: argparse.Namespace, command: str) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--suite", choices=("all", "transformer", "perf"), default="all", help="default: all")
+    suites = ("all", "transformer", "perf", "onnx")
+    add("--suite", choices=suites, default="all", help="default: all")
     add("--out", type=Path, default=make_models.DEFAULT_OUT, help="folder for the models")
     add("--quick", action="store_true", help="perf suite on 64/128 MiB pairs: a smoke run")
     add("--write-docs", action="store_true", help=f"write the perf table to {DOCS}")
@@ -94,6 +98,8 @@ def main() -> None:
         transformer.run_suite(args.out, args.repeat, args.stats_mib)
     if args.suite in ("all", "perf"):
         run_perf(args, command.strip())
+    if args.suite in ("all", "onnx"):
+        onnx_external.run_suite()
 
 
 if __name__ == "__main__":

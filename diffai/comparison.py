@@ -6,6 +6,7 @@ each) keep every core busy while memory stays bounded by one chunk per worker.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import itertools
 import math
@@ -42,10 +43,12 @@ class TensorComparison:
     baseline: TensorStats | None
     candidate: TensorStats | None
     diff: DiffStats | None
+    #: The readers' role hint (``TensorRef.role_hint``), when both sides give the same one.
+    role_hint: Role | None = None
 
     @property
     def role(self) -> Role:
-        return role_of(self.name)
+        return role_of(self.name, self.role_hint)
 
 
 @dataclass(frozen=True)
@@ -217,12 +220,19 @@ def _measure_batch(
     measured = []
     for name, base, cand in batch:
         try:
-            measured.append(_classify(name, base, cand, epsilon, on_bytes))
+            tensor = _classify(name, base, cand, epsilon, on_bytes)
+            measured.append(dataclasses.replace(tensor, role_hint=_role_hint(base, cand)))
         except DiffaiError:
             raise
         except (OSError, ValueError, TypeError) as exc:
             raise UnreadableModel(f"tensor {name!r}", f"cannot read its values: {exc}") from exc
     return measured
+
+
+def _role_hint(base: TensorRef | None, cand: TensorRef | None) -> Role | None:
+    """A hint one side lacks is no hint: a constant that became a weight is judged as one."""
+    hints = {ref.role_hint for ref in (base, cand) if ref is not None}
+    return hints.pop() if len(hints) == 1 else None
 
 
 def _pair_bytes(base: TensorRef | None, cand: TensorRef | None) -> int:

@@ -105,6 +105,7 @@ def _tensor(record: dict[str, Any]) -> TensorComparison:
         baseline=_stats(record["baseline"]),
         candidate=_stats(record["candidate"]),
         diff=_diff(record["diff"]),
+        role_hint=record["role"],  # decided when the shard was measured, by name or hint
     )
 
 

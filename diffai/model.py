@@ -30,7 +30,7 @@ from typing import Any, TypeAlias
 import numpy as np
 
 from diffai.dtypes import numpy_dtype
-from diffai.roles import role_of
+from diffai.roles import Role, role_of
 
 #: Elements per chunk and side. The kernel keeps no buffers of its own; the chunk bounds
 #: only the float64 copy of dtypes it does not read (ints, f8) and the Python work per call.
@@ -63,6 +63,7 @@ class TensorRef:
     stream: ValueStream | None = field(default=None, repr=False, compare=False)
     stored_as: str | None = None
     stored_size: int | None = None
+    role_hint: Role | None = None
 
     def __post_init__(self) -> None:
         if (self.load is None) == (self.stream is None):
@@ -121,7 +122,11 @@ class Model:
     def parameters(self) -> int:
         """Elements of the learned tensors (``diffai.roles``): a training checkpoint's Adam
         moments, counters and RNG state are not parameters of the model."""
-        return sum(ref.elements for name, ref in self.tensors.items() if role_of(name) == "weight")
+        return sum(
+            ref.elements
+            for name, ref in self.tensors.items()
+            if role_of(name, ref.role_hint) == "weight"
+        )
 
 
 def iter_chunks(array: np.ndarray, budget: int = CHUNK_ELEMENTS) -> Iterator[np.ndarray]:

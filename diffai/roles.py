@@ -20,6 +20,11 @@ Roles, first rule that matches the dotted name (docs/statistics.md lists them):
 - ``buffer``: a leaf a module keeps but does not learn (``running_mean``,
   ``running_var``, ``position_ids``, ``inv_freq``, GPT-2's ``attn.bias`` mask …);
 - ``weight``: everything else (parameters: weights, biases, embeddings, norms).
+
+One role no name shows: ``constant``, a value a graph holds as a constant that is
+not learned (an ONNX ``Constant`` node's shape, axes or epsilon). Only a reader
+can tell, so it gives the tensor a role hint (``TensorRef.role_hint``), which
+wins over the name; ``graph_constant_hint`` says which graph constants get it.
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ import re
 from functools import cache
 from typing import Literal
 
-Role = Literal["weight", "buffer", "counter", "rng_state", "optimizer_state", "training_state"]
+Role = Literal[
+    "weight", "buffer", "counter", "rng_state", "optimizer_state", "training_state", "constant"
+]
 ROLES: tuple[Role, ...] = (
-    "weight", "buffer", "counter", "rng_state", "optimizer_state", "training_state",
+    "weight", "buffer", "counter", "rng_state", "optimizer_state", "training_state", "constant",
 )  # fmt: skip
 
 #: What ``load_state_dict`` takes: the tensors whose names and shapes a loader depends on.
@@ -71,7 +78,25 @@ _RULES: tuple[tuple[Role, re.Pattern[str]], ...] = (
 )
 
 
+#: Value dtypes of learned tensors: a graph constant of another dtype indexes or shapes.
+_FLOATING = frozenset({"f64", "f32", "f16", "bf16", "f8_e4m3", "f8_e5m2", "c64", "c128"})
+
+
 @cache
-def role_of(name: str) -> Role:
-    """The role of the tensor called ``name`` (dotted, as the report names it)."""
+def role_of(name: str, hint: Role | None = None) -> Role:
+    """The role of the tensor called ``name`` (dotted, as the report names it), unless its
+    reader knows better (``hint``)."""
+    if hint is not None:
+        return hint
     return next((role for role, pattern in _RULES if pattern.search(name)), "weight")
+
+
+def graph_constant_hint(dtype: str, elements: int) -> Role | None:
+    """The role hint of a tensor a graph holds as a constant node (ONNX ``Constant``).
+
+    A floating-point tensor of more than one element is a weight the exporter froze
+    into the graph (a scripted export puts every weight there: silero-vad's ONNX
+    file has no initializers), so its name decides as for any tensor and the gate
+    judges it; integers, booleans and single numbers are the graph's own constants.
+    """
+    return None if dtype in _FLOATING and elements > 1 else "constant"

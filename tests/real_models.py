@@ -21,6 +21,8 @@ import torch
 from safetensors.numpy import load_file
 from torch import nn
 
+from tests.onnx_models import onnx_reference
+
 REAL = Path(__file__).resolve().parent / "data" / "real"
 
 #: The committed files that diffai reads today, with the loader users would run on them.
@@ -28,9 +30,9 @@ SAFETENSORS_FILES = ("silero_vad_16k.safetensors", "all-MiniLM-L6-v2.slice.safet
 TORCH_FILES = ("pnet.pt", "rnet.pt")
 #: Their reference loader is ``torch.jit.load(path).state_dict()`` (trusted, committed files).
 TORCHSCRIPT_FILES = ("silero_vad.jit",)
-#: Committed for readers still to come (ONNX subgraphs, Keras HDF5, TFLite int8).
+ONNX_FILES = ("silero_vad.onnx", "silero_vad_16k_op15.onnx")
+#: Committed for readers still to come (Keras HDF5, TFLite int8).
 NOT_YET_READ = (
-    "silero_vad.onnx",
     "emotion_model.hdf5",
     "emotion_model_quantized.tflite",
 )
@@ -42,9 +44,12 @@ def load_real(name: str) -> dict[str, np.ndarray]:
 
 
 def load_reference(path: Path) -> dict[str, np.ndarray]:
-    """Tensors of a safetensors, torch or TorchScript file, named as diffai names them."""
+    """Tensors of a safetensors, ONNX, torch or TorchScript file, named as diffai names them
+    (nested keys dotted; ONNX subgraph tensors under their node path)."""
     if path.suffix == ".safetensors":
         return load_file(path)
+    if path.suffix == ".onnx":
+        return onnx_reference(path)
     if path.suffix == ".jit":
         return {name: _numpy(t) for name, t in torch.jit.load(path).state_dict().items()}
     checkpoint = torch.load(path, weights_only=True, map_location="cpu")

@@ -22,6 +22,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from safetensors.numpy import save_file
 
+import diffai
 from diffai.formats.identify import FOREIGN, HEAD_BYTES, probe
 from tests.test_format_matlab import write_v73
 
@@ -103,7 +104,8 @@ def test_text_that_is_not_strictly_a_pointer_is_not_called_one(run_cli, tmp_path
     path = tmp_path / "notes.txt"
     path.write_text(text)
     problem = "unrecognized model format; force one with --format (folder, matlab, numpy, "
-    assert_one_error(run_cli(path, path), path, problem + "pytorch, safetensors, torchscript)")
+    problem += "onnx, pytorch, safetensors, torchscript)"
+    assert_one_error(run_cli(path, path), path, problem)
 
 
 # --- formats diffai does not read yet --------------------------------------------------------
@@ -186,15 +188,11 @@ def coreml_model(path: Path) -> Path:
     )
 
 
-ONNX = "an ONNX model"
 GGUF = "a GGUF model (llama.cpp)"
 HDF5 = "an HDF5 file such as a Keras .h5 model (not a MATLAB v7.3 file)"
 KERAS = "a Keras 3 .keras archive"
 PICKLE = "a plain Python pickle (pickle.dump, joblib, scikit-learn)"
 FOREIGN_FILES = [
-    pytest.param("model.onnx", write_onnx, ONNX, id="onnx"),
-    pytest.param("model.safetensors", write_onnx, ONNX, id="onnx-as-safetensors"),
-    pytest.param("model.bin", write_onnx, ONNX, id="onnx-as-bin"),
     pytest.param("model.gguf", write_gguf, GGUF, id="gguf"),
     pytest.param("model.safetensors", write_gguf, GGUF, id="gguf-as-safetensors"),
     pytest.param("tf_model.h5", write_hdf5, HDF5, id="hdf5"),
@@ -240,15 +238,10 @@ def test_a_format_diffai_does_not_read_is_named(run_cli, tmp_path, name, write, 
     assert_one_error(run_cli(path, path), path, foreign_problem(what))
 
 
-def test_the_onnx_message_in_full(run_cli, tmp_path: Path) -> None:
-    path = write_onnx(tmp_path / "model.onnx")
-    assert_one_error(
-        run_cli(path, path),
-        path,
-        "this is an ONNX model, which diffai cannot read yet; export its weights to "
-        "safetensors (onnx.numpy_helper.to_array of each graph.initializer, then "
-        "safetensors.numpy.save_file) or compare two ONNX files once ONNX support lands",
-    )
+@pytest.mark.parametrize("name", ["model.onnx", "model.safetensors", "model.bin"])
+def test_an_onnx_file_is_read_by_its_content_whatever_its_name(run_cli, tmp_path, name) -> None:
+    path = write_onnx(tmp_path / name)
+    assert (run_cli(path, path).code, diffai.open_model(path).format) == (0, "onnx")
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from tests.real_models import (
     EARLY_STOPPING_KEY,
     MODEL_CHECKPOINT_KEY,
     NOT_YET_READ,
+    ONNX_FILES,
     REAL,
     SAFETENSORS_FILES,
     TORCH_FILES,
@@ -35,7 +36,7 @@ from tests.real_models import (
     training_checkpoint,
 )
 
-READABLE = SAFETENSORS_FILES + TORCH_FILES + TORCHSCRIPT_FILES
+READABLE = SAFETENSORS_FILES + TORCH_FILES + TORCHSCRIPT_FILES + ONNX_FILES
 MINILM = "all-MiniLM-L6-v2.slice.safetensors"
 
 

@@ -77,7 +77,7 @@ def model_depth(shapes: dict[str, tuple[int, ...]]) -> int:
 
 def _shapes(model: Model) -> dict[str, tuple[int, ...]]:
     """What a state-dict loader sees: weights, buffers and counters, not the training state."""
-    return {n: r.shape for n, r in model.tensors.items() if role_of(n) in MODEL_ROLES}
+    return {n: r.shape for n, r in model.tensors.items() if role_of(n, r.role_hint) in MODEL_ROLES}
 
 
 def _complexity(params1: int, params2: int) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from diffai.errors import UnreadableModel, UsageError
-from diffai.formats import identify, matlab, numpy, pytorch, safetensors, sharded
+from diffai.formats import identify, matlab, numpy, onnx, pytorch, safetensors, sharded
 from diffai.formats.limits import check_model
 from diffai.formats.pytorch import torchscript
 from diffai.model import Model
@@ -33,7 +33,8 @@ class Reader(Protocol):
 
 
 READERS: dict[str, Reader] = {
-    module.FORMAT: module for module in (sharded, safetensors, torchscript, pytorch, numpy, matlab)
+    module.FORMAT: module
+    for module in (sharded, safetensors, torchscript, pytorch, numpy, matlab, onnx)
 }
 
 

@@ -6,7 +6,7 @@ Two mistakes end in baffling parser errors unless they are named first:
   should be, and a reader then misreads its text as a header; ``probe``
   refuses a pointer for every path (forced ``--format``, each shard), since
   every model file is opened through it;
-- a real model in a format diffai does not read yet (ONNX, GGUF, Keras ...)
+- a real model in a format diffai does not read yet (GGUF, Keras ...)
   would otherwise get "unrecognized" or, under a guessed ``--format``, a
   misleading header error. ``FOREIGN`` names each by content (magic bytes,
   protobuf fields, zip members) and by name second, with what to do instead.
@@ -41,11 +41,11 @@ ZIP_MAGIC = b"PK\x03\x04"
 GGML_MAGICS = (b"lmgg", b"fmgg", b"tjgg", b"algg", b"nsgg")
 #: Protobuf wire types a model's top-level fields use: varint, fixed64, length-delimited, fixed32.
 WIRE_VARINT, WIRE_FIXED64, WIRE_LENGTH, WIRE_FIXED32 = 0, 1, 2, 5
-#: onnx.proto ModelProto: ir_version 1, producer_name 2 ... graph 7, opset_import 8 ...
+#: onnx.proto ModelProto: ir_version 1, producer_name 2 ... graph 7 ... configuration 26
 ONNX_FIELDS = {
     (1, WIRE_VARINT), (2, WIRE_LENGTH), (3, WIRE_LENGTH), (4, WIRE_LENGTH), (5, WIRE_VARINT),
     (6, WIRE_LENGTH), (7, WIRE_LENGTH), (8, WIRE_LENGTH), (14, WIRE_LENGTH), (20, WIRE_LENGTH),
-    (25, WIRE_LENGTH),
+    (25, WIRE_LENGTH), (26, WIRE_LENGTH),
 }  # fmt: skip
 ONNX_GRAPH = (7, WIRE_LENGTH)
 #: Core ML Model.proto: specificationVersion 1, description 2, isUpdatable 10, the model 200 on.
@@ -155,9 +155,9 @@ def _wire_fields(head: bytes) -> list[tuple[int, int]]:
     return [(field, wire) for field, wire, _ in _proto_fields(head)]
 
 
-def _is_onnx(found: Probe) -> bool:
-    """``ir_version`` first, a graph, and no field ModelProto lacks."""
-    fields = _wire_fields(found.head)
+def looks_like_onnx(head: bytes) -> bool:
+    """``ir_version`` first, a graph, and no field ModelProto lacks (the ONNX reader's test)."""
+    fields = _wire_fields(head)
     return (
         bool(fields)
         and fields[0] == (1, WIRE_VARINT)
@@ -262,13 +262,6 @@ class Foreign:
 
 
 FOREIGN: tuple[Foreign, ...] = (
-    Foreign(
-        "an ONNX model",
-        "export its weights to safetensors (onnx.numpy_helper.to_array of each "
-        "graph.initializer, then safetensors.numpy.save_file) or compare two ONNX files "
-        "once ONNX support lands",
-        _is_onnx, (".onnx",),
-    ),
     Foreign(
         "a GGUF model (llama.cpp)",
         "compare the safetensors checkpoint it was converted from, or two GGUF files "

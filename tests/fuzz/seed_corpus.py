@@ -174,9 +174,44 @@ def torchscript_seeds() -> dict[str, bytes]:
     }
 
 
+def onnx_seeds() -> dict[str, bytes]:
+    """Every storage field, a subgraph with constants, external data naming ``w.data``."""
+    import ml_dtypes
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.onnx_models import field, model_bytes, model_of
+
+    typed = [
+        helper.make_tensor("f", TensorProto.FLOAT, [2], [1.5, -2.0]),
+        helper.make_tensor("i", TensorProto.INT64, [2], [-1, 2**40]),
+        helper.make_tensor("h", TensorProto.FLOAT16, [2], np.array([1, 2], np.float16)),
+        helper.make_tensor("d", TensorProto.DOUBLE, [1], [0.5]),
+        numpy_helper.from_array(np.array([-8, 7, 3], ml_dtypes.int4), "q"),
+        numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(2, 3), "raw"),
+    ]
+    then = helper.make_graph(
+        [helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.ones(2)))],
+        "then", [], [], initializer=[numpy_helper.from_array(np.ones(3, np.float32), "w")],
+    )  # fmt: skip
+    nodes = [
+        helper.make_node("Constant", [], ["axes"], value_ints=[0, 1]),
+        helper.make_node("If", ["x"], ["y"], name="If_0", then_branch=then, else_branch=then),
+    ]
+    entries = b"".join(
+        field(13, field(1, key) + field(2, value))
+        for key, value in ((b"location", b"w.data"), (b"offset", b"16"), (b"length", b"32"))
+    )
+    external = field(1, 8) + field(2, 1) + field(8, b"e") + entries + field(14, 1)
+    return {
+        "typed-fields": model_of(typed).SerializeToString(),
+        "subgraphs": model_of([], nodes).SerializeToString(),
+        "external-data": model_bytes(field(5, external)),
+    }
+
+
 SEEDS = {
     "safetensors": safetensors_seeds, "pytorch": pytorch_seeds, "policy": policy_seeds,
-    "matlab": matlab_seeds, "torchscript": torchscript_seeds,
+    "matlab": matlab_seeds, "torchscript": torchscript_seeds, "onnx": onnx_seeds,
 }  # fmt: skip
 
 

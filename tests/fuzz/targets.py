@@ -141,6 +141,19 @@ def matlab_input(data: bytes, workdir: Path) -> None:
         check_model_file(path, "matlab", matlab.read_in_process)
 
 
+#: The external data file every fuzzed ONNX model may point at (``location: w.data``).
+ONNX_EXTERNAL = bytes(range(64))
+
+
+def onnx_input(data: bytes, workdir: Path) -> None:
+    """A whole .onnx file, beside a 64-byte ``w.data`` its external data may name."""
+    path = workdir / "fuzz.onnx"
+    path.write_bytes(data)
+    (workdir / "w.data").write_bytes(ONNX_EXTERNAL)
+    with no_code_runs():
+        check_model_file(path, "onnx")
+
+
 def torch_zip(pickle_bytes: bytes, storages: dict[str, bytes] = STORAGES) -> bytes:
     """The layout torch.save writes, around a given pickle."""
     buffer = io.BytesIO()
@@ -240,4 +253,5 @@ TARGETS: dict[str, Callable[[bytes, Path], None]] = {
     "torchscript": torchscript_input,
     "policy": policy_input,
     "matlab": matlab_input,
+    "onnx": onnx_input,
 }

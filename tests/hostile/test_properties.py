@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from tests.fuzz.targets import (
     TARGETS,
+    onnx_input,
     policy_input,
     pytorch_input,
     safetensors_input,
@@ -112,6 +113,13 @@ def test_torchscript_reader_never_crashes_nor_runs_code(tmp_path: Path, data: by
 yaml_text = st.text(
     alphabet=st.sampled_from(list("version: 1\n-[]{}&*!|>'\"#,.e0x~<")), max_size=80
 )
+
+
+@settings(max_examples=100, **FAST)
+@given(data=mutated(SEED_BYTES["onnx"]) | st.binary(max_size=64))
+def test_onnx_walker_never_crashes(tmp_path: Path, data: bytes) -> None:
+    """Mutated ONNX files (typed fields, subgraphs, external data) through the wire walker."""
+    onnx_input(data, tmp_path)
 
 
 @settings(max_examples=100, **FAST)
