@@ -22,8 +22,11 @@ import torch
 
 from tests.fuzz.differential import Reference, check_agreement
 
-#: Mutations may write a zip name twice, and zipfile warns as it does.
-pytestmark = pytest.mark.filterwarnings("ignore:Duplicate name:UserWarning")
+#: Mutations may write a zip name twice, and zipfile warns as it does; torch warns of sparse.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Duplicate name:UserWarning"),
+    pytest.mark.filterwarnings("ignore:Sparse:UserWarning"),
+]
 
 REAL = Path(__file__).parent / "data" / "real"
 MUTATIONS_PER_SEED = 24
@@ -43,6 +46,10 @@ def seeds() -> dict[str, bytes]:
                    "optimizer": {"state": {0: {"exp_avg": weight * 0}}, "param_groups": [
                        {"lr": 0.1, "params": [0]}]}, "epoch": 2},
         "module": torch.nn.Linear(4, 3).state_dict(),
+        "sparse": {"coo": (weight * (weight > 0.8)).to_sparse(), "csr": weight.to_sparse_csr(),
+                   "bsc": weight.to_sparse_bsc((1, 2)), "dense": weight,
+                   "uncoalesced": torch.sparse_coo_tensor(torch.tensor([[1, 0, 1]]),
+                                                          torch.tensor([1.0, 2.0, 3.0]), (3,))},
     }  # fmt: skip
     files = {name: _saved(obj) for name, obj in objects.items()}
     files.update({path.name: path.read_bytes() for path in sorted(REAL.glob("*.pt"))})

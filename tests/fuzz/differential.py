@@ -11,7 +11,8 @@ whatever it declares, and a torch that runs out of memory or crashes counts as
 a refusal. It runs ``weights_only=True`` only, never anything else, with the
 numpy scalar globals allowed, as torch's own message tells users to do for
 checkpoints that hold ``np.float64`` values (diffai reads those; they carry no
-tensor). Names are flattened by diffai's own ``flatten_checkpoint`` on both
+tensor). A sparse tensor is described by its ``to_dense()``, what diffai
+compares. Names are flattened by diffai's own ``flatten_checkpoint`` on both
 sides: the naming is diffai's convention, what is compared is the parsing.
 """
 
@@ -47,6 +48,8 @@ NUMPY = [np.dtype, np._core.multiarray.scalar,
 warnings.simplefilter("ignore")
 
 def describe(tensor):
+    if tensor.layout != torch.strided:  # a sparse tensor is compared as to_dense() gives it
+        tensor = tensor.to_dense()
     tensor = tensor.detach().resolve_conj().resolve_neg().reshape(-1).contiguous()
     raw = tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
     dtype = TORCH_DTYPES.get(str(tensor.dtype).removeprefix("torch."), str(tensor.dtype))
