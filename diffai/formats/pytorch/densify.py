@@ -7,8 +7,9 @@ and streaming the dense values is walking it in order: each chunk starts as
 zeros and gets its stored values added, in the file's order, in the values'
 own dtype, exactly as torch's ``to_dense()`` adds them (so duplicates of an
 uncoalesced COO tensor are summed, and a stored ``-0.0`` reads as ``0.0``).
-Memory is the position list (8 bytes per stored value) and one chunk: never
-the dense tensor, whatever its shape.
+Memory is the sorted position list (at most 24 bytes per stored value while
+it is sorted), a copy of the values and one chunk: never the dense tensor,
+whatever its shape.
 """
 
 from __future__ import annotations
