@@ -1,6 +1,7 @@
 """diffai's PyTorch reader agrees with torch.load(weights_only=True), or refuses (issue 11).
 
-Real torch-saved files (views, shared storages, strides, neg/conj metadata,
+Real torch-saved files (views, shared storages, strides, neg/conj metadata, sparse
+layouts, a training checkpoint's numpy arrays and plain values,
 nested checkpoints, every dtype, the real models in tests/data/real) and
 seeded mutations of their pickles, storages and member lists: each one diffai
 reads, torch loads to the same names, shapes, dtypes and bytes
@@ -21,6 +22,7 @@ import pytest
 import torch
 
 from tests.fuzz.differential import Reference, check_agreement
+from tests.fuzz.seed_corpus import harmless_checkpoint
 
 #: Mutations may write a zip name twice, and zipfile warns as it does; torch warns of sparse.
 pytestmark = [
@@ -51,6 +53,7 @@ def seeds() -> dict[str, bytes]:
                    "uncoalesced": torch.sparse_coo_tensor(torch.tensor([[1, 0, 1]]),
                                                           torch.tensor([1.0, 2.0, 3.0]), (3,))},
     }  # fmt: skip
+    objects["harmless"] = harmless_checkpoint()
     files = {name: _saved(obj) for name, obj in objects.items()}
     files.update({path.name: path.read_bytes() for path in sorted(REAL.glob("*.pt"))})
     return files
