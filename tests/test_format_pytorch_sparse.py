@@ -191,3 +191,15 @@ def test_a_large_sparse_tensor_streams_without_its_dense_values(tmp_path: Path) 
     assert (stats.elements, stats.zeros, stats.min, stats.max) == (8192 * 8192, 8192**2 - 3, -2, 3)
     assert peak < 64 << 20, peak
     assert CHUNK_ELEMENTS * 4 * 8 < 64 << 20  # so the bound holds chunks, not 256 MiB
+
+
+def test_the_text_output_says_how_a_sparse_tensor_is_stored(
+    run_cli, saved: dict[str, Path], tmp_path: Path
+) -> None:
+    result = run_cli(saved["zip"], saved["perturbed"])
+    line = next(line for line in result.out.splitlines() if line.startswith("  ~ csr:"))
+    assert line.endswith(f", layout=csr->csr, nnz={sparse_tensors()['csr']._nnz()}->"
+                         f"{sparse_tensors()['csr']._nnz()}"), line  # fmt: skip
+    torch.save({"extra": torch.eye(3).to_sparse()}, tmp_path / "added.pt")
+    added = run_cli(saved["dense"], tmp_path / "added.pt").out
+    assert "  + extra: shape=[3, 3], dtype=f32, layout=coo, nnz=3" in added.splitlines(), added
