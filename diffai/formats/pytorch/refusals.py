@@ -5,7 +5,7 @@ A refusal has three different causes, and each needs its own advice:
 - a whole pickled object (``torch.save(model)``, a user class): saving the
   state dict instead is the fix;
 - a torch internal that a state dict may hold but diffai does not read yet
-  (quantized and sparse tensors, the packed parameters of quantized layers):
+  (quantized and nested tensors, the packed parameters of quantized layers):
   the file is fine, and telling its author to "save the state dict" would be
   wrong, since it already is one;
 - anything else (``os.system``, ``builtins.eval``): calling it is how a pickle
