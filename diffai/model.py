@@ -46,6 +46,15 @@ ValueStream: TypeAlias = Callable[[], Iterable[np.ndarray]]
 
 
 @dataclass(frozen=True)
+class Sparsity:
+    """How a sparse tensor is stored: torch's layout (``coo``, ``csr`` ...) and its ``nnz``
+    (stored elements, or stored blocks of a blocked layout, as ``_nnz()`` counts them)."""
+
+    layout: str
+    nnz: int
+
+
+@dataclass(frozen=True)
 class TensorRef:
     """One tensor of a model, described without reading its values (the reader protocol).
 
@@ -53,7 +62,8 @@ class TensorRef:
     ``shape`` whose dtype is ``numpy_dtype(dtype)`` (either byte order), possibly a
     strided memory-mapped view; ``stream`` yields the values as pieces (see
     ``ValueStream``). ``stored_as`` and ``stored_size`` override the stored dtype
-    and bytes when the encoding is not the values' own.
+    and bytes when the encoding is not the values' own; ``sparse`` says how a sparse
+    tensor is stored (its values are then those of the dense tensor it stands for).
     """
 
     name: str
@@ -64,6 +74,7 @@ class TensorRef:
     stored_as: str | None = None
     stored_size: int | None = None
     role_hint: Role | None = None
+    sparse: Sparsity | None = None
 
     def __post_init__(self) -> None:
         if (self.load is None) == (self.stream is None):

@@ -168,6 +168,8 @@ def stats_record(stats: TensorStats | None) -> dict[str, Any] | None:
         return None
     record = _flat_record(stats)
     record["shape"] = list(stats.shape)
+    if stats.layout is None:  # a dense tensor: the sparse fields are left out
+        del record["layout"], record["nnz"]
     return record
 
 

@@ -71,7 +71,8 @@ def _workspace() -> _Workspace:
 
 @dataclass(frozen=True)
 class TensorStats:
-    """``dtype`` is the values' type, ``stored_dtype`` and ``bytes`` the encoding's in the file."""
+    """``dtype`` is the values' type, ``stored_dtype`` and ``bytes`` the encoding's in the file;
+    ``layout`` and ``nnz`` are a sparse tensor's (None for a dense one)."""
 
     shape: tuple[int, ...]
     dtype: str
@@ -85,6 +86,8 @@ class TensorStats:
     nan: int
     inf: int
     zeros: int
+    layout: str | None = None
+    nnz: int | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,8 @@ class _SideAccumulator:
             nan=self.nan,
             inf=self.inf,
             zeros=self.zeros,
+            layout=ref.sparse.layout if ref.sparse else None,
+            nnz=ref.sparse.nnz if ref.sparse else None,
         )
 
 

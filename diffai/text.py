@@ -76,11 +76,31 @@ def clipped(text: str, limit: int) -> str:
     return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
 
 
+#: A scalar is shown in at most about this many characters; the report keeps it whole. A
+#: ``random.getstate()`` is 625 integers, one 7 KB line in a CI log.
+MAX_SCALAR_CHARS = 120
+
+
 def scalar_text(value: Any) -> str:
     """A checkpoint scalar as a person reads it: floats to 4 significant digits, like the
     tensor figures (``0.1471``, not ``0.14706043899059296``); ints, bools, null and strings
     as JSON writes them, so a string stays quoted, on one line, its invisible characters
-    escaped (``\\u202e``)."""
+    escaped (``\\u202e``). A long value is cut to ``MAX_SCALAR_CHARS``, saying how much
+    is left out (``[3, 2147483648, ..., 615 more]``)."""
     if isinstance(value, list):
-        return "[" + ", ".join(scalar_text(item) for item in value) + "]"
-    return f"{value:.4g}" if isinstance(value, float) else json.dumps(value)
+        return _list_text(value)
+    text = f"{value:.4g}" if isinstance(value, float) else json.dumps(value)
+    return clipped(text, MAX_SCALAR_CHARS)
+
+
+def _list_text(values: list[Any]) -> str:
+    """Whole items up to ``MAX_SCALAR_CHARS``, then how many more there are."""
+    shown: list[str] = []
+    length = 0
+    for item in values:
+        text = scalar_text(item)
+        length += len(text) + 2
+        if length > MAX_SCALAR_CHARS and shown:
+            return f"[{', '.join(shown)}, ... {len(values) - len(shown):,} more]"
+        shown.append(text)
+    return f"[{', '.join(shown)}]"

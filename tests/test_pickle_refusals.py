@@ -41,10 +41,6 @@ def per_channel() -> dict[str, Any]:
     return {"w": w}
 
 
-def sparse() -> dict[str, Any]:
-    return {"w": torch.eye(3).to_sparse()}
-
-
 def dynamic_quantized() -> dict[str, Any]:
     model = torch.ao.quantization.quantize_dynamic(
         nn.Sequential(nn.Linear(4, 4)), {nn.Linear}, dtype=torch.qint8
@@ -113,10 +109,6 @@ WITHOUT_TORCH = [
         id="per-channel",
     ),
     pytest.param(
-        sparse, not_read_yet("a sparse tensor", "torch._utils._rebuild_sparse_tensor"),
-        id="sparse",
-    ),
-    pytest.param(
         dynamic_quantized, not_read_yet("a quantized tensor's dtype", "torch.qint8"),
         id="dynamic-quantized-state-dict",
     ),
@@ -141,10 +133,6 @@ WITH_TORCH = [
     pytest.param(
         quantized, "tensor 'w' is a quantized tensor (torch.qint8), which diffai does not read yet",
         id="quantized",
-    ),
-    pytest.param(
-        sparse, "tensor 'w' is a sparse tensor (torch.sparse_coo), which diffai does not read yet",
-        id="sparse",
     ),
     pytest.param(
         dynamic_quantized,

@@ -1,6 +1,7 @@
 """diffai's PyTorch reader agrees with torch.load(weights_only=True), or refuses (issue 11).
 
-Real torch-saved files (views, shared storages, strides, neg/conj metadata,
+Real torch-saved files (views, shared storages, strides, neg/conj metadata, sparse
+layouts, a training checkpoint's numpy arrays and plain values,
 nested checkpoints, every dtype, the real models in tests/data/real) and
 seeded mutations of their pickles, storages and member lists: each one diffai
 reads, torch loads to the same names, shapes, dtypes and bytes
@@ -21,9 +22,13 @@ import pytest
 import torch
 
 from tests.fuzz.differential import Reference, check_agreement
+from tests.fuzz.seed_corpus import harmless_checkpoint
 
-#: Mutations may write a zip name twice, and zipfile warns as it does.
-pytestmark = pytest.mark.filterwarnings("ignore:Duplicate name:UserWarning")
+#: Mutations may write a zip name twice, and zipfile warns as it does; torch warns of sparse.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Duplicate name:UserWarning"),
+    pytest.mark.filterwarnings("ignore:Sparse:UserWarning"),
+]
 
 REAL = Path(__file__).parent / "data" / "real"
 MUTATIONS_PER_SEED = 24
@@ -43,7 +48,12 @@ def seeds() -> dict[str, bytes]:
                    "optimizer": {"state": {0: {"exp_avg": weight * 0}}, "param_groups": [
                        {"lr": 0.1, "params": [0]}]}, "epoch": 2},
         "module": torch.nn.Linear(4, 3).state_dict(),
+        "sparse": {"coo": (weight * (weight > 0.8)).to_sparse(), "csr": weight.to_sparse_csr(),
+                   "bsc": weight.to_sparse_bsc((1, 2)), "dense": weight,
+                   "uncoalesced": torch.sparse_coo_tensor(torch.tensor([[1, 0, 1]]),
+                                                          torch.tensor([1.0, 2.0, 3.0]), (3,))},
     }  # fmt: skip
+    objects["harmless"] = harmless_checkpoint()
     files = {name: _saved(obj) for name, obj in objects.items()}
     files.update({path.name: path.read_bytes() for path in sorted(REAL.glob("*.pt"))})
     return files

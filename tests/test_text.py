@@ -7,7 +7,7 @@ import unicodedata
 
 import pytest
 
-from diffai.text import INVISIBLE, clipped, escaped, one_line
+from diffai.text import INVISIBLE, MAX_SCALAR_CHARS, clipped, escaped, one_line, scalar_text
 
 
 @pytest.mark.parametrize(
@@ -46,3 +46,18 @@ def test_every_format_character_counts_as_invisible() -> None:
 def test_clipped_says_how_much_it_cut() -> None:
     assert clipped("x" * 1500, 1000) == "x" * 1000 + "... (500 more characters)"
     assert clipped("short", 1000) == "short"
+
+
+SHORTENED = [
+    pytest.param(list(range(10**6, 10**6 + 625)),
+                 "[" + ", ".join(str(n) for n in range(10**6, 10**6 + 13)) + ", ... 612 more]",
+                 id="random-getstate-like"),
+    pytest.param("x" * 300, '"' + "x" * (MAX_SCALAR_CHARS - 1) + "... (182 more characters)",
+                 id="long-string"),
+    pytest.param([1.23456, [2, 3], None], "[1.235, [2, 3], null]", id="short-list-whole"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("value", "shown"), SHORTENED)
+def test_a_long_scalar_is_shown_shortened_saying_how_much(value: object, shown: str) -> None:
+    assert scalar_text(value) == shown

@@ -11,6 +11,7 @@ before anything is inflated (``zipfile`` never inflates past a declared size).
 
 from __future__ import annotations
 
+import lzma
 import struct
 import zipfile
 import zlib
@@ -32,7 +33,7 @@ OPEN_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplemented
 #: ValueError a local header whose name is flagged UTF-8 and is not.
 MEMBER_ERRORS = (
     zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError,
-    ValueError,
+    ValueError, lzma.LZMAError,
 )  # fmt: skip
 
 

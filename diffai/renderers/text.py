@@ -92,7 +92,17 @@ def _removed(tensor: dict[str, Any]) -> str:
 
 
 def _shape_dtype(side: dict[str, Any]) -> str:
-    return f"shape={side['shape']}, dtype={side['dtype']}"
+    sparse = f", layout={side['layout']}, nnz={side['nnz']}" if "layout" in side else ""
+    return f"shape={side['shape']}, dtype={side['dtype']}{sparse}"
+
+
+def _sparsity(base: dict[str, Any], cand: dict[str, Any]) -> str:
+    """How a sparse side is stored (``layout=dense->csr, nnz=n/a->12``); nothing if neither is."""
+    if "layout" not in base and "layout" not in cand:
+        return ""
+    layouts = "->".join(side.get("layout", "dense") for side in (base, cand))
+    counts = "->".join(str(side.get("nnz", "n/a")) for side in (base, cand))
+    return f", layout={layouts}, nnz={counts}"
 
 
 def _shape_changed(tensor: dict[str, Any]) -> str:
@@ -109,7 +119,8 @@ def _dtype_changed(tensor: dict[str, Any]) -> str:
 
 
 def _changed(tensor: dict[str, Any]) -> str:
-    return _moments(tensor["baseline"], tensor["candidate"]) + ", " + _difference(tensor)
+    base, cand = tensor["baseline"], tensor["candidate"]
+    return _moments(base, cand) + ", " + _difference(tensor) + _sparsity(base, cand)
 
 
 def _moments(base: dict[str, Any], cand: dict[str, Any]) -> str:

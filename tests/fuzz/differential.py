@@ -11,7 +11,11 @@ whatever it declares, and a torch that runs out of memory or crashes counts as
 a refusal. It runs ``weights_only=True`` only, never anything else, with the
 numpy scalar globals allowed, as torch's own message tells users to do for
 checkpoints that hold ``np.float64`` values (diffai reads those; they carry no
-tensor). Names are flattened by diffai's own ``flatten_checkpoint`` on both
+tensor), and so are the plain values of a training checkpoint diffai reads as
+data (numpy arrays, ``argparse.Namespace``, paths, dates; not a ``deque``, whose
+``APPENDS`` torch's weights-only unpickler refuses), the arrays compared as
+tensors. A sparse tensor is described by its ``to_dense()``, what
+diffai compares. Names are flattened by diffai's own ``flatten_checkpoint`` on both
 sides: the naming is diffai's convention, what is compared is the parsing.
 """
 
@@ -39,23 +43,36 @@ _CHILD = r"""
 import hashlib, json, resource, sys, warnings
 LIMIT = int(sys.argv[1])
 resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT))
+import argparse, datetime, pathlib
 import numpy as np, torch
+from diffai.dtypes import canonical_name
 from diffai.formats.flatten import flatten_checkpoint
 from diffai.formats.pytorch.unpickler import TORCH_DTYPES
-NUMPY = [np.dtype, np._core.multiarray.scalar,
+RECONSTRUCT = np._core.multiarray._reconstruct
+NUMPY = [np.dtype, np._core.multiarray.scalar, np.ndarray, RECONSTRUCT,
+         (RECONSTRUCT, "numpy.core.multiarray._reconstruct"),
          *(type(np.dtype(c)) for c in "? b h i l q B H I L Q e f d F D".split())]
+HARMLESS = [argparse.Namespace, pathlib.PosixPath, pathlib.PurePosixPath, pathlib.PureWindowsPath,
+            (pathlib.PureWindowsPath, "pathlib.WindowsPath"), datetime.date, datetime.datetime,
+            datetime.timedelta, datetime.timezone]
 warnings.simplefilter("ignore")
 
 def describe(tensor):
+    if isinstance(tensor, np.ndarray):
+        little = np.ascontiguousarray(tensor.astype(tensor.dtype.newbyteorder("<")))
+        return canonical_name(tensor.dtype), hashlib.sha256(little.tobytes()).hexdigest()
+    if tensor.layout != torch.strided:  # a sparse tensor is compared as to_dense() gives it
+        tensor = tensor.to_dense()
     tensor = tensor.detach().resolve_conj().resolve_neg().reshape(-1).contiguous()
     raw = tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
     dtype = TORCH_DTYPES.get(str(tensor.dtype).removeprefix("torch."), str(tensor.dtype))
     return dtype, hashlib.sha256(raw).hexdigest()
 
 def load(path):
-    with torch.serialization.safe_globals(NUMPY):
+    with torch.serialization.safe_globals(NUMPY + HARMLESS):
         checkpoint = torch.load(path, weights_only=True, map_location="cpu", mmap=False)
-    found, _ = flatten_checkpoint(checkpoint, lambda obj: isinstance(obj, torch.Tensor))
+    is_tensor = lambda obj: isinstance(obj, (torch.Tensor, np.ndarray))
+    found, _ = flatten_checkpoint(checkpoint, is_tensor)
     return {name: [list(t.shape), *describe(t)] for name, t in found.items()}
 
 for line in sys.stdin:

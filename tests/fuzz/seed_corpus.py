@@ -7,9 +7,13 @@ what it finds to the same folders; only these seeds are committed.
 
 from __future__ import annotations
 
+import argparse
+import collections
+import datetime
 import io
 import json
 import os
+import pathlib
 import pickle
 import struct
 import subprocess
@@ -67,6 +71,8 @@ def pytorch_seeds() -> dict[str, bytes]:
         "parameter-pickle": PICKLE_ONLY
         + _data_pkl(_torch_save({"p": torch.nn.Parameter(weight), "i": torch.tensor(7)})),
     }
+    seeds["sparse"] = WHOLE_FILE + _torch_save(_sparse_checkpoint(weight))
+    seeds["harmless"] = WHOLE_FILE + _torch_save(harmless_checkpoint())
     attacks = {"os-system": (os.system, f"touch {SENTINEL}"), "eval": (eval, "1"),
                "subprocess": (subprocess.call, ["touch", str(SENTINEL)])}  # fmt: skip
     for name, call in attacks.items():
@@ -87,6 +93,24 @@ def _build_seeds() -> dict[str, bytes]:
     meta = _torch_save({"w": torch.empty(2, device="meta")}, _use_new_zipfile_serialization=False)
     seeds["legacy-meta-tensor"] = WHOLE_FILE + meta
     return seeds
+
+
+def _sparse_checkpoint(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    matrix = weight.reshape(2, 2)
+    uncoalesced = torch.sparse_coo_tensor(torch.tensor([[1, 0, 1]]), weight[:3], (3,))
+    return {"coo": matrix.to_sparse(), "uncoalesced": uncoalesced, "csr": matrix.to_sparse_csr(),
+            "bsc": matrix.to_sparse_bsc((1, 2)), "dense": weight}  # fmt: skip
+
+
+def harmless_checkpoint() -> dict[str, object]:
+    """What a training checkpoint holds besides tensors, read as data (issue 12)."""
+    when = datetime.datetime(2026, 12, 1, 9, 30, tzinfo=datetime.UTC)
+    return {
+        "rng": np.random.RandomState(0).get_state(), "args": argparse.Namespace(lr=0.1),
+        "path": pathlib.PurePosixPath("/runs/1"), "at": when, "day": when.date(),
+        "took": datetime.timedelta(seconds=5), "device": torch.device("cuda", 0),
+        "counts": collections.Counter(a=2),  # no deque: torch's weights-only APPENDS refuses it
+    }  # fmt: skip
 
 
 def _torch_save(obj: object, **kwargs: object) -> bytes:

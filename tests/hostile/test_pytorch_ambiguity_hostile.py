@@ -205,8 +205,8 @@ def write_memory_bombs(folder: Path) -> dict[str, tuple[Path, str]]:
     }  # fmt: skip
     # A global torch reads and diffai does not, so the file would go to torch.load, whose
     # storage declares 4 GiB: torch would allocate it before failing.
-    counter = g("collections", "Counter") + b")R"
-    pickled = state_dict(("c", counter), ("w", tensor_call(b"N")))
+    refused_by_diffai = g("torch", "Tensor") + b")R"  # allowed by torch, not by the allow-list
+    pickled = state_dict(("c", refused_by_diffai), ("w", tensor_call(b"N")))
     fallback = archive(folder / "fallback.pt", pickled, {"0": EVIL}, compressed=frozenset("0"))
     declare_size(fallback, "archive/data/0", 2**32 - 4)
     files["fallback-bomb"] = (fallback, "not handed to torch.load")

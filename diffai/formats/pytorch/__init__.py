@@ -23,19 +23,17 @@ from typing import Any
 
 import numpy as np
 
-from diffai.dtypes import numpy_dtype
+from diffai.dtypes import canonical_name, numpy_dtype
 from diffai.errors import MalformedModel, MissingExtra, UnreadableModel, UnsafePickle
 from diffai.formats.flatten import TooManyEntries, flatten_checkpoint
 from diffai.formats.limits import byte_budget, check_tensor_count
+from diffai.formats.pytorch.densify import Part, sparse_ref
 from diffai.formats.pytorch.layout import PICKLE_MEMBER, archive_folder, byteorder, check_version
+from diffai.formats.pytorch.numpy_values import PickledArray
 from diffai.formats.pytorch.refusals import refusal_problem
-from diffai.formats.pytorch.unpickler import (
-    TORCH_DTYPES,
-    PickledTensor,
-    are_counts,
-    is_count,
-    unpickle_checkpoint,
-)
+from diffai.formats.pytorch.sparse import SPARSE_LAYOUTS, PickledSparse
+from diffai.formats.pytorch.standins import are_counts, is_count
+from diffai.formats.pytorch.unpickler import TORCH_DTYPES, PickledTensor, unpickle_checkpoint
 from diffai.formats.zipmembers import OPEN_ERRORS, ZipMembers
 from diffai.model import Model, Scalar, TensorRef
 from diffai.text import one_line
@@ -139,9 +137,9 @@ def _read_zip(path: Path) -> Model:
 def _model_from_pickle(
     path: Path, checkpoint: Any, byteorder: str, metadata: dict[str, Any]
 ) -> Model:
-    found, scalars = _flatten(path, checkpoint, lambda obj: isinstance(obj, PickledTensor))
+    found, scalars = _flatten(path, checkpoint, lambda obj: type(obj) in _MAPPERS)
     check_tensor_count(path, "its pickle holds", len(found))
-    tensors = {name: _tensor_ref(path, name, t, byteorder) for name, t in found.items()}
+    tensors = {name: _pickled_ref(path, name, t, byteorder) for name, t in found.items()}
     return Model(
         path=str(path),
         format=FORMAT,
@@ -167,14 +165,43 @@ def _flatten(
         raise MalformedModel(path, "the checkpoint holds an integer too long to show") from exc
 
 
-def _tensor_ref(path: Path, name: str, tensor: PickledTensor, byteorder: str) -> TensorRef:
+def _pickled_ref(path: Path, name: str, tensor: Any, byteorder: str) -> TensorRef:
     """Checked and mapped now, so a bad tensor fails the read instead of a later comparison."""
     try:
-        view = _strided_view(tensor, _stored_dtype(tensor.dtype, byteorder))
+        return _MAPPERS[type(tensor)](name, tensor, byteorder)
     except (ValueError, OverflowError) as exc:
         raise MalformedModel(path, f"tensor {name!r}: {one_line(exc)}") from exc
+
+
+def _tensor_ref(name: str, tensor: PickledTensor, byteorder: str) -> TensorRef:
+    view = _strided_view(tensor, _stored_dtype(tensor.dtype, byteorder))
     load = _loader(view, numpy_dtype(tensor.dtype))
     return TensorRef(name, view.shape, tensor.dtype, _resolved(load, tensor.bits))
+
+
+def _sparse_ref(name: str, sparse: PickledSparse, byteorder: str) -> TensorRef:
+    """The parts are plain tensors of the pickle, read as any other; ``size`` a ``torch.Size``."""
+    if not (all(isinstance(p, PickledTensor) for p in sparse.parts) and are_counts(sparse.size)):
+        raise ValueError(f"{sparse!r} needs tensors and a size")
+    parts = [Part(p.dtype, _tensor_ref(name, p, byteorder).array()) for p in sparse.parts]
+    return sparse_ref(name, sparse.layout, sparse.size, parts, sparse.coalesced)
+
+
+def _array_ref(name: str, pickled: PickledArray, _byteorder: str) -> TensorRef:
+    """A numpy array pickled the numpy way (``np.random.get_state()``'s): its bytes, as data."""
+    array = pickled.array
+    dtype = canonical_name(array.dtype) if array is not None else None
+    if array is None or dtype is None:
+        raise ValueError("a numpy array without the state numpy pickles with it")
+    return TensorRef(name, array.shape, dtype, load=lambda: array)
+
+
+#: What each kind of tensor the pickle holds becomes.
+_MAPPERS: dict[type, Callable[[str, Any, str], TensorRef]] = {
+    PickledTensor: _tensor_ref,
+    PickledSparse: _sparse_ref,
+    PickledArray: _array_ref,
+}
 
 
 def _stored_dtype(dtype: str, byteorder: str) -> np.dtype:
@@ -304,6 +331,8 @@ def _torch_reason(exc: Exception) -> str:
 
 def _torch_ref(path: Path, torch: ModuleType, name: str, tensor: Any) -> TensorRef:
     dtype = TORCH_DTYPES.get(str(tensor.dtype).removeprefix("torch."))
+    if dtype is not None and str(tensor.layout) in SPARSE_LAYOUTS:
+        return _torch_sparse_ref(path, torch, name, tensor)
     if dtype is None or tensor.layout != torch.strided or tensor.is_meta:
         kind = _tensor_kind(torch, tensor)
         raise UnreadableModel(path, f"tensor {name!r} is {kind}, which diffai does not read yet")
@@ -313,6 +342,30 @@ def _torch_ref(path: Path, torch: ModuleType, name: str, tensor: Any) -> TensorR
         raise UnreadableModel(path, f"tensor {name!r}: {_torch_reason(exc)}") from exc
     array.setflags(write=False)
     return TensorRef(name=name, shape=array.shape, dtype=dtype, load=lambda: array)
+
+
+#: The parts of each sparse layout, as torch names their accessors (values last).
+_BY_ROWS, _BY_COLUMNS = (
+    ("crow_indices", "col_indices", "values"),
+    ("ccol_indices", "row_indices", "values"),
+)
+_TORCH_SPARSE_PARTS = {
+    "coo": ("_indices", "_values"), "csr": _BY_ROWS, "csc": _BY_COLUMNS, "bsr": _BY_ROWS,
+    "bsc": _BY_COLUMNS,
+}  # fmt: skip
+
+
+def _torch_sparse_ref(path: Path, torch: ModuleType, name: str, tensor: Any) -> TensorRef:
+    """What torch loaded, taken apart into the parts a zip's pickle names, and read alike."""
+    layout = SPARSE_LAYOUTS[str(tensor.layout)]
+    coalesced = tensor.is_coalesced() if layout == "coo" else None
+    parts = [getattr(tensor, accessor)() for accessor in _TORCH_SPARSE_PARTS[layout]]
+    try:
+        arrays = [_torch_ref(path, torch, name, part) for part in parts]
+        described = [Part(ref.dtype, ref.array()) for ref in arrays]
+        return sparse_ref(name, layout, tuple(tensor.shape), described, coalesced)
+    except ValueError as exc:
+        raise UnreadableModel(path, f"tensor {name!r}: {one_line(exc)}") from exc
 
 
 def _tensor_kind(torch: ModuleType, tensor: Any) -> str:

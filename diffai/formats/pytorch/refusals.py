@@ -5,7 +5,7 @@ A refusal has three different causes, and each needs its own advice:
 - a whole pickled object (``torch.save(model)``, a user class): saving the
   state dict instead is the fix;
 - a torch internal that a state dict may hold but diffai does not read yet
-  (quantized and sparse tensors, the packed parameters of quantized layers):
+  (quantized and nested tensors, the packed parameters of quantized layers):
   the file is fine, and telling its author to "save the state dict" would be
   wrong, since it already is one;
 - anything else (``os.system``, ``builtins.eval``): calling it is how a pickle
@@ -35,9 +35,7 @@ TORCH_INTERNALS: dict[str, str] = {
     **{f"torch.{name}Storage": f"{_QUANTIZED}'s storage" for name in _QUANTIZED_STORAGES},
     **{f"torch.{name}": f"{_QUANTIZED}'s dtype" for name in _QUANTIZED_DTYPES},
     **{f"torch.{name}": f"{_QUANTIZED}'s scheme" for name in _QUANTIZATION_SCHEMES},
-    "torch._utils._rebuild_sparse_tensor": "a sparse tensor",
-    "torch._utils._rebuild_sparse_csr_tensor": "a sparse tensor",
-    "torch.serialization._get_layout": "a sparse tensor's layout",
+    "torch._utils._rebuild_sparse_csr_tensor": "a sparse tensor in torch's old CSR layout",
     "torch._utils._rebuild_nested_tensor": "a nested tensor",
     "torch._utils._rebuild_wrapper_subclass": "a tensor subclass",
     "torch._tensor._rebuild_from_type_v2": "a tensor subclass or a tensor with attributes",
@@ -47,10 +45,6 @@ TORCH_INTERNALS: dict[str, str] = {
     "torch._utils._rebuild_tensor": "a tensor in torch's oldest layout",
     "torch.ScriptObject": _SCRIPT_OBJECT,
     "torch._C.ScriptObject": _SCRIPT_OBJECT,
-    "torch.device": "a torch.device",
-    "numpy.core.multiarray._reconstruct": "a numpy array",
-    "numpy._core.multiarray._reconstruct": "a numpy array",
-    "numpy.ndarray": "a numpy array",
 }
 #: Where torch keeps its layers: ``torch.save(model)`` pickles these classes.
 MODULE_PREFIXES = ("torch.nn.", "torch.ao.nn.")

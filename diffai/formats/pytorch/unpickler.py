@@ -21,10 +21,14 @@ import numpy as np
 
 from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel, UnsafePickle
+from diffai.formats.pytorch.harmless import HARMLESS_CLASSES, HARMLESS_FUNCTIONS
+from diffai.formats.pytorch.numpy_values import NUMPY_FUNCTIONS, NUMPY_STAND_INS
 from diffai.formats.pytorch.opcodes import PickleRefused, check_opcodes
 from diffai.formats.pytorch.refusals import refusal_problem
+from diffai.formats.pytorch.sparse import SPARSE_FUNCTIONS
+from diffai.formats.pytorch.standins import is_count
+from diffai.formats.pytorch.standins import refuse_state as _refuse_state
 from diffai.formats.zipmembers import ZipMembers
-from diffai.model import Scalar
 from diffai.text import one_line
 
 TORCH_DTYPES = {
@@ -40,10 +44,6 @@ STORAGE_DTYPES = {
     "ShortStorage": "i16", "CharStorage": "i8", "ByteStorage": "u8", "BoolStorage": "bool",
     "ComplexFloatStorage": "c64", "ComplexDoubleStorage": "c128",
 }  # fmt: skip
-#: numpy scalar type codes a checkpoint may hold (``np.float64(loss)``); never object or structured.
-NUMPY_SCALAR_CODES = frozenset(
-    ["b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16"]
-)
 #: A 7B model's data.pkl is about 30 KB, one of 10,000 tensors 1 MB. Unpickling can take 70
 #: times a pickle's size in memory (a list per byte), so this bounds a hostile one near 1 GiB.
 MAX_PICKLE_BYTES = 16 << 20
@@ -131,19 +131,6 @@ def _check_storage_size(path: Path, storage: _Storage, storage_type: _StorageTyp
             path,
             f"storage {storage.key!r} holds {storage.data.size} bytes, the pickle says {expected}",
         )
-
-
-def is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def are_counts(value: Any) -> bool:
-    return isinstance(value, tuple) and all(is_count(v) for v in value)
-
-
-def _refuse_state(self: object, state: Any) -> None:
-    """BUILD on a stand-in: they are immutable, and some are shared by every read."""
-    raise ValueError(f"BUILD cannot give state to {self!r}; diffai's stand-ins are immutable")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -323,41 +310,6 @@ class _StateDict(collections.OrderedDict):  # type: ignore[type-arg]
             raise ValueError(f"BUILD may set only _metadata on an OrderedDict, not {state!r:.60}")
 
 
-class _NumpyDtype:
-    """Stand-in for ``numpy.dtype(code)``, plain numbers only; one BUILD sets its byte order."""
-
-    __slots__ = ("_built", "dtype")
-
-    def __init__(self, dtype: np.dtype) -> None:
-        self.dtype = dtype
-        self._built = False
-
-    def __setstate__(self, state: Any) -> None:
-        if self._built:
-            raise ValueError("BUILD gave a numpy dtype its state twice")
-        if not (isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "=")):
-            raise ValueError(f"unexpected numpy dtype state {state!r:.80}")
-        self.dtype, self._built = self.dtype.newbyteorder(state[1]), True
-
-    def __repr__(self) -> str:
-        return f"numpy.dtype({self.dtype.str!r})"
-
-
-def _numpy_dtype(code: Any, *_align_copy: Any) -> _NumpyDtype:
-    if code not in NUMPY_SCALAR_CODES:
-        raise ValueError(f"numpy dtype {code!r:.40} is not a plain number type")
-    return _NumpyDtype(np.dtype(code))
-
-
-def _numpy_scalar(dtype: Any, data: Any) -> Scalar | complex:
-    """``np.float64(0.5)`` as pickled: a dtype and its bytes, returned as a Python number."""
-    if not (isinstance(dtype, _NumpyDtype) and isinstance(data, bytes)):
-        raise ValueError("malformed numpy scalar")
-    if len(data) != dtype.dtype.itemsize:
-        raise ValueError(f"numpy scalar of {dtype.dtype} has {len(data)} bytes")
-    return np.frombuffer(data, dtype=dtype.dtype)[0].item()
-
-
 def _latin1_encode(text: Any, encoding: Any) -> bytes:
     """How protocol 2 spells ``bytes``: ``_codecs.encode(str, 'latin1')``, and nothing else."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
@@ -380,10 +332,10 @@ _FUNCTIONS: dict[tuple[str, str], Callable[..., Any]] = {
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
     ("collections", "OrderedDict"): _StateDict,
     ("torch", "Size"): _torch_size,
-    ("numpy", "dtype"): _numpy_dtype,
-    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
     ("_codecs", "encode"): _latin1_encode,
+    **SPARSE_FUNCTIONS,
+    **NUMPY_FUNCTIONS,
+    **HARMLESS_FUNCTIONS,
 }
 #: Every value is immutable: it serves every read of the process, hostile or not.
 _ALLOWED: dict[tuple[str, str], Any] = {
@@ -391,4 +343,6 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("torch.storage", "UntypedStorage"): _StorageType(None),
     **{("torch", name): _StorageType(dtype) for name, dtype in STORAGE_DTYPES.items()},
     **{("torch", name): _TorchDtype(name) for name in TORCH_DTYPES},
+    **NUMPY_STAND_INS,
+    **HARMLESS_CLASSES,
 }
