@@ -27,7 +27,14 @@ from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel, MissingExtra, UnreadableModel, UnsafePickle
 from diffai.formats.flatten import TooManyEntries, flatten_checkpoint
 from diffai.formats.limits import byte_budget, check_tensor_count
-from diffai.formats.pytorch.layout import PICKLE_MEMBER, archive_folder, byteorder, check_version
+from diffai.formats.pytorch.archive import TorchArchive
+from diffai.formats.pytorch.layout import (
+    PICKLE_MEMBER,
+    archive_folder,
+    byteorder,
+    check_records,
+    check_version,
+)
 from diffai.formats.pytorch.refusals import refusal_problem
 from diffai.formats.pytorch.unpickler import (
     TORCH_DTYPES,
@@ -124,10 +131,11 @@ def _pickle_member(names: list[str]) -> str | None:
 
 
 def _read_zip(path: Path) -> Model:
-    members = ZipMembers(path)
+    members = TorchArchive(path)
     try:
         folder = archive_folder(path, members)
         check_version(path, members, folder)
+        check_records(path, members, folder)
         order = byteorder(path, members, folder)
         checkpoint = unpickle_checkpoint(path, members, f"{folder}{PICKLE_MEMBER}", folder)
     finally:
