@@ -63,10 +63,15 @@ def pytorch_seeds() -> dict[str, bytes]:
         "lr": np.float64(0.1),
     }
     views = {"t": weight.reshape(2, 2).t(), "half": torch.ones(2, dtype=torch.bfloat16)}
+    legacy_views = {**views, "neg": torch._neg_view(weight)}
     seeds = {
         "checkpoint": WHOLE_FILE + _torch_save(checkpoint),
         "views": WHOLE_FILE + _torch_save(views),
         "legacy": WHOLE_FILE + _torch_save({"w": weight}, _use_new_zipfile_serialization=False),
+        # Records deflated, as zip tools rewrite them: torch's zip reader inflates them too.
+        "deflated": WHOLE_FILE + _deflated(_torch_save(checkpoint)),
+        "legacy-views": WHOLE_FILE
+        + _torch_save(legacy_views, _use_new_zipfile_serialization=False),
         "state-dict-pickle": PICKLE_ONLY + _data_pkl(_torch_save(checkpoint)),
         "parameter-pickle": PICKLE_ONLY
         + _data_pkl(_torch_save({"p": torch.nn.Parameter(weight), "i": torch.tensor(7)})),
@@ -116,6 +121,14 @@ def harmless_checkpoint() -> dict[str, object]:
 def _torch_save(obj: object, **kwargs: object) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer, **kwargs)
+    return buffer.getvalue()
+
+
+def _deflated(archive: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(archive)) as opened, zipfile.ZipFile(buffer, "w") as out:
+        for name in opened.namelist():
+            out.writestr(name, opened.read(name), compress_type=zipfile.ZIP_DEFLATED)
     return buffer.getvalue()
 
 

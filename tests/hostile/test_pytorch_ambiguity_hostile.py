@@ -115,8 +115,8 @@ def test_neg_and_conj_bits_read_as_torch_resolves_them(tmp_path: Path) -> None:
 
 
 def tensor_call(metadata: bytes, requires_grad: bytes = FALSE, storage: str = "FloatStorage",
-                key: str = "0", arguments: int = 7) -> bytes:  # fmt: skip
-    record = b"(" + s("storage") + g("torch", storage) + s(key) + s("cpu") + i(4) + b"tQ"
+                key: str = "0", arguments: int = 7, numel: int = 4) -> bytes:  # fmt: skip
+    record = b"(" + s("storage") + g("torch", storage) + s(key) + s("cpu") + i(numel) + b"tQ"
     args = [record, i(0), b"(" + i(4) + b"t", b"(" + i(1) + b"t", requires_grad, b"}", metadata]
     return call(g("torch._utils", "_rebuild_tensor_v2"), *args[:arguments])
 
@@ -210,7 +210,34 @@ def write_memory_bombs(folder: Path) -> dict[str, tuple[Path, str]]:
     fallback = archive(folder / "fallback.pt", pickled, {"0": EVIL}, compressed=frozenset("0"))
     declare_size(fallback, "archive/data/0", 2**32 - 4)
     files["fallback-bomb"] = (fallback, "not handed to torch.load")
+    declared = state_dict(("c", refused_by_diffai), ("w", tensor_call(b"N", numel=3 << 28)))
+    files["fallback-pickle-bomb"] = (archive(folder / "fallback-pickle.pt", declared, {"0": EVIL}),
+                                     "its pickle declares storages of 3,221,225,472 bytes")
+    # 150 bytes: torch zeroes 1 GiB, and diffai once showed it as a scalar (14.5 GiB, 231 s).
+    zeros = state_dict(("b", call(g("builtins", "bytearray"), i(1 << 30))))
+    files["fallback-bytearray"] = (archive(folder / "bytearray.pt", zeros),
+                                   "it calls builtins.bytearray with a size (1,073,741,824)")
+    files.update(legacy_bombs(folder))
     return files
+
+
+def legacy_bombs(folder: Path) -> dict[str, tuple[Path, str]]:
+    """Pre-zip files go to torch.load whole: torch allocated what the pickle declares (3 GiB
+    here, from 368 bytes), and a lazily negated stride-0 view became a 2 GiB copy as its values
+    were read (2.28 GiB and 21 s before the budget refused it)."""
+    legacy = io.BytesIO()
+    torch.save(GOOD, legacy, _use_new_zipfile_serialization=False)
+    numel = b"X\x03\x00\x00\x00cpuq\x06K\x04N"  # location 'cpu', then the storage's 4 elements
+    assert legacy.getvalue().count(numel) == 1
+    declared = folder / "legacy-storage.pt"
+    declared.write_bytes(legacy.getvalue().replace(numel, numel[:-3] + i(3 << 28) + b"N"))
+    view = folder / "legacy-negated-view.pt"
+    negated = torch._neg_view(torch.tensor([1.5]).expand(2**29))
+    torch.save({"w": negated}, view, _use_new_zipfile_serialization=False)
+    return {
+        "legacy-storage-bomb": (declared, "its pickle declares storages of 3,221,225,472 bytes"),
+        "legacy-view-bomb": (view, "torch loaded tensors of 2,147,483,648 bytes, over the limit"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +247,11 @@ def memory_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[
     return {name: (result, files[name][1]) for name, result in zip(files, results, strict=True)}
 
 
-@pytest.mark.parametrize("name", [*(f"put-{n}" for n in PUT_SPELLINGS), "fallback-bomb"])
+MEMORY_BOMBS = [*(f"put-{n}" for n in PUT_SPELLINGS), "fallback-bomb", "fallback-pickle-bomb",
+                "fallback-bytearray", "legacy-storage-bomb", "legacy-view-bomb"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", MEMORY_BOMBS)
 def test_a_memory_bomb_is_refused_before_anything_allocates(
     memory_results: dict[str, tuple[Refusal, str]], name: str
 ) -> None:

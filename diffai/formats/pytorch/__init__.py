@@ -27,13 +27,26 @@ from diffai.dtypes import canonical_name, numpy_dtype
 from diffai.errors import MalformedModel, MissingExtra, UnreadableModel, UnsafePickle
 from diffai.formats.flatten import TooManyEntries, flatten_checkpoint
 from diffai.formats.limits import byte_budget, check_tensor_count
+from diffai.formats.pytorch.archive import TorchArchive
 from diffai.formats.pytorch.densify import Part, sparse_ref
-from diffai.formats.pytorch.layout import PICKLE_MEMBER, archive_folder, byteorder, check_version
+from diffai.formats.pytorch.layout import (
+    PICKLE_MEMBER,
+    archive_folder,
+    byteorder,
+    check_records,
+    check_version,
+)
 from diffai.formats.pytorch.numpy_values import PickledArray
 from diffai.formats.pytorch.refusals import refusal_problem
+from diffai.formats.pytorch.sizing import check_legacy_budget, check_pickle_budget
 from diffai.formats.pytorch.sparse import SPARSE_LAYOUTS, PickledSparse
 from diffai.formats.pytorch.standins import are_counts, is_count
-from diffai.formats.pytorch.unpickler import TORCH_DTYPES, PickledTensor, unpickle_checkpoint
+from diffai.formats.pytorch.unpickler import (
+    MAX_PICKLE_BYTES,
+    TORCH_DTYPES,
+    PickledTensor,
+    unpickle_checkpoint,
+)
 from diffai.formats.zipmembers import OPEN_ERRORS, ZipMembers
 from diffai.model import Model, Scalar, TensorRef
 from diffai.text import one_line
@@ -67,7 +80,10 @@ def read(path: Path) -> Model:
             _check_declared_bytes(path)
             return torch_fallback(path, _import_torch(), refused)
     if _is_legacy(head):
-        return torch_fallback(path, _import_torch(), None)
+        torch = _import_torch()
+        if torch is not None:
+            check_legacy_budget(path)
+        return torch_fallback(path, torch, None)
     raise MalformedModel(
         path, "not a PyTorch file: neither a zip archive nor a legacy torch pickle"
     )
@@ -76,11 +92,15 @@ def read(path: Path) -> Model:
 def _check_declared_bytes(path: Path) -> None:
     """Torch inflates every storage whole, so the budget applies before torch ever sees it."""
     members = ZipMembers(path)
+    size = path.stat().st_size
     try:
         declared = sum(info.file_size for info in members.archive.infolist())
+        pickled = _pickle_member(members.names())
+        if pickled is not None:
+            check_pickle_budget(path, members.read_bytes(pickled, MAX_PICKLE_BYTES), size)
     finally:
         members.archive.close()
-    budget = byte_budget(path.stat().st_size)
+    budget = byte_budget(size)
     if declared > budget:
         raise MalformedModel(
             path,
@@ -122,10 +142,11 @@ def _pickle_member(names: list[str]) -> str | None:
 
 
 def _read_zip(path: Path) -> Model:
-    members = ZipMembers(path)
+    members = TorchArchive(path)
     try:
         folder = archive_folder(path, members)
         check_version(path, members, folder)
+        check_records(path, members, folder)
         order = byteorder(path, members, folder)
         checkpoint = unpickle_checkpoint(path, members, f"{folder}{PICKLE_MEMBER}", folder)
     finally:
@@ -298,10 +319,25 @@ def torch_fallback(path: Path, torch: ModuleType | None, refused: UnsafePickle |
         raise _torch_failure(path, refused, exc) from exc
     found, scalars = _flatten(path, checkpoint, lambda obj: isinstance(obj, torch.Tensor))
     check_tensor_count(path, "torch loaded", len(found))
+    _check_tensor_bytes(path, torch, found)
     tensors = {name: _torch_ref(path, torch, name, t) for name, t in found.items()}
     metadata = {"torch_format": "legacy" if refused is None else "zip"}
     size = path.stat().st_size
     return Model(str(path), FORMAT, size, tensors=tensors, scalars=scalars, metadata=metadata)
+
+
+def _check_tensor_bytes(path: Path, torch: ModuleType, found: dict[str, Any]) -> None:
+    """Before any tensor is resolved: a stride-0 view torch holds lazily negated becomes a
+    copy of its whole size when its values are read (``resolve_neg``)."""
+    strided = [t for t in found.values() if t.layout == torch.strided and not t.is_meta]
+    declared = sum(t.numel() * t.element_size() for t in strided)
+    budget = byte_budget(path.stat().st_size)
+    if declared > budget:
+        raise MalformedModel(
+            path,
+            f"torch loaded tensors of {declared:,} bytes, over the limit of {budget:,} for a "
+            "file this size: views that repeat their storage are refused",
+        )
 
 
 def _torch_failure(path: Path, refused: UnsafePickle | None, exc: Exception) -> UnreadableModel:

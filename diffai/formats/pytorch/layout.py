@@ -12,15 +12,18 @@ Every such archive is refused as ambiguous; what remains reads alike in both.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from diffai.errors import MalformedModel
+from diffai.formats.pytorch.archive import TorchArchive
 from diffai.formats.zipmembers import ZipMembers
 
 PICKLE_MEMBER = "data.pkl"
 #: The format versions torch 2.x reads (``kMinSupportedFileFormatVersion`` .. ``kMax...``).
 SUPPORTED_VERSIONS = range(1, 11)
-_VERSION_RECORDS = ("version", ".data/version")
+#: Torch reads the first it has (``PyTorchStreamReader::init``).
+_VERSION_RECORDS = (".data/version", "version")
 #: How torch parses the record: leading blanks, digits, anything after them ignored.
 _VERSION = re.compile(rb"[ \t\n\v\f\r]*\+?([0-9]{1,20})")
 _BYTEORDERS = ("little", "big")
@@ -70,9 +73,8 @@ def _check_case(path: Path, names: list[str]) -> None:
         folded[key] = name
 
 
-def check_version(path: Path, members: ZipMembers, folder: str) -> None:
-    names = set(members.names())
-    record = next((f"{folder}{r}" for r in _VERSION_RECORDS if f"{folder}{r}" in names), None)
+def check_version(path: Path, members: TorchArchive, folder: str) -> None:
+    record = next((f"{folder}{r}" for r in _VERSION_RECORDS if members.has(f"{folder}{r}")), None)
     if record is None:
         raise MalformedModel(path, "zip archive has no version record, which torch refuses")
     matched = _VERSION.match(members.read_bytes(record, 64))
@@ -82,10 +84,41 @@ def check_version(path: Path, members: ZipMembers, folder: str) -> None:
         )
 
 
-def byteorder(path: Path, members: ZipMembers, folder: str) -> str:
+def check_records(path: Path, members: TorchArchive, folder: str) -> None:
+    """The records torch reads whole when they are there: one it cannot read, or parse, makes
+    it refuse the file (a ``.storage_alignment`` of ``x4``), so it is refused here too."""
+    for record, parse in _OPTIONAL_RECORDS.items():
+        name = f"{folder}{record}"
+        if members.has(name):
+            data = members.read_bytes(name, _RECORD_LIMIT)
+            if parse is not None:
+                parse(path, name, data)
+
+
+def _alignment(path: Path, name: str, data: bytes) -> None:
+    try:
+        int(data)  # as torch parses it
+    except ValueError as exc:
+        raise MalformedModel(
+            path, f"{name!r} holds {data!r:.40}, not the integer torch.load parses from it"
+        ) from exc
+
+
+#: Each record -> how torch parses it, if it does: the id is logged, the format version only
+#: compared with ``b"1"``.
+_OPTIONAL_RECORDS: dict[str, Callable[[Path, str, bytes], None] | None] = {
+    ".data/serialization_id": None,
+    ".format_version": None,
+    ".storage_alignment": _alignment,
+}
+#: torch.save writes a few bytes in each (the id: 40); no real one comes near.
+_RECORD_LIMIT = 1024
+
+
+def byteorder(path: Path, members: TorchArchive, folder: str) -> str:
     """Files without the record predate big-endian support and are little-endian."""
     name = f"{folder}byteorder"
-    if name not in members.names():
+    if not members.has(name):
         return "little"
     order = members.read_bytes(name, len("little")).decode("ascii", errors="replace")
     if order not in _BYTEORDERS:

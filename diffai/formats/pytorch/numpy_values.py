@@ -41,12 +41,24 @@ class _NumpyDtype:
     def __setstate__(self, state: Any) -> None:
         if self._built:
             raise ValueError("BUILD gave a numpy dtype its state twice")
-        if not (isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "=")):
+        if not _is_plain_dtype_state(state):
             raise ValueError(f"unexpected numpy dtype state {state!r:.80}")
         self.dtype, self._built = self.dtype.newbyteorder(state[1]), True
 
     def __repr__(self) -> str:
         return f"numpy.dtype({self.dtype.str!r})"
+
+
+#: numpy's state of a plain number dtype (version 3), byte order aside; its ``__setstate__``
+#: refuses other versions and reads fields (flags, subarray) a plain number has not.
+_DTYPE_STATE = (3, None, None, None, -1, -1, 0)
+_DTYPE_STATE_TYPES = (int, str, type(None), type(None), type(None), int, int, int)
+
+
+def _is_plain_dtype_state(state: Any) -> bool:
+    return type(state) is tuple and tuple(map(type, state)) == _DTYPE_STATE_TYPES and (
+        state[1] in ("<", ">", "|", "=") and state[:1] + state[2:] == _DTYPE_STATE
+    )
 
 
 def _numpy_dtype(code: Any, *_align_copy: Any) -> _NumpyDtype:

@@ -40,15 +40,23 @@ _NAMES = {code: name for name in dir(pickle) if isinstance(code := getattr(pickl
 
 
 class PickleRefused(ValueError):
-    """The pickle uses an opcode torch does not read, or a memo index beyond its objects."""
+    """The pickle uses an opcode torch does not read, or a memo index beyond its objects.
+
+    ``position`` is where the refused opcode is: torch's unpickler runs everything before it.
+    """
+
+    def __init__(self, message: str, position: int | None = None) -> None:
+        super().__init__(message)
+        self.position = position
 
 
-def check_opcodes(data: bytes, check_global: Callable[[str, str], object]) -> None:
+def check_opcodes(data: bytes, check_global: Callable[[str, str], object]) -> int:
     """Raise ``PickleRefused`` unless every opcode up to ``STOP`` is one torch reads.
 
     Each ``GLOBAL`` goes to ``check_global`` as it comes, so a global the allow-list
     refuses is named before a later opcode is. A pickle cut short is left to the
-    unpickler, which fails on it as torch does.
+    unpickler, which fails on it as torch does. Returns where the pickle ends (past
+    its ``STOP``, or the end of ``data``): a legacy file holds several in a row.
     """
     position, end, indexes = 0, len(data), []
     while position < end:
@@ -60,6 +68,7 @@ def check_opcodes(data: bytes, check_global: Callable[[str, str], object]) -> No
         else:
             position = _skip_argument(code, data, position, indexes)
     _check_memo(indexes)
+    return min(position, end)
 
 
 def _read_global(data: bytes, position: int, check_global: Callable[[str, str], object]) -> int:
@@ -91,7 +100,8 @@ def _skip_argument(code: int, data: bytes, position: int, indexes: list[int]) ->
         return position + width
     raise PickleRefused(
         f"it uses pickle opcode {_opcode_name(code)}, which torch.load(weights_only=True) "
-        "does not read; refused as ambiguous"
+        "does not read; refused as ambiguous",
+        position - 1,
     )
 
 

@@ -30,7 +30,14 @@ from typing import Any, ClassVar
 from diffai.errors import MalformedModel, UnsafePickle
 from diffai.formats.limits import MAX_TENSORS
 from diffai.formats.pytorch import _model_from_pickle, _zip_names
-from diffai.formats.pytorch.layout import PICKLE_MEMBER, archive_folder, byteorder, check_version
+from diffai.formats.pytorch.archive import TorchArchive
+from diffai.formats.pytorch.layout import (
+    PICKLE_MEMBER,
+    archive_folder,
+    byteorder,
+    check_records,
+    check_version,
+)
 from diffai.formats.pytorch.opcodes import PickleRefused
 from diffai.formats.pytorch.script_classes import CodeRefused, ScriptClass, read_classes
 from diffai.formats.pytorch.unpickler import (
@@ -39,7 +46,6 @@ from diffai.formats.pytorch.unpickler import (
     _Function,
     unpickle_checkpoint,
 )
-from diffai.formats.zipmembers import ZipMembers
 from diffai.model import Model
 
 FORMAT = "torchscript"
@@ -75,10 +81,11 @@ def matches(path: Path, head: bytes) -> bool:
 
 
 def read(path: Path) -> Model:
-    members = ZipMembers(path)
+    members = TorchArchive(path)  # torch.jit.load reads the zip as torch.load does
     try:
         folder = archive_folder(path, members)
         check_version(path, members, folder)
+        check_records(path, members, folder)
         order = byteorder(path, members, folder)
         code = _Code(path, members, folder)
         unpickler = partial(_ScriptUnpickler, code=code)
@@ -97,7 +104,7 @@ def read(path: Path) -> Model:
 class _Code:
     """The archive's class declarations, each file read once, within ``MAX_CODE_BYTES``."""
 
-    def __init__(self, path: Path, members: ZipMembers, folder: str) -> None:
+    def __init__(self, path: Path, members: TorchArchive, folder: str) -> None:
         self._path = path
         self._members = members
         self._folder = folder
@@ -114,7 +121,7 @@ class _Code:
 
     def _read_file(self, qualifier: str) -> dict[str, ScriptClass]:
         name = f"{self._folder}code/{qualifier.replace('.', '/')}.py"
-        if name not in self._members.names():
+        if not self._members.has(name):
             return {}
         data = self._members.read_bytes(name, self._budget)
         self._budget -= len(data)
