@@ -63,6 +63,8 @@ class TensorRef:
     stream: ValueStream | None = field(default=None, repr=False, compare=False)
     stored_as: str | None = None
     stored_size: int | None = None
+    #: How a quantized tensor's values were dequantized (scheme, scale, zero point, axis).
+    quantization: dict[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if (self.load is None) == (self.stream is None):

@@ -167,6 +167,10 @@ def stats_record(stats: TensorStats | None) -> dict[str, Any] | None:
         return None
     record = _flat_record(stats)
     record["shape"] = list(stats.shape)
+    if stats.quantization is None:  # only dequantized tensors carry the key
+        del record["quantization"]
+    else:
+        record["quantization"] = _finite(stats.quantization)
     return record
 
 

@@ -20,6 +20,7 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -85,6 +86,8 @@ class TensorStats:
     nan: int
     inf: int
     zeros: int
+    #: A dequantized tensor's scheme, scale, zero point and axis (``TensorRef.quantization``).
+    quantization: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,7 @@ class _SideAccumulator:
             nan=self.nan,
             inf=self.inf,
             zeros=self.zeros,
+            quantization=ref.quantization,
         )
 
 

@@ -28,6 +28,8 @@ from diffai.errors import MalformedModel, MissingExtra, UnreadableModel, UnsafeP
 from diffai.formats.flatten import TooManyEntries, flatten_checkpoint
 from diffai.formats.limits import byte_budget, check_tensor_count
 from diffai.formats.pytorch.layout import PICKLE_MEMBER, archive_folder, byteorder, check_version
+from diffai.formats.pytorch.packed import expand_packed, is_script_object, named_packed_tuples
+from diffai.formats.pytorch.quantized import PickledQTensor, qtensor_ref, torch_qtensor_ref
 from diffai.formats.pytorch.refusals import refusal_problem
 from diffai.formats.pytorch.unpickler import (
     TORCH_DTYPES,
@@ -139,7 +141,8 @@ def _read_zip(path: Path) -> Model:
 def _model_from_pickle(
     path: Path, checkpoint: Any, byteorder: str, metadata: dict[str, Any]
 ) -> Model:
-    found, scalars = _flatten(path, checkpoint, lambda obj: isinstance(obj, PickledTensor))
+    found, scalars = _flatten(path, checkpoint, _is_pickled_tensor)
+    found, scalars = expand_packed(path, found, scalars)
     check_tensor_count(path, "its pickle holds", len(found))
     tensors = {name: _tensor_ref(path, name, t, byteorder) for name, t in found.items()}
     return Model(
@@ -150,6 +153,11 @@ def _model_from_pickle(
         scalars=scalars,
         metadata=metadata,
     )
+
+
+def _is_pickled_tensor(obj: Any) -> bool:
+    """Tensors, and script objects: those ``expand_packed`` turns into the tensors they hold."""
+    return isinstance(obj, (PickledTensor, PickledQTensor)) or is_script_object(obj)
 
 
 def _flatten(
@@ -167,9 +175,15 @@ def _flatten(
         raise MalformedModel(path, "the checkpoint holds an integer too long to show") from exc
 
 
-def _tensor_ref(path: Path, name: str, tensor: PickledTensor, byteorder: str) -> TensorRef:
+def _tensor_ref(
+    path: Path, name: str, tensor: PickledTensor | PickledQTensor, byteorder: str
+) -> TensorRef:
     """Checked and mapped now, so a bad tensor fails the read instead of a later comparison."""
     try:
+        if isinstance(tensor, PickledQTensor):
+            return qtensor_ref(
+                name, tensor, lambda t, d: _strided_view(t, _stored_dtype(d, byteorder))
+            )
         view = _strided_view(tensor, _stored_dtype(tensor.dtype, byteorder))
     except (ValueError, OverflowError) as exc:
         raise MalformedModel(path, f"tensor {name!r}: {one_line(exc)}") from exc
@@ -270,6 +284,7 @@ def torch_fallback(path: Path, torch: ModuleType | None, refused: UnsafePickle |
     except Exception as exc:  # torch fails in many types; each becomes one of ours here
         raise _torch_failure(path, refused, exc) from exc
     found, scalars = _flatten(path, checkpoint, lambda obj: isinstance(obj, torch.Tensor))
+    found, scalars = named_packed_tuples(path, found, scalars)
     check_tensor_count(path, "torch loaded", len(found))
     tensors = {name: _torch_ref(path, torch, name, t) for name, t in found.items()}
     metadata = {"torch_format": "legacy" if refused is None else "zip"}
@@ -303,6 +318,8 @@ def _torch_reason(exc: Exception) -> str:
 
 
 def _torch_ref(path: Path, torch: ModuleType, name: str, tensor: Any) -> TensorRef:
+    if tensor.is_quantized:
+        return torch_qtensor_ref(path, name, tensor)
     dtype = TORCH_DTYPES.get(str(tensor.dtype).removeprefix("torch."))
     if dtype is None or tensor.layout != torch.strided or tensor.is_meta:
         kind = _tensor_kind(torch, tensor)
