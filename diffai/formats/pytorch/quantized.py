@@ -70,7 +70,11 @@ _CHANNEL_PARAMS = {("f64", "i64"): "per_channel_affine", ("f32", "f32"): SCHEMES
 
 @dataclass(frozen=True, slots=True, repr=False)
 class _QuantizedStorageType(_StorageType):
-    """``torch.QInt8Storage`` and kin: one byte an item, four for qint32."""
+    """``torch.QInt8Storage`` and kin: one byte an item, four for qint32. ``__setstate__`` is
+    given again: a slotted dataclass would otherwise get one of its own that BUILD could use
+    to rewrite this instance, shared by every read."""
+
+    __setstate__ = _refuse_state
 
     @property
     def itemsize(self) -> int:
