@@ -337,3 +337,15 @@ def test_against_the_float_model_in_safetensors_it_measures_the_quantization(
     assert analysis["compression"] == pytest.approx(stored / sum(floats[n].nbytes for n in retyped))
     assert analysis["conversions"] == {"f32->qint8": len(retyped)}
     assert analysis["precision_loss"] in ("low", "moderate")
+
+
+def test_text_output_names_the_stored_dtype(
+    run_without_torch, write_safetensors, tmp_path: Path
+) -> None:
+    float_model, quantized = static_model()
+    state = quantized.state_dict()
+    torch.save(state, quantized_path := tmp_path / "quantized.pt")
+    floats = {n: t.detach().numpy() for n, t in float_names(float_model, state).items()}
+    result = run_without_torch(write_safetensors("float.safetensors", floats), quantized_path)
+    assert result.code == 1
+    assert "  ~ conv.weight: dtype=f32->qint8, rel_l2=0.00" in result.out
