@@ -299,8 +299,9 @@ def _check_scales(scales: np.ndarray) -> None:
 
 
 def _check_zero_points(points: np.ndarray, qtype: QuantizedType | None) -> None:
-    """Within the stored type's range; ``float_qparams`` ones (``qtype`` None) finite."""
-    low, high = (qtype.qmin, qtype.qmax) if qtype else (-math.inf, math.inf)
+    """Within the stored type's range; ``float_qparams`` ones (``qtype`` None) within int32's,
+    beyond which torch's dequantize refuses them (a fuzzed file found 9.5e13)."""
+    low, high = (qtype.qmin, qtype.qmax) if qtype else (-(2**31), 2**31 - 1)
     if not (np.isfinite(points) & (points >= low) & (points <= high)).all():
         raise ValueError(f"zero points {_shown(points)} are outside {low}..{high}")
 
