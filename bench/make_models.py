@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,6 +245,17 @@ def save_torch(model: nn.Module, state: State, path: Path) -> Path:
     return path
 
 
+def save_quantized(model: nn.Module, state: State, path: Path) -> Path:
+    """Dynamic post-training quantization of every ``nn.Linear`` to qint8, as deployed on CPU:
+    the state dict holds each layer's ``_packed_params._packed_params`` (weight, bias)."""
+    model.load_state_dict(state)
+    with warnings.catch_warnings():  # torch's deprecation notes on torch.ao.quantization
+        warnings.simplefilter("ignore")
+        quantized = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, torch.qint8)
+        torch.save(quantized.state_dict(), path)
+    return path
+
+
 def save_npz(state: State, path: Path) -> Path:
     np.savez(path, **{name: tensor.numpy() for name, tensor in state.items()})
     return path
@@ -263,6 +275,7 @@ def write_candidates(out: Path, config: Config) -> list[Path]:
         save_safetensors(retyped(base, torch.bfloat16), out / "bf16.safetensors"),
         save_safetensors(pruned(base, config.layers), out / "pruned.safetensors"),
         save_safetensors(permuted(base, config.layers), out / "permuted.safetensors"),
+        save_quantized(model, base, out / "qint8.pt"),
     ]
 
 

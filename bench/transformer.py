@@ -166,6 +166,21 @@ def check_retyped(low: float, high: float) -> Callable[[Document], Check]:
     return check
 
 
+def check_quantized(document: Document) -> Check:
+    """Every Linear weight qint8 (dequantized), paired by name; int8 rounding error measured."""
+    retyped = _tensors(document, "dtype_changed")
+    stored = {t["candidate"]["stored_dtype"] for t in retyped}
+    analysis = document["analyses"]["quantization_analysis"]
+    error, compression = analysis["relative_error"], analysis["compression"]
+    ok = bool(retyped) and stored == {"qint8"} and 1e-3 <= error <= 5e-2
+    ok = ok and 0.25 <= compression <= 0.26
+    detail = (
+        f"{len(retyped)} weights f32->qint8, relative_error={error:.3g}, "
+        f"sqnr={analysis['sqnr_db']:.1f} dB, compression={compression:.3f}"
+    )
+    return Check(ok, detail)
+
+
 def check_pruned(document: Document) -> Check:
     """Half of each pruned weight zeroed; the removed tensors are one whole layer."""
     removed = {_layer_of(t["name"]) for t in _tensors(document, "removed")}
@@ -240,6 +255,8 @@ PAIRS = (
     Pair("permuted", "base.safetensors", "permuted.safetensors", 1, check_permuted),
     Pair(".pt vs .safetensors", "base.pt", "base.safetensors", 0, check_identical),
     Pair(".npz vs .safetensors", "base.npz", "base.safetensors", 0, check_identical),
+    Pair("qint8 (dynamic) vs itself", "qint8.pt", "qint8.pt", 0, check_identical),
+    Pair("qint8 (dynamic)", "base.safetensors", "qint8.pt", 1, check_quantized),
     Pair("epoch1 vs epoch2", "checkpoint_epoch1.pt", "checkpoint_epoch2.pt", 1, check_epochs),
 )
 

@@ -75,6 +75,8 @@ class TensorRef:
     stored_size: int | None = None
     role_hint: Role | None = None
     sparse: Sparsity | None = None
+    #: How a quantized tensor's values were dequantized (scheme, scale, zero point, axis).
+    quantization: dict[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if (self.load is None) == (self.stream is None):

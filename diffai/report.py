@@ -170,6 +170,10 @@ def stats_record(stats: TensorStats | None) -> dict[str, Any] | None:
     record["shape"] = list(stats.shape)
     if stats.layout is None:  # a dense tensor: the sparse fields are left out
         del record["layout"], record["nnz"]
+    if stats.quantization is None:  # only dequantized tensors carry the key
+        del record["quantization"]
+    else:
+        record["quantization"] = _finite(stats.quantization)
     return record
 
 

@@ -20,6 +20,7 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -88,6 +89,8 @@ class TensorStats:
     zeros: int
     layout: str | None = None
     nnz: int | None = None
+    #: A dequantized tensor's scheme, scale, zero point and axis (``TensorRef.quantization``).
+    quantization: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,7 @@ class _SideAccumulator:
             zeros=self.zeros,
             layout=ref.sparse.layout if ref.sparse else None,
             nnz=ref.sparse.nnz if ref.sparse else None,
+            quantization=ref.quantization,
         )
 
 

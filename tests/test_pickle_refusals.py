@@ -31,21 +31,11 @@ class RunsCode:
         return (os.system, ("true",))
 
 
-def quantized() -> dict[str, Any]:
-    return {"w": torch.quantize_per_tensor(torch.randn(4), 0.1, 0, torch.qint8)}
-
-
-def per_channel() -> dict[str, Any]:
-    scales, zero_points = torch.tensor([0.1, 0.2]), torch.tensor([0, 0])
-    w = torch.quantize_per_channel(torch.randn(2, 3), scales, zero_points, 0, torch.qint8)
-    return {"w": w}
-
-
-def dynamic_quantized() -> dict[str, Any]:
-    model = torch.ao.quantization.quantize_dynamic(
-        nn.Sequential(nn.Linear(4, 4)), {nn.Linear}, dtype=torch.qint8
-    )
-    return model.state_dict()
+def conv_packed_params() -> dict[str, Any]:
+    """A TorchScript class diffai does not read (quantized tensors and Linear/LSTM packed
+    parameters it reads: tests/test_format_quantized.py)."""
+    weight = torch.quantize_per_tensor(torch.randn(2, 1, 3, 3), 0.1, 0, torch.qint8)
+    return {"p": torch.ops.quantized.conv2d_prepack(weight, None, [1, 1], [0, 0], [1, 1], 1)}
 
 
 def whole_module() -> nn.Module:
@@ -97,20 +87,16 @@ WHOLE_OBJECT = (
 )
 RUNS_CODE = f"loading it would run code; {NOTHING_RAN}"
 SEQUENTIAL = "torch.nn.modules.container.Sequential"
+CONV_PACKED = (
+    "model/data.pkl: it holds a TorchScript object of class "
+    f"'__torch__.torch.classes.quantized.Conv2dPackedParamsBase', which diffai does not read; "
+    f"{NOTHING_RAN}"
+)
 USER_CLASS = f"{__name__}._Net"
 
 WITHOUT_TORCH = [
     pytest.param(
-        quantized, not_read_yet("a quantized tensor", "torch._utils._rebuild_qtensor"),
-        id="quantized",
-    ),
-    pytest.param(
-        per_channel, not_read_yet("a quantized tensor", "torch._utils._rebuild_qtensor"),
-        id="per-channel",
-    ),
-    pytest.param(
-        dynamic_quantized, not_read_yet("a quantized tensor's dtype", "torch.qint8"),
-        id="dynamic-quantized-state-dict",
+        conv_packed_params, CONV_PACKED, id="conv-packed-params",
     ),
     pytest.param(whole_module, refused(SEQUENTIAL, WHOLE_MODULE), id="whole-module"),
     pytest.param(user_class, refused(USER_CLASS, WHOLE_OBJECT), id="user-class"),
@@ -131,14 +117,7 @@ def test_without_torch_the_refusal_says_what_the_global_is(
 
 WITH_TORCH = [
     pytest.param(
-        quantized, "tensor 'w' is a quantized tensor (torch.qint8), which diffai does not read yet",
-        id="quantized",
-    ),
-    pytest.param(
-        dynamic_quantized,
-        "tensor '0._packed_params._packed_params.0' is a quantized tensor (torch.qint8), "
-        "which diffai does not read yet",
-        id="dynamic-quantized-state-dict",
+        conv_packed_params, CONV_PACKED, id="conv-packed-params",
     ),
     pytest.param(
         whole_module, f"{refused(SEQUENTIAL, WHOLE_MODULE)}; {TORCH_TOO}", id="whole-module",

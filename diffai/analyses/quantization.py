@@ -8,8 +8,11 @@ Over the tensors whose dtype changed (same shape):
   (bf16, ~1.7e-3), moderate ≤ 1e-1, high above;
 - speedup: an **estimate** for memory-bandwidth-bound inference, the whole
   model's baseline bytes / candidate bytes; compute-bound work may gain less.
-Integer candidates are compared as stored: a scheme that keeps scales in
-separate tensors is not dequantized, so its error reads high.
+A quantized tensor a reader dequantizes (PyTorch's qint8, quint8, qint32,
+quint4x2, quint2x4) is compared by its dequantized values, with its stored
+bytes (integers plus per-channel scales and zero points), so a float -> int8
+model reads its true error and compression. Plain integer tensors (an export
+keeping its scales in separate tensors) are compared as stored: their error reads high.
 """
 
 from __future__ import annotations

@@ -112,10 +112,15 @@ def _shape_changed(tensor: dict[str, Any]) -> str:
 
 def _dtype_changed(tensor: dict[str, Any]) -> str:
     base, cand = tensor["baseline"], tensor["candidate"]
-    retyped = f"dtype={base['dtype']}->{cand['dtype']}"
+    retyped = f"dtype={_stored(base)}->{_stored(cand)}"
     if tensor["diff"] is None:  # complex against real: no element-wise difference
         return retyped
     return f"{retyped}, {_difference(tensor)}"
+
+
+def _stored(side: dict[str, Any]) -> str:
+    """A change of encoding alone (f32 -> qint8, both read as f32) is named by what is stored."""
+    return side.get("stored_dtype", side["dtype"])
 
 
 def _changed(tensor: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -78,6 +79,7 @@ def pytorch_seeds() -> dict[str, bytes]:
     }
     seeds["sparse"] = WHOLE_FILE + _torch_save(_sparse_checkpoint(weight))
     seeds["harmless"] = WHOLE_FILE + _torch_save(harmless_checkpoint())
+    seeds.update(_quantized_seeds())
     attacks = {"os-system": (os.system, f"touch {SENTINEL}"), "eval": (eval, "1"),
                "subprocess": (subprocess.call, ["touch", str(SENTINEL)])}  # fmt: skip
     for name, call in attacks.items():
@@ -116,6 +118,24 @@ def harmless_checkpoint() -> dict[str, object]:
         "took": datetime.timedelta(seconds=5), "device": torch.device("cuda", 0),
         "counts": collections.Counter(a=2),  # no deque: torch's weights-only APPENDS refuses it
     }  # fmt: skip
+
+
+def _quantized_seeds() -> dict[str, bytes]:
+    """Quantized tensors of each scheme, and a dynamic LSTM's packed ``torch.ScriptObject``."""
+    x = torch.linspace(-1, 1, 12).reshape(3, 4)
+    scales, points = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64), torch.tensor([0, 1, 2])
+    tensors = {
+        "pt": torch.quantize_per_tensor(x, 0.05, 3, torch.qint8),
+        "pc": torch.quantize_per_channel(x, scales, points, 0, torch.quint8),
+        "q4": torch.quantize_per_channel(x, scales.float(), points.float(), 0, torch.quint4x2),
+    }
+    with warnings.catch_warnings():  # torch's deprecation notes on torch.ao.quantization
+        warnings.simplefilter("ignore")
+        lstm = torch.ao.quantization.quantize_dynamic(torch.nn.LSTM(2, 2), {torch.nn.LSTM})
+        return {
+            "quantized": WHOLE_FILE + _torch_save(tensors),
+            "dynamic-lstm": WHOLE_FILE + _torch_save(lstm.state_dict()),
+        }
 
 
 def _torch_save(obj: object, **kwargs: object) -> bytes:

@@ -37,6 +37,8 @@ from diffai.formats.pytorch.layout import (
     check_version,
 )
 from diffai.formats.pytorch.numpy_values import PickledArray
+from diffai.formats.pytorch.packed import expand_packed, is_script_object, named_packed_tuples
+from diffai.formats.pytorch.quantized import PickledQTensor, qtensor_ref, torch_qtensor_ref
 from diffai.formats.pytorch.refusals import refusal_problem
 from diffai.formats.pytorch.sizing import check_legacy_budget, check_pickle_budget
 from diffai.formats.pytorch.sparse import SPARSE_LAYOUTS, PickledSparse
@@ -158,7 +160,8 @@ def _read_zip(path: Path) -> Model:
 def _model_from_pickle(
     path: Path, checkpoint: Any, byteorder: str, metadata: dict[str, Any]
 ) -> Model:
-    found, scalars = _flatten(path, checkpoint, lambda obj: type(obj) in _MAPPERS)
+    found, scalars = _flatten(path, checkpoint, _is_pickled_tensor)
+    found, scalars = expand_packed(path, found, scalars)
     check_tensor_count(path, "its pickle holds", len(found))
     tensors = {name: _pickled_ref(path, name, t, byteorder) for name, t in found.items()}
     return Model(
@@ -169,6 +172,12 @@ def _model_from_pickle(
         scalars=scalars,
         metadata=metadata,
     )
+
+
+def _is_pickled_tensor(obj: Any) -> bool:
+    """Tensors of every kind, and script objects: ``expand_packed`` turns those into the
+    tensors they hold."""
+    return type(obj) in _MAPPERS or is_script_object(obj)
 
 
 def _flatten(
@@ -217,9 +226,14 @@ def _array_ref(name: str, pickled: PickledArray, _byteorder: str) -> TensorRef:
     return TensorRef(name, array.shape, dtype, load=lambda: array)
 
 
+def _qtensor_ref(name: str, tensor: PickledQTensor, byteorder: str) -> TensorRef:
+    return qtensor_ref(name, tensor, lambda t, d: _strided_view(t, _stored_dtype(d, byteorder)))
+
+
 #: What each kind of tensor the pickle holds becomes.
 _MAPPERS: dict[type, Callable[[str, Any, str], TensorRef]] = {
     PickledTensor: _tensor_ref,
+    PickledQTensor: _qtensor_ref,
     PickledSparse: _sparse_ref,
     PickledArray: _array_ref,
 }
@@ -318,6 +332,7 @@ def torch_fallback(path: Path, torch: ModuleType | None, refused: UnsafePickle |
     except Exception as exc:  # torch fails in many types; each becomes one of ours here
         raise _torch_failure(path, refused, exc) from exc
     found, scalars = _flatten(path, checkpoint, lambda obj: isinstance(obj, torch.Tensor))
+    found, scalars = named_packed_tuples(path, found, scalars)
     check_tensor_count(path, "torch loaded", len(found))
     _check_tensor_bytes(path, torch, found)
     tensors = {name: _torch_ref(path, torch, name, t) for name, t in found.items()}
@@ -366,6 +381,8 @@ def _torch_reason(exc: Exception) -> str:
 
 
 def _torch_ref(path: Path, torch: ModuleType, name: str, tensor: Any) -> TensorRef:
+    if tensor.is_quantized:
+        return torch_qtensor_ref(path, name, tensor)
     dtype = TORCH_DTYPES.get(str(tensor.dtype).removeprefix("torch."))
     if dtype is not None and str(tensor.layout) in SPARSE_LAYOUTS:
         return _torch_sparse_ref(path, torch, name, tensor)
@@ -405,9 +422,7 @@ def _torch_sparse_ref(path: Path, torch: ModuleType, name: str, tensor: Any) -> 
 
 
 def _tensor_kind(torch: ModuleType, tensor: Any) -> str:
-    """What a tensor torch loaded but diffai cannot compare is: quantized, sparse, or a dtype."""
-    if tensor.is_quantized:
-        return f"a quantized tensor ({tensor.dtype})"
+    """What a tensor torch loaded but diffai cannot compare is: a meta, a layout, or a dtype."""
     if tensor.is_meta:
         return "a meta tensor (one without values)"
     if tensor.layout != torch.strided:

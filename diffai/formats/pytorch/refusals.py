@@ -5,7 +5,7 @@ A refusal has three different causes, and each needs its own advice:
 - a whole pickled object (``torch.save(model)``, a user class): saving the
   state dict instead is the fix;
 - a torch internal that a state dict may hold but diffai does not read yet
-  (quantized and nested tensors, the packed parameters of quantized layers):
+  (nested tensors, tensor subclasses):
   the file is fine, and telling its author to "save the state dict" would be
   wrong, since it already is one;
 - anything else (``os.system``, ``builtins.eval``): calling it is how a pickle
@@ -20,21 +20,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-_QUANTIZED = "a quantized tensor"
-_QUANTIZED_STORAGES = ("QInt8", "QUInt8", "QInt32", "QUInt4x2", "QUInt2x4")
-_QUANTIZED_DTYPES = ("qint8", "quint8", "qint32", "quint4x2", "quint2x4")
-_QUANTIZATION_SCHEMES = (
-    "per_tensor_affine", "per_tensor_symmetric", "per_channel_affine",
-    "per_channel_symmetric", "per_channel_affine_float_qparams",
-)  # fmt: skip
-_SCRIPT_OBJECT = "a TorchScript object (such as a quantized layer's packed parameters)"
+#: Quantized tensors are read (``quantized.py``); torch never writes these schemes.
+_QUANTIZATION_SCHEMES = ("per_tensor_symmetric", "per_channel_symmetric")
 
 #: Globals torch's own weights-only loader accepts that diffai's allow-list does not know yet.
 TORCH_INTERNALS: dict[str, str] = {
-    "torch._utils._rebuild_qtensor": _QUANTIZED,
-    **{f"torch.{name}Storage": f"{_QUANTIZED}'s storage" for name in _QUANTIZED_STORAGES},
-    **{f"torch.{name}": f"{_QUANTIZED}'s dtype" for name in _QUANTIZED_DTYPES},
-    **{f"torch.{name}": f"{_QUANTIZED}'s scheme" for name in _QUANTIZATION_SCHEMES},
+    **{f"torch.{name}": "a symmetric quantization scheme" for name in _QUANTIZATION_SCHEMES},
     "torch._utils._rebuild_sparse_csr_tensor": "a sparse tensor in torch's old CSR layout",
     "torch._utils._rebuild_nested_tensor": "a nested tensor",
     "torch._utils._rebuild_wrapper_subclass": "a tensor subclass",
@@ -43,8 +34,9 @@ TORCH_INTERNALS: dict[str, str] = {
     "torch._utils._rebuild_device_tensor_from_numpy": "a tensor saved from an accelerator",
     "torch._utils._rebuild_device_tensor_from_cpu_tensor": "a tensor saved from an accelerator",
     "torch._utils._rebuild_tensor": "a tensor in torch's oldest layout",
-    "torch.ScriptObject": _SCRIPT_OBJECT,
-    "torch._C.ScriptObject": _SCRIPT_OBJECT,
+    # Read from zip files (``packed.py``); torch's weights-only loader refuses it in legacy ones.
+    "torch.ScriptObject": "a TorchScript object (such as a dynamic quantized LSTM's weights)",
+    "torch._C.ScriptObject": "a TorchScript object",
 }
 #: Where torch keeps its layers: ``torch.save(model)`` pickles these classes.
 MODULE_PREFIXES = ("torch.nn.", "torch.ao.nn.")

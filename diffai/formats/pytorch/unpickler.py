@@ -12,14 +12,15 @@ from __future__ import annotations
 import collections
 import io
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from diffai.dtypes import numpy_dtype
+from diffai.dtypes import NUMPY_DTYPES, numpy_dtype
 from diffai.errors import MalformedModel, UnsafePickle
 from diffai.formats.pytorch.harmless import HARMLESS_CLASSES, HARMLESS_FUNCTIONS
 from diffai.formats.pytorch.numpy_values import NUMPY_FUNCTIONS, NUMPY_STAND_INS
@@ -86,7 +87,7 @@ class AllowListUnpickler(pickle.Unpickler):
         self._storages: dict[str, _Storage] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        stand_in = _ALLOWED.get((module, name))
+        stand_in = allowed_globals().get((module, name))
         if stand_in is None:
             global_name = f"{module}.{name}"
             raise UnsafePickle(self._path, global_name, refusal_problem(global_name))
@@ -221,8 +222,8 @@ def _rebuild_tensor_v2(
     metadata: Any = None,
 ) -> PickledTensor:
     """``torch._utils._rebuild_tensor_v2``: the dtype is the typed storage's."""
-    if not isinstance(storage, _Storage) or storage.dtype is None:
-        raise ValueError("_rebuild_tensor_v2 needs a typed storage")
+    if not isinstance(storage, _Storage) or storage.dtype not in NUMPY_DTYPES:
+        raise ValueError("_rebuild_tensor_v2 needs a typed storage of plain values")
     return _tensor(storage, storage.dtype, offset, size, stride, requires_grad, metadata)
 
 
@@ -237,8 +238,12 @@ def _rebuild_tensor_v3(
     metadata: Any = None,
 ) -> PickledTensor:
     """``torch._utils._rebuild_tensor_v3``: an untyped storage plus a dtype (uint16, f8 ...)."""
-    if not isinstance(storage, _Storage) or not isinstance(dtype, _TorchDtype):
-        raise ValueError("_rebuild_tensor_v3 needs a storage and a torch dtype")
+    if not (
+        isinstance(storage, _Storage)
+        and isinstance(dtype, _TorchDtype)
+        and dtype.torch_name in TORCH_DTYPES
+    ):
+        raise ValueError("_rebuild_tensor_v3 needs a storage and a plain torch dtype")
     return _tensor(storage, dtype.canonical, offset, size, stride, requires_grad, metadata)
 
 
@@ -346,3 +351,13 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     **NUMPY_STAND_INS,
     **HARMLESS_CLASSES,
 }
+
+
+@cache
+def allowed_globals() -> Mapping[tuple[str, str], Any]:
+    """``_ALLOWED`` and the stand-ins of quantized tensors and packed parameters, which build on
+    this module's and so are imported only once it is loaded."""
+    from diffai.formats.pytorch.packed import PACKED_GLOBALS
+    from diffai.formats.pytorch.quantized import QUANTIZED_GLOBALS
+
+    return {**_ALLOWED, **QUANTIZED_GLOBALS, **PACKED_GLOBALS}
