@@ -26,12 +26,14 @@ REAL = Path(__file__).resolve().parent / "data" / "real"
 #: The committed files that diffai reads today, with the loader users would run on them.
 SAFETENSORS_FILES = ("silero_vad_16k.safetensors", "all-MiniLM-L6-v2.slice.safetensors")
 TORCH_FILES = ("pnet.pt", "rnet.pt")
-#: Committed for readers still to come (TorchScript, ONNX subgraphs, Keras HDF5, TFLite int8).
+#: Read by diffai's own GGUF and TFLite parsers (tests/test_format_gguf.py, test_format_tflite.py).
+GGUF_FILES = ("ggml-vocab-llama-spm.gguf",)
+TFLITE_FILES = ("emotion_model_quantized.tflite",)
+#: Committed for readers still to come (TorchScript, ONNX subgraphs, Keras HDF5).
 NOT_YET_READ = (
     "silero_vad.jit",
     "silero_vad.onnx",
     "emotion_model.hdf5",
-    "emotion_model_quantized.tflite",
 )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from diffai.errors import UnreadableModel, UsageError
-from diffai.formats import identify, matlab, numpy, pytorch, safetensors, sharded
+from diffai.formats import gguf, identify, matlab, numpy, pytorch, safetensors, sharded, tflite
 from diffai.formats.limits import check_model
 from diffai.model import Model
 
@@ -32,7 +32,7 @@ class Reader(Protocol):
 
 
 READERS: dict[str, Reader] = {
-    module.FORMAT: module for module in (sharded, safetensors, pytorch, numpy, matlab)
+    module.FORMAT: module for module in (sharded, safetensors, pytorch, numpy, matlab, gguf, tflite)
 }
 
 
