@@ -73,10 +73,15 @@ def k_quant_blocks(qtype: Q, rows: int, row_blocks: int, seed: int = 0) -> np.nd
 def dequantized(path: Path) -> dict[str, np.ndarray]:
     """What the reference reader and dequantizer give, in C-order shape."""
     reader = gguf.GGUFReader(str(path))
-    return {
-        tensor.name: gguf.quants.dequantize(np.asarray(tensor.data), tensor.tensor_type)
-        for tensor in reader.tensors
-    }
+    return {tensor.name: _values(tensor) for tensor in reader.tensors}
+
+
+def _values(tensor: gguf.ReaderTensor) -> np.ndarray:
+    """The package's typed view for the types it does not dequantize (integers, f64)."""
+    data = np.asarray(tensor.data)
+    if tensor.tensor_type in (Q.I8, Q.I16, Q.I32, Q.I64, Q.F64):
+        return data
+    return gguf.quants.dequantize(data, tensor.tensor_type)
 
 
 # --- raw headers ----------------------------------------------------------------------------

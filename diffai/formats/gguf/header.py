@@ -31,6 +31,8 @@ from diffai.model import Scalar
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
+#: What versions 2 and 3 read as when a big-endian file is read little-endian.
+BIG_ENDIAN_VERSIONS = (2 << 24, 3 << 24)
 DEFAULT_ALIGNMENT = 32
 ALIGNMENT_KEY = "general.alignment"
 #: llama.cpp's GGML_MAX_NAME is 64 bytes with the NUL, GGML_MAX_DIMS 4.
@@ -134,11 +136,7 @@ def _preamble(cursor: _Cursor) -> tuple[int, int, int]:
         raise GgufError("not a GGUF file (no GGUF magic)")
     version = cursor.u32("the version")
     if version not in VERSIONS:
-        swapped = (
-            " (a big-endian file?)"
-            if version.to_bytes(4, "big") in (b"\0\0\0\2", b"\0\0\0\3")
-            else ""
-        )
+        swapped = " (a big-endian file?)" if version in BIG_ENDIAN_VERSIONS else ""
         raise GgufError(f"GGUF version {version}{swapped} is not one diffai reads (2 or 3)")
     tensor_count, key_count = cursor.u64("the tensor count"), cursor.u64("the key count")
     _check_count(cursor, tensor_count, "tensors", MIN_TENSOR_INFO, MAX_TENSORS)
