@@ -141,6 +141,23 @@ def matlab_input(data: bytes, workdir: Path) -> None:
         check_model_file(path, "matlab", matlab.read_in_process)
 
 
+def gguf_input(data: bytes, workdir: Path) -> None:
+    """A whole .gguf file; its quantized tensors go through ``gguf.quants.dequantize``."""
+    path = workdir / "fuzz.gguf"
+    path.write_bytes(data)
+    import gguf.quants  # noqa: F401 -- imported before watching, as the MATLAB target does
+
+    with no_code_runs():
+        check_model_file(path, "gguf")
+
+
+def tflite_input(data: bytes, workdir: Path) -> None:
+    path = workdir / "fuzz.tflite"
+    path.write_bytes(data)
+    with no_code_runs():
+        check_model_file(path, "tflite")
+
+
 def torch_zip(pickle_bytes: bytes, storages: dict[str, bytes] = STORAGES) -> bytes:
     """The layout torch.save writes, around a given pickle."""
     buffer = io.BytesIO()
@@ -175,4 +192,6 @@ TARGETS: dict[str, Callable[[bytes, Path], None]] = {
     "pytorch": pytorch_input,
     "policy": policy_input,
     "matlab": matlab_input,
+    "gguf": gguf_input,
+    "tflite": tflite_input,
 }

@@ -1,9 +1,10 @@
 """The GGUF header (v2 and v3), parsed strictly by hand from the mapped file.
 
 Not ``gguf.GGUFReader``: it trusts the file's counts (``for idx in range(alen[0])``
-over an untrusted array length, ``np.prod(dims)`` unchecked, every key/value and
-tensor info built before any is checked), so six bytes of header can make it loop
-for hours or allocate without bound. Here every count and length is checked
+over an untrusted array length, ``np.prod(dims)`` unchecked), answers lying ones with
+numpy's ``IndexError``/``ValueError``, accepts two tensors at one offset (which
+llama.cpp refuses) and builds a numpy view per array element (5.3 s for a 0.72 MB
+vocabulary file, 0.2 s here). Here every count and length is checked
 against the bytes left in the file before anything is built for it, and the rules
 llama.cpp's loader (``gguf.cpp``) enforces are enforced the same way, so diffai
 reads what llama.cpp reads: unique keys and tensor names, names under 64 bytes, at
