@@ -18,9 +18,11 @@ import numpy as np
 import pytest
 
 import diffai
-from diffai.model import CHUNK_ELEMENTS
+from diffai.errors import MalformedModel
+from diffai.formats.limits import check_model
+from diffai.model import CHUNK_ELEMENTS, Model, TensorRef
 from tests.conftest import CliResult
-from tests.gguf_files import Q, dequantized, k_quant_blocks, write_gguf
+from tests.gguf_files import Q, dequantized, k_quant_blocks, raw_gguf, tensor_info, write_gguf
 from tests.real_models import REAL
 
 VOCAB = REAL / "ggml-vocab-llama-spm.gguf"
@@ -236,3 +238,23 @@ def test_without_the_gguf_package_a_quantized_file_names_the_extra(run_cli, tmp_
         f"diffai: error: {quantized}: dequantizing its q8_0 tensors needs the gguf package; "
         "install it with: pip install 'diffai[gguf]'\n"
     )
+
+
+def test_a_densely_quantized_model_is_not_refused_by_the_byte_budget(tmp_path: Path) -> None:
+    """IQ1_S dequantizes to 20.5x its bytes, past the 8x any model may declare: a real Q2_K or
+    IQ1_S GGUF over ~90 MB was refused as 'views that repeat their storage'."""
+    rows = (96 << 20) // 50  # 96 MiB of IQ1_S blocks, a sparse file
+    path = raw_gguf(tmp_path / "iq1.gguf", [], [tensor_info("w", (256, rows), type_id=19)])
+    with path.open("r+b") as handle:
+        handle.truncate(-(-path.stat().st_size // 32) * 32 + rows * 50)
+    ref = diffai.open_model(path).tensors["w"]
+    assert (ref.stored_dtype, ref.stored_bytes, ref.nbytes) == ("iq1_s", rows * 50, rows * 1024)
+
+
+def test_an_encoded_tensor_past_any_codecs_ratio_is_refused(tmp_path: Path) -> None:
+    ref = TensorRef(
+        "w", (1 << 20,), "f32", load=lambda: np.empty(0), stored_as="q1", stored_size=64
+    )
+    model = Model("m", "test", 64, tensors={"w": ref})
+    with pytest.raises(MalformedModel, match="over 32x"):
+        check_model(tmp_path, model)

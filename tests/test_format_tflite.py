@@ -19,7 +19,17 @@ import diffai
 from diffai.model import CHUNK_ELEMENTS
 from tests.conftest import CliResult
 from tests.real_models import REAL
-from tests.tflite_files import Constant, dequantize, tflite_model
+from tests.tflite_files import (
+    Blob,
+    Constant,
+    Numbers,
+    Scalar,
+    Table,
+    Tables,
+    build,
+    dequantize,
+    tflite_model,
+)
 
 EMOTION = REAL / "emotion_model_quantized.tflite"
 
@@ -177,3 +187,15 @@ def test_float_constants_are_views_and_activations_are_left_out(tmp_path: Path) 
 def test_tflite_reads_without_torch(run_without_torch) -> None:
     result = run_without_torch(EMOTION, EMOTION)
     assert (result.code, result.err) == (0, ""), result.err
+
+
+def test_a_buffer_0_with_data_is_read_as_tflite_reads_it(tmp_path: Path) -> None:
+    """Buffer 0 is empty by convention only: TFLite's interpreter takes a tensor's data
+    from whichever buffer it names, so diffai must not skip buffer 0 when it holds bytes."""
+    values = np.arange(6, dtype=np.float32)
+    tensor = Table([Numbers("<i", [6]), Scalar("<b", 0), Scalar("<I", 0), Blob(b"w")])
+    buffers = Tables([Table([Blob(values.tobytes())])])
+    root = Table([Scalar("<I", 3), None, Tables([Table([Tables([tensor])])]), None, buffers])
+    path = tmp_path / "b0.tflite"
+    path.write_bytes(build(root))
+    assert np.array_equal(diffai.open_model(path).tensors["w"].array(), values)

@@ -170,7 +170,7 @@ def _constant(
             f"tensor {name!r} names buffer {buffer_index:,}, but the model has {len(buffers):,}"
         )
     raw = _buffer_bytes(buffers[buffer_index], buffer_index, data)
-    if buffer_index == 0 or raw.size == 0:
+    if raw.size == 0:  # buffer 0 is empty by convention, but TFLite reads it if it is not
         return None  # an activation, an input or an output: computed, not stored
     dtype = _dtype(name, int(table.scalar(TENSOR_TYPE, "<b", 0)))
     shape = _shape(table, name)
