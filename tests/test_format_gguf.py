@@ -258,3 +258,14 @@ def test_an_encoded_tensor_past_any_codecs_ratio_is_refused(tmp_path: Path) -> N
     model = Model("m", "test", 64, tensors={"w": ref})
     with pytest.raises(MalformedModel, match="over 32x"):
         check_model(tmp_path, model)
+
+
+def test_plain_gguf_tensors_compare_identical_to_the_same_safetensors(
+    run_cli, tmp_path: Path, write_safetensors
+) -> None:
+    """Cross-format: same names, C-order shapes, same bits, so nothing differs."""
+    tensors = {"blk.0.attn_q.weight": weights((4, 64)), "output_norm.weight": weights((64,), 1)}
+    gguf_path = write_gguf(tmp_path / "m.gguf", tensors)
+    safetensors_path = write_safetensors("m.safetensors", tensors)
+    document = report_of(run_cli, tmp_path, safetensors_path, gguf_path)
+    assert document["summary"]["unchanged"] == 2 and document["summary"]["tensors_compared"] == 2

@@ -199,3 +199,14 @@ def test_a_buffer_0_with_data_is_read_as_tflite_reads_it(tmp_path: Path) -> None
     path = tmp_path / "b0.tflite"
     path.write_bytes(build(root))
     assert np.array_equal(diffai.open_model(path).tensors["w"].array(), values)
+
+
+def test_float_constants_compare_identical_to_the_same_safetensors(
+    run_cli, tmp_path: Path, write_safetensors
+) -> None:
+    values = np.linspace(-1, 1, 24, dtype=np.float32).reshape(2, 3, 4)
+    path = tmp_path / "m.tflite"
+    path.write_bytes(tflite_model([Constant("dense/kernel", values)]))
+    other = write_safetensors("m.safetensors", {"dense/kernel": values})
+    document = report_of(run_cli, tmp_path, other, path)
+    assert document["summary"]["unchanged"] == 1 and document["summary"]["tensors_compared"] == 1
