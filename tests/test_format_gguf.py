@@ -133,6 +133,7 @@ def test_q8_0_to_q4_0_is_a_dtype_change_with_its_measured_error(run_cli, tmp_pat
     assert quantization["relative_error"] == pytest.approx(expected, rel=1e-9)
     assert quantization["conversions"] == {"q8_0->q4_0": 1}
     assert quantization["compression"] == pytest.approx(18 / 34)
+    assert "  ~ w: dtype=q8_0->q4_0, rel_l2=" in run_cli(base, cand).out
 
 
 def test_a_perturbed_copy_has_float64_exact_statistics(run_cli, tmp_path, validate_report):

@@ -88,7 +88,9 @@ def _shape_changed(tensor: dict[str, Any]) -> str:
 
 def _dtype_changed(tensor: dict[str, Any]) -> str:
     base, cand = tensor["baseline"], tensor["candidate"]
-    retyped = f"dtype={base['dtype']}->{cand['dtype']}"
+    # The stored dtype, which is what changed when only the encoding did (q8_0->q4_0).
+    stored = [side.get("stored_dtype", side["dtype"]) for side in (base, cand)]
+    retyped = f"dtype={stored[0]}->{stored[1]}"
     if tensor["diff"] is None:  # complex against real: no element-wise difference
         return retyped
     return f"{retyped}, {_difference(tensor)}"
