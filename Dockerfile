@@ -10,13 +10,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # Install from a throw-away copy of the source, so the entry point runs the installed
 # package (templates and schemas as package data), exactly as `pip install diffai` would.
+# The gguf extra (llama.cpp's own package, 1.4 MB; its numpy, pyyaml, requests and tqdm are
+# diffai's dependencies already) dequantizes GGUF's quantized tensors; TFLite needs nothing.
 # The statistics kernel (diffai/_kernel.c) is compiled here; the compiler leaves with the
 # source in the same layer, so the image carries neither.
 COPY pyproject.toml setup.py README.md /src/
 COPY diffai /src/diffai
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
-    && pip install --no-cache-dir /src \
+    && pip install --no-cache-dir "/src[gguf]" \
     && apt-get purge -y --auto-remove gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/* /src
 

@@ -31,10 +31,12 @@ TORCH_FILES = ("pnet.pt", "rnet.pt")
 #: Their reference loader is ``torch.jit.load(path).state_dict()`` (trusted, committed files).
 TORCHSCRIPT_FILES = ("silero_vad.jit",)
 ONNX_FILES = ("silero_vad.onnx", "silero_vad_16k_op15.onnx")
-#: Committed for readers still to come (Keras HDF5, TFLite int8).
+#: Read by diffai's own GGUF and TFLite parsers (tests/test_format_gguf.py, test_format_tflite.py).
+GGUF_FILES = ("ggml-vocab-llama-spm.gguf",)
+TFLITE_FILES = ("emotion_model_quantized.tflite",)
+#: Committed for readers still to come (Keras HDF5).
 NOT_YET_READ = (
     "emotion_model.hdf5",
-    "emotion_model_quantized.tflite",
 )
 
 

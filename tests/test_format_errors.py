@@ -103,8 +103,8 @@ def test_a_large_file_s_pointer_says_its_size_in_gib(run_cli, tmp_path: Path) ->
 def test_text_that_is_not_strictly_a_pointer_is_not_called_one(run_cli, tmp_path, text) -> None:
     path = tmp_path / "notes.txt"
     path.write_text(text)
-    problem = "unrecognized model format; force one with --format (folder, matlab, numpy, "
-    problem += "onnx, pytorch, safetensors, torchscript)"
+    problem = "unrecognized model format; force one with --format (folder, gguf, matlab, numpy, "
+    problem += "onnx, pytorch, safetensors, tflite, torchscript)"
     assert_one_error(run_cli(path, path), path, problem)
 
 
@@ -188,22 +188,15 @@ def coreml_model(path: Path) -> Path:
     )
 
 
-GGUF = "a GGUF model (llama.cpp)"
 HDF5 = "an HDF5 file such as a Keras .h5 model (not a MATLAB v7.3 file)"
 KERAS = "a Keras 3 .keras archive"
 PICKLE = "a plain Python pickle (pickle.dump, joblib, scikit-learn)"
 FOREIGN_FILES = [
-    pytest.param("model.gguf", write_gguf, GGUF, id="gguf"),
-    pytest.param("model.safetensors", write_gguf, GGUF, id="gguf-as-safetensors"),
     pytest.param("tf_model.h5", write_hdf5, HDF5, id="hdf5"),
     pytest.param("model.pt", lambda p: write_hdf5(p, 1024), HDF5, id="hdf5-userblock-1024"),
     pytest.param("model.weights", lambda p: write_hdf5(p, 4096), HDF5, id="hdf5-beyond-head"),
     pytest.param("model.keras", write_keras, KERAS, id="keras"),
     pytest.param("model.zip", write_keras, KERAS, id="keras-renamed"),
-    pytest.param(
-        "model.bin", lambda p: write_bytes(p, flatbuffer(b"TFL3")),
-        "a TensorFlow Lite model", id="tflite",
-    ),
     pytest.param(
         "saved_model.pb", saved_model_pb,
         "a TensorFlow SavedModel graph (saved_model.pb)", id="saved-model-pb",

@@ -13,7 +13,17 @@ from pathlib import Path
 from typing import Protocol
 
 from diffai.errors import UnreadableModel, UsageError
-from diffai.formats import identify, matlab, numpy, onnx, pytorch, safetensors, sharded
+from diffai.formats import (
+    gguf,
+    identify,
+    matlab,
+    numpy,
+    onnx,
+    pytorch,
+    safetensors,
+    sharded,
+    tflite,
+)
 from diffai.formats.limits import check_model
 from diffai.formats.pytorch import torchscript
 from diffai.model import Model
@@ -34,7 +44,7 @@ class Reader(Protocol):
 
 READERS: dict[str, Reader] = {
     module.FORMAT: module
-    for module in (sharded, safetensors, torchscript, pytorch, numpy, matlab, onnx)
+    for module in (sharded, safetensors, torchscript, pytorch, numpy, matlab, onnx, gguf, tflite)
 }
 
 

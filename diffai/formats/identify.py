@@ -263,12 +263,6 @@ class Foreign:
 
 FOREIGN: tuple[Foreign, ...] = (
     Foreign(
-        "a GGUF model (llama.cpp)",
-        "compare the safetensors checkpoint it was converted from, or two GGUF files "
-        "once GGUF support lands",
-        _starts_with(b"GGUF"), (".gguf",),
-    ),
-    Foreign(
         "a GGML model from before GGUF (llama.cpp)",
         "compare the checkpoint it was converted from, or convert it to GGUF",
         _starts_with(*GGML_MAGICS), (".ggml",), NOT_EVER,
@@ -284,12 +278,6 @@ FOREIGN: tuple[Foreign, ...] = (
         f"save its weights to safetensors ({KERAS_EXPORT}) or compare two .h5 files "
         "once Keras support lands",
         _is_hdf5, (".h5", ".hdf5"), yields_to=(".mat",),
-    ),
-    Foreign(
-        "a TensorFlow Lite model",
-        "compare the checkpoint it was converted from, or two .tflite files once "
-        "TFLite support lands",
-        _flatbuffer_id(b"TFL3"), (".tflite",),
     ),
     Foreign(
         "a TensorFlow SavedModel",

@@ -8,7 +8,8 @@ promise on its own, because each protects a later stage from a hostile file:
   (which no UTF-8 output can encode), and no more than ``MAX_NAME_CHARS``;
 - a shape must be one numpy can build (at most 64 axes, sizes that fit in
   64 bits), or reading the values would fail long after the file was accepted;
-- the tensors may add up to at most ``byte_budget(file size)``: views that
+- the tensors may add up to at most ``byte_budget(file size)`` (an encoded tensor by its
+  stored bytes, its values at most ``MAX_DECODE_RATIO`` times those): views that
   repeat their storage (stride 0, overlapping strides) and compressed members
   let a few bytes of file declare terabytes, which would take hours to
   stream (or memory to inflate), while real checkpoints stay near their size;
@@ -39,6 +40,9 @@ MAX_EXPANSION = 8
 EXPANSION_ALLOWANCE = 1 << 30
 #: 128-bit hashes and seeds fit; a 4,300-digit integer cannot even be written as JSON.
 MAX_INT_BITS = 1024
+#: Values per stored byte of an encoded tensor (``stored_as``): GGUF's IQ1_S keeps 256 values
+#: in 50 bytes, 20.5x as f32, the densest codec diffai dequantizes.
+MAX_DECODE_RATIO = 32
 #: Tensors of one model (all its shards). The largest mixture-of-experts checkpoints hold
 #: about 10**5 (Kimi K2 with its FP8 scales: 141,000); a header or index of a million
 #: empty tensors costs a minute and gigabytes at every per-tensor step, reading it included,
@@ -116,7 +120,7 @@ def _check_scalar(path: Path, name: str, value: Scalar) -> None:
 
 def _check_budget(path: Path, model: Model) -> None:
     # Values are what is streamed, the stored encoding what a reader may hold: both are bounded.
-    declared = sum(max(ref.nbytes, ref.stored_bytes) for ref in model.tensors.values())
+    declared = sum(_declared_bytes(path, ref) for ref in model.tensors.values())
     budget = byte_budget(model.size_bytes)
     if declared > budget:
         raise MalformedModel(
@@ -125,3 +129,18 @@ def _check_budget(path: Path, model: Model) -> None:
             f"{model.size_bytes:,} bytes plus 1 GiB: views that repeat their storage or "
             "compressed data that inflate this far are refused",
         )
+
+
+def _declared_bytes(path: Path, ref: TensorRef) -> int:
+    """An encoded tensor counts its stored bytes, its values at most ``MAX_DECODE_RATIO`` times
+    those: a real 2.8 GB Q2_K GGUF dequantizes to 28 GB of f32, 12x its file, which is work in
+    proportion to the model, not repeated storage; a ratio past any codec's is refused."""
+    if ref.stored_as is None:
+        return max(ref.nbytes, ref.stored_bytes)
+    if ref.nbytes > MAX_DECODE_RATIO * max(ref.stored_bytes, 1):
+        raise MalformedModel(
+            path,
+            f"tensor {ref.name!r}: {ref.nbytes:,} bytes of values from {ref.stored_bytes:,} "
+            f"stored bytes of {ref.stored_as}, over {MAX_DECODE_RATIO}x",
+        )
+    return ref.stored_bytes

@@ -266,9 +266,46 @@ def onnx_seeds() -> dict[str, bytes]:
     }
 
 
+def gguf_seeds() -> dict[str, bytes]:
+    """Plain, quantized (Q8_0, Q4_1, a K-quant, an IQ type) and metadata-only GGUF files."""
+    from tests.gguf_files import Q, k_quant_blocks, write_gguf
+
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal((2, 64)).astype(np.float32)
+    keys = {"general.name": "seed", "llama.context_length": 128, "tokens": ["a", "b", "c"]}
+    layouts = {
+        "plain": {"w": values, "h": values.astype(np.float16), "i": np.arange(4, dtype=np.int32)},
+        "quantized": {"q8": (values, Q.Q8_0), "q41": (values, Q.Q4_1)},
+        "k-quants": {"q6k": (k_quant_blocks(Q.Q6_K, 1, 1), Q.Q6_K),
+                     "iq4": (k_quant_blocks(Q.IQ4_XS, 1, 1), Q.IQ4_XS)},
+        "vocab": {},
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        return {
+            name: write_gguf(Path(folder) / f"{name}.gguf", tensors, keys).read_bytes()
+            for name, tensors in layouts.items()
+        }
+
+
+def tflite_seeds() -> dict[str, bytes]:
+    """A float and a per-axis int8 constant, and the real int8 model (93 KB)."""
+    from tests.real_models import REAL
+    from tests.tflite_files import Constant, tflite_model
+
+    weights = np.arange(-12, 12, dtype=np.int8).reshape(4, 6)
+    return {
+        "built": tflite_model([
+            Constant("f", np.linspace(-1, 1, 6, dtype=np.float32)),
+            Constant("q", weights, [0.1, 0.2, 0.3, 0.4], [0, 1, 0, -1], axis=0),
+        ]),
+        "emotion": (REAL / "emotion_model_quantized.tflite").read_bytes(),
+    }  # fmt: skip
+
+
 SEEDS = {
     "safetensors": safetensors_seeds, "pytorch": pytorch_seeds, "policy": policy_seeds,
     "matlab": matlab_seeds, "torchscript": torchscript_seeds, "onnx": onnx_seeds,
+    "gguf": gguf_seeds, "tflite": tflite_seeds,
 }  # fmt: skip
 
 

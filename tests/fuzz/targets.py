@@ -154,6 +154,23 @@ def onnx_input(data: bytes, workdir: Path) -> None:
         check_model_file(path, "onnx")
 
 
+def gguf_input(data: bytes, workdir: Path) -> None:
+    """A whole .gguf file; its quantized tensors go through ``gguf.quants.dequantize``."""
+    path = workdir / "fuzz.gguf"
+    path.write_bytes(data)
+    import gguf.quants  # noqa: F401 -- imported before watching, as the MATLAB target does
+
+    with no_code_runs():
+        check_model_file(path, "gguf")
+
+
+def tflite_input(data: bytes, workdir: Path) -> None:
+    path = workdir / "fuzz.tflite"
+    path.write_bytes(data)
+    with no_code_runs():
+        check_model_file(path, "tflite")
+
+
 def torch_zip(pickle_bytes: bytes, storages: dict[str, bytes] = STORAGES) -> bytes:
     """The layout torch.save writes, around a given pickle."""
     buffer = io.BytesIO()
@@ -254,4 +271,6 @@ TARGETS: dict[str, Callable[[bytes, Path], None]] = {
     "policy": policy_input,
     "matlab": matlab_input,
     "onnx": onnx_input,
+    "gguf": gguf_input,
+    "tflite": tflite_input,
 }

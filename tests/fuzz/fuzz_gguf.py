@@ -1,0 +1,16 @@
+"""Fuzz the gguf target (see README.md here):
+
+python tests/fuzz/fuzz_gguf.py -max_total_time=600 /tmp/gguf tests/fuzz/corpus/gguf
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import main
+
+if __name__ == "__main__":
+    main("gguf")
