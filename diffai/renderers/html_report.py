@@ -26,6 +26,7 @@ import base64
 import hashlib
 import json
 import math
+import os
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -178,12 +179,36 @@ def _bin(value: float, bins: int) -> int:
 
 
 def tensor_columns(tensors: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Every tensor, one list per column (names are not repeated as keys 100,000 times)."""
+    """Every tensor, one list per column (names are not repeated as keys 100,000 times).
+
+    Names are front-coded (how many characters the previous name shares, then the rest:
+    ``model.layers.7.mlp.up_proj.weight`` after ``…7.mlp.gate_proj.weight`` is ``19,
+    "up_proj.weight"``), shapes and dtypes are indices into their lists of distinct values:
+    the page's size is then a few dozen bytes per tensor, and it loads in a browser fast.
+    """
     columns: dict[str, list[Any]] = {key: [] for key in _COLUMNS}
     for tensor in tensors:
         for key, cell in _COLUMNS.items():
             columns[key].append(cell(tensor))
+    names = columns.pop("name")
+    columns["names"] = front_coded(names)
+    for key in ("shape", "dtype"):
+        distinct = list(dict.fromkeys(columns[key]))
+        index = {value: i for i, value in enumerate(distinct)}
+        columns[key + "s"], columns[key] = distinct, [index[value] for value in columns[key]]
     return columns
+
+
+def front_coded(names: list[str]) -> list[int | str]:
+    """``[shared, rest, shared, rest, …]``: each name as its overlap with the one before."""
+    coded: list[int | str] = []
+    previous = ""
+    for name in names:
+        shared = os.path.commonprefix([previous, name])  # noqa: RUF071 (characters, meant)
+        # The page slices in UTF-16 code units: an emoji counts two there.
+        coded += [len(shared.encode("utf-16-le")) // 2, name[len(shared) :]]
+        previous = name
+    return coded
 
 
 def _side(tensor: dict[str, Any]) -> dict[str, Any]:

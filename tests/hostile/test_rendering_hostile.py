@@ -124,6 +124,7 @@ HTML_HOSTILE_NAMES = [
     "<!--<script>",
     "model.layers.0.\u202etxt.exe\u202c.weight",
     "&lt;already&gt; escaped &amp;",
+    "&lt;already&gt; escaped 🧨 &amp; then more",
 ]
 
 
@@ -148,6 +149,11 @@ def test_hostile_names_in_the_html_report_stay_data(
     data = html.split('<script type="application/json" id="diffai-data">')[1].split("</script>")[0]
     assert not set(data) & {"<", ">", "&", "\u2028", "\u2029"}
     parsed = json.loads(data)
-    assert sorted(parsed["tensors"]["name"]) == sorted(HTML_HOSTILE_NAMES)
+    coded = parsed["tensors"]["names"]
+    names, previous = [], ""
+    for shared, rest in zip(coded[::2], coded[1::2], strict=True):
+        previous = previous.encode("utf-16-le")[: 2 * shared].decode("utf-16-le") + rest
+        names.append(previous)
+    assert sorted(names) == sorted(HTML_HOSTILE_NAMES)
     assert parsed["models"][0]["metadata"] == {"note": "</script><b>x</b>\u2028"}
     assert not re.search(r"\.(innerHTML|outerHTML|insertAdjacentHTML)\b|document\.write", html)

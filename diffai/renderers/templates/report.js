@@ -156,6 +156,13 @@
 
   // The tensor table: only the rows in view are in the DOM.
   const T = data.tensors;
+  T.name = [];
+  for (let i = 0, previous = ""; i < T.names.length; i += 2) {
+    previous = previous.slice(0, T.names[i]) + T.names[i + 1];
+    T.name.push(previous);
+  }
+  T.shape = T.shape.map((i) => T.shapes[i]);
+  T.dtype = T.dtype.map((i) => T.dtypes[i]);
   const COLUMNS = [
     { key: "name", label: "tensor" },
     { key: "status", label: "status" },
@@ -168,26 +175,32 @@
   const STATUS_LABELS = { shape_changed: "reshaped", dtype_changed: "re-typed" };
   const statusText = (i) => (T.flag[i] ? "‼️ NaN/Inf" : STATUS_LABELS[data.statuses[T.status[i]]] || data.statuses[T.status[i]]);
   const state = { key: "change", descending: true, sorted: null, shown: null, query: "", status: "" };
-  let lowered = null;
+  const lowered = T.name.map((name) => name.toLowerCase());
 
+  // Numbers sort as a Float64Array of keys (missing values last either way), strings by
+  // code unit: 100,000 rows in well under 300 ms.
   function sortBy(key, descending) {
+    const n = T.name.length;
+    const index = new Uint32Array(n);
+    for (let i = 0; i < n; i++) index[i] = i;
     const column = T[key];
-    const index = Array.from({ length: T.name.length }, (_, i) => i);
-    const flagFirst = (a, b) => T.flag[b] - T.flag[a];
-    const direction = descending ? -1 : 1;
-    const compare = key === "status"
-      ? (a, b) => flagFirst(a, b) || direction * (T.status[a] - T.status[b])
-      : typeof column[0] === "string"
-        ? (a, b) => direction * (column[a] < column[b] ? -1 : column[a] > column[b] ? 1 : 0)
-        : (a, b) => (column[a] === null) - (column[b] === null) || direction * (column[a] - column[b]);
-    index.sort((a, b) => compare(a, b) || a - b);
+    if (typeof column[0] === "string") {
+      const direction = descending ? -1 : 1;
+      index.sort((a, b) => direction * (column[a] < column[b] ? -1 : column[a] > column[b] ? 1 : 0) || a - b);
+    } else {
+      const missing = descending ? -Infinity : Infinity;
+      const keys = new Float64Array(n);
+      for (let i = 0; i < n; i++) {
+        keys[i] = key === "status" ? (T.flag[i] ? -1 : column[i]) : column[i] === null ? missing : column[i];
+      }
+      index.sort(descending ? (a, b) => keys[b] - keys[a] || a - b : (a, b) => keys[a] - keys[b] || a - b);
+    }
     state.sorted = index;
   }
 
   function filter() {
     const query = state.query;
     const status = state.status;
-    if (query && !lowered) lowered = T.name.map((name) => name.toLowerCase());
     state.shown = state.sorted.filter((i) =>
       (!query || lowered[i].includes(query)) &&
       (!status || (status === "flag" ? T.flag[i] === 1 : data.statuses[T.status[i]] === status)));
@@ -245,11 +258,7 @@
     if (T.flag.includes(1)) select.appendChild(el("option", { value: "flag" }, "gained NaN/Inf"));
     data.statuses.forEach((s, i) => { if (present.has(i)) select.appendChild(el("option", { value: s }, STATUS_LABELS[s] || s)); });
     select.addEventListener("change", () => { state.status = select.value; filter(); });
-    let pending = 0;
-    $("filter").addEventListener("input", (event) => {
-      clearTimeout(pending);
-      pending = setTimeout(() => { state.query = event.target.value.toLowerCase(); filter(); }, 60);
-    });
+    $("filter").addEventListener("input", (event) => { state.query = event.target.value.toLowerCase(); filter(); });
     $("viewport").addEventListener("scroll", () => requestAnimationFrame(paint), { passive: true });
     sortBy(state.key, state.descending);
     filter();
@@ -292,4 +301,5 @@
   analyses();
   models();
   document.body.dataset.ready = String(Math.round(performance.now() - started));
+  document.body.dataset.readyAt = String(Math.round(performance.now()));  // since navigation
 })();
