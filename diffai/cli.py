@@ -219,6 +219,7 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
     )
     add("--markdown", metavar="FILE", help="write the pull-request comment (markdown) to FILE")
     add("--junit", metavar="FILE", help="write one JUnit testcase per policy check to FILE")
+    add("--html", metavar="FILE", help="write a self-contained HTML report (no network) to FILE")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

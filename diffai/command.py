@@ -18,6 +18,7 @@ from diffai.comparison import bytes_to_read, compare_models
 from diffai.formats import open_model
 from diffai.merge import merge_parts
 from diffai.renderers.analysis_lines import ANALYSIS_KEYS, LINE_KEYS, VERDICT_KEYS
+from diffai.renderers.html_report import render_html
 from diffai.renderers.junit import render_junit
 from diffai.renderers.markdown import render_markdown
 from diffai.renderers.records import change_records, render_json, render_jsonl, render_yaml
@@ -72,6 +73,7 @@ def report_outputs(report: Report, args: argparse.Namespace) -> Outputs:
         (args.report, report.to_json),
         (args.markdown, lambda: render_markdown(report.document)),
         (args.junit, lambda: render_junit(report.document)),
+        (args.html, lambda: render_html(report.document)),
     ]
 
 

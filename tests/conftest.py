@@ -20,7 +20,7 @@ from safetensors.numpy import save_file
 from diffai.cli import main
 from diffai.report import report_schema
 
-pytest_plugins = ["tests.github_api", "tests.gitlab_api"]
+pytest_plugins = ["tests.github_api", "tests.gitlab_api", "tests.model_fixtures"]
 
 @dataclass
 class CliResult:

@@ -190,6 +190,7 @@ def test_a_read_only_token_degrades_to_summary_and_artifact(
     assert sorted(p.name for p in step.report_dir.iterdir()) == [
         "comment.md",
         "junit.xml",
+        "report.html",
         "report.json",
     ]
 

@@ -410,6 +410,7 @@ def test_a_read_only_token_still_gives_summary_artifact_and_exit_status(
     assert sorted(p.name for p in step.report_dir.iterdir()) == [
         "comment.md",
         "junit.xml",
+        "report.html",
         "report.json",
     ]
     assert step.outputs["verdict"] == "fail" and step.outputs["comment-url"] == ""

@@ -128,7 +128,7 @@ def test_outputs_are_written_and_the_markdown_renders(run_cli, trained, tmp_path
     html = cmarkgfm.github_flavored_markdown_to_html(page.read_text(), options=unsafe)
     assert html.count("<tr>") == EPOCHS  # a header row and one per checkpoint after the first
     assert html.count('<pre lang="mermaid">') == 2
-    assert "drift from the first" in html and "ckpt_epoch_10.pt</code>" in html
+    assert "drift from the first" in html and "ckpt_epoch_10.<wbr>pt</code>" in html
 
 
 def test_names_from_files_cannot_start_a_workflow_command(run_cli, tmp_path) -> None:

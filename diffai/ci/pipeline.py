@@ -19,8 +19,9 @@ from diffai.ci.config import Config
 from diffai.ci.sticky import Sticky
 from diffai.errors import CannotComment, GitHubError, ReportError, UsageError
 from diffai.policy import default_policy, load_policy, policy_metric_files
+from diffai.renderers.html_report import render_html
 from diffai.renderers.junit import render_junit
-from diffai.renderers.markdown import plural, render_markdown
+from diffai.renderers.markdown import SUMMARY_LIMIT, plural, render_markdown
 from diffai.renderers.outcome import failed_checks
 from diffai.report import Report, write_atomically
 
@@ -122,7 +123,7 @@ def measure_and_write(config: Config, runner: Runner) -> Outcome:
     body = render_markdown(document, config.marker)
     outcome = Outcome(document, body, *report_paths(config))
     write_report_dir(config, report, body)
-    runner.append_summary(body)
+    runner.append_summary(render_markdown(document, limit=SUMMARY_LIMIT))
     annotate(runner, document)
     return outcome
 
@@ -172,6 +173,7 @@ def write_report_dir(config: Config, report: Report, body: str) -> None:
     write_atomically(folder / "report.json", report.to_json())
     write_atomically(folder / "comment.md", body)
     write_atomically(folder / "junit.xml", render_junit(report.document))
+    write_atomically(folder / "report.html", render_html(report.document))
 
 
 def annotate(runner: Runner, document: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ pointing at the JSON report.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -20,69 +21,67 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from jinja2 import Template
 
+from diffai.components import COMPONENT_LABELS
+from diffai.renderers import comment_view as view
 from diffai.renderers.analysis_lines import LINE_KEYS, analysis_lines
-from diffai.renderers.outcome import all_checks, failed_checks
+from diffai.renderers.comment_view import plural
+from diffai.renderers.depth import depth_grid
+from diffai.renderers.outcome import all_checks
 from diffai.text import escaped
 
 COMMENT_LIMIT = 65_536
-TOP_LAYERS = 15
-CHART_LAYERS = 30
-CHECK_TENSORS = 10
-CHART_LABEL = 28
+#: GitHub's step summary takes up to 1 MiB (bytes; a few characters take 4): more of the table.
+SUMMARY_LIMIT = 900_000
 BAR_WIDTH = 12
 _SAFE = re.compile(r"[A-Za-z0-9 .,/=+()-]")
-_CHART_SAFE = re.compile(r"[^A-Za-z0-9._/-]")
 ICONS = {"pass": "✅", "warn": "⚠️", "fail": "❌"}
 
 
-def render_markdown(document: dict[str, Any], marker: str = "") -> str:
-    """The comment body; ``marker`` (a hidden HTML comment) lets a bot find its own comment."""
-    tensors = sorted(document["tensors"], key=_table_order)
+def render_markdown(document: dict[str, Any], marker: str = "", limit: int = COMMENT_LIMIT) -> str:
+    """The comment body; ``marker`` (a hidden HTML comment) lets a bot find its own comment.
+
+    Within ``limit`` characters: the tensor table, the last section, is cut to fit and
+    the comment says how many rows it left out.
+    """
+    tensors = sorted(document["tensors"], key=view.table_order)
+    context = _context(document, marker)
     rows = len(tensors)
-    text = _render(document, tensors, rows, marker)
-    while len(text) > COMMENT_LIMIT and rows:
-        rows = max(0, int(rows * COMMENT_LIMIT * 0.95 / len(text)) - 1)
-        text = _render(document, tensors, rows, marker)
+    text = _render(context, tensors, rows)
+    while len(text) > limit and rows:
+        rows = max(0, int(rows * limit * 0.95 / len(text)) - 1)
+        text = _render(context, tensors, rows)
     return text
 
 
-def _render(document: dict[str, Any], tensors: list[dict[str, Any]], rows: int, marker: str) -> str:
-    return _template().render(
-        doc=document,
-        marker=marker,
-        icon=ICONS[document["verdict"]],
-        failed_checks=failed_checks(document),
-        checks=all_checks(document),
-        top_layers=_top_layers(document["layers"]),
-        chart_layers=_chart_layers(document["layers"]),
-        analysis_lines=analysis_lines(document, LINE_KEYS),
-        tensors=tensors[:rows],
-        hidden_tensors=len(tensors) - rows,
-        changed=[t for t in document["tensors"] if t["status"] != "unchanged"],
-        check_tensors=CHECK_TENSORS,
-    )
+def _render(context: dict[str, Any], tensors: list[dict[str, Any]], rows: int) -> str:
+    return _template().render(**context, tensors=tensors[:rows], hidden_tensors=len(tensors) - rows)
 
 
-def _table_order(tensor: dict[str, Any]) -> tuple[int, float]:
-    """Structural changes first, then by relative change, unchanged last."""
-    if tensor["status"] == "unchanged":
-        return (2, 0.0)
-    diff = tensor["diff"]
-    if diff is None or diff["relative_change"] is None:
-        return (0, 0.0)
-    return (1, -diff["relative_change"])
-
-
-def _top_layers(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    measured = [layer for layer in layers if layer["relative_l2"]]
-    return sorted(measured, key=lambda layer: -layer["relative_l2"])[:TOP_LAYERS]
-
-
-def _chart_layers(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The most-changed layers, kept in model order so the chart reads as a depth profile."""
-    measured = [layer for layer in layers if layer["relative_l2"] is not None]
-    keep = {id(layer) for layer in sorted(measured, key=lambda x: -x["relative_l2"])[:CHART_LAYERS]}
-    return [layer for layer in measured if id(layer) in keep]
+def _context(document: dict[str, Any], marker: str) -> dict[str, Any]:
+    grid = depth_grid(document["tensors"])
+    rows = grid.rows(view.DEPTH_ROWS) if grid else []
+    layers, measured_layers = view.chosen_layers(document["layers"])
+    checks = all_checks(document)
+    return {
+        "doc": document,
+        "marker": marker,
+        "icon": ICONS[document["verdict"]],
+        "why": view.why(document),
+        "summary_sentence": view.summary_sentence(document["summary"]),
+        "failed_checks": view.failed_views(document),
+        "grid": grid,
+        "depth_rows": rows,
+        "depth_chart": view.depth_chart(grid, rows) if grid else None,
+        "layers": [] if grid else layers,
+        "measured_layers": measured_layers,
+        "layer_chart": None if grid else view.layer_chart(layers),
+        "anomalies": view.anomaly_groups(document),
+        "analyses": [line.split(": ", 1) for line in analysis_lines(document, LINE_KEYS)],
+        "checks": [{**check, "icon": view.check_icon(check)} for check in checks],
+        "check_counts": Counter(check["status"] for check in checks),
+        "labels": COMPONENT_LABELS,
+        "band_legend": view.BAND_LEGEND,
+    }
 
 
 def text(value: str) -> str:
@@ -92,17 +91,9 @@ def text(value: str) -> str:
 
 
 def code(name: str) -> str:
-    """An untrusted name as inline code that no markdown or HTML in it can escape."""
-    return f"<code>{text(name)}</code>"
-
-
-def chart_label(name: str) -> str:
-    """A short quoted axis label: the last dotted parts of the name that fit, safe for Mermaid."""
-    parts = _CHART_SAFE.sub("_", name).split(".")
-    label = parts.pop()
-    while parts and len(parts[-1]) + len(label) < CHART_LABEL:
-        label = f"{parts.pop()}.{label}"
-    return f'"{".." if parts else ""}{label[-CHART_LABEL:]}"'
+    """An untrusted name as inline code that no markdown or HTML in it can escape; it may
+    wrap after a dot (``<wbr>``), so a long name never widens the page."""
+    return f"<code>{text(name).replace('.', '.<wbr>')}</code>"
 
 
 def pct(value: float | None, digits: int = 2) -> str:
@@ -111,14 +102,17 @@ def pct(value: float | None, digits: int = 2) -> str:
 
 def change(diff: dict[str, Any]) -> str:
     """The relative change the policy judges, and its basis where it is not the tensor's own."""
-    shown = pct(diff["relative_change"])
+    shown = view.percent(diff["relative_change"])
     basis = diff.get("relative_basis", "self")
     return shown if basis == "self" else f"{shown} of {basis}"
 
 
 def num(value: Any, digits: int = 4) -> str:
+    """A check's observed value or threshold; booleans as in the policy file (``true``)."""
     if value is None:
-        return "n/a"
+        return "—"
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:.{digits}g}"
     return text(str(value))
@@ -129,10 +123,6 @@ def bar(value: float | None, largest: float | None) -> str:
         return ""
     filled = max(1, round(BAR_WIDTH * value / largest))
     return "█" * filled + "░" * (BAR_WIDTH - filled)
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 @cache
@@ -152,7 +142,9 @@ def _template() -> Template:
         num=num,
         bar=bar,
         plural=plural,
-        chart_label=chart_label,
+        percent=view.percent,
+        band=view.band,
+        status=view.tensor_status,
     )
     source = resources.files("diffai.renderers").joinpath("templates/comment.md.j2").read_text()
     return environment.from_string(source)

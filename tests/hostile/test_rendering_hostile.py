@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffai.renderers.markdown import code
 from diffai.renderers.markdown import text as entity_encoded
 from diffai.text import one_line
 from tests.conftest import CliResult
@@ -73,7 +74,7 @@ def test_markdown_shows_each_name_only_entity_encoded(
     markdown = outputs[1]
     outside_code = FENCE.sub("", markdown)
     assert name not in outside_code
-    assert f"<code>{entity_encoded(name)}</code>" in markdown
+    assert code(name) in markdown
 
 
 def test_markdown_structure_survives_the_names(outputs: tuple[CliResult, str, str]) -> None:
@@ -83,9 +84,9 @@ def test_markdown_structure_survives_the_names(outputs: tuple[CliResult, str, st
     assert "<img" not in outside_code and "<!--" not in outside_code
     assert re.findall(r"@\w", outside_code) == []
     assert not any(line.startswith("::") for line in outputs[1].splitlines())
-    table_rows = [line for line in outside_code.splitlines() if line.startswith("| changed |")]
+    table_rows = [line for line in outside_code.splitlines() if " | changed | " in line]
     assert len(table_rows) == len(HOSTILE_NAMES)
-    assert {row.count("|") for row in table_rows} == {8}  # no name adds a cell
+    assert {row.count("|") for row in table_rows} == {5}  # no name adds a cell
 
 
 def test_junit_is_well_formed_and_holds_each_name(outputs: tuple[CliResult, str, str]) -> None:
@@ -112,5 +113,47 @@ def test_checkpoint_values_cannot_break_a_line(
     assert f"training_progress: epoch 1->{escaped}" in result.out.splitlines()
     assert not any(line.startswith("::") for line in result.out.splitlines())
     comment = markdown.read_text()
-    assert f"training_progress: epoch 1->{escaped}" in comment
+    assert f"- **training_progress**: {entity_encoded(f'epoch 1->{escaped}')}" in comment
     assert "<img" not in FENCE.sub("", comment)
+
+
+#: Names that try to leave the HTML report's JSON block or its page's text.
+HTML_HOSTILE_NAMES = [
+    "</script><img src=x onerror=alert(1)>",
+    "</SCRIPT ><script>alert(1)</script>",
+    "<!--<script>",
+    "model.layers.0.\u202etxt.exe\u202c.weight",
+    "&lt;already&gt; escaped &amp;",
+    "&lt;already&gt; escaped 🧨 &amp; then more",
+]
+
+
+def test_hostile_names_in_the_html_report_stay_data(
+    run_cli: Callable[..., CliResult], write_safetensors: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The page has exactly its two script blocks, the data block holds no ``<`` or ``&`` at
+    all (``\\u`` escapes), and the JSON gives every name back exactly."""
+    import json
+
+    base = {name: np.arange(4, dtype=np.float32) for name in HTML_HOSTILE_NAMES}
+    cand = {name: values + 1 for name, values in base.items()}
+    page = tmp_path / "report.html"
+    result = run_cli(
+        write_safetensors("a.safetensors", base, {"note": "</script><b>x</b>\u2028"}),
+        write_safetensors("b.safetensors", cand),
+        "--html", page, "-q",
+    )  # fmt: skip
+    assert result.code == 1 and result.err == ""
+    html = page.read_text()
+    assert html.lower().count("<script") == 2 and html.lower().count("</script") == 2
+    data = html.split('<script type="application/json" id="diffai-data">')[1].split("</script>")[0]
+    assert not set(data) & {"<", ">", "&", "\u2028", "\u2029"}
+    parsed = json.loads(data)
+    coded = parsed["tensors"]["names"]
+    names, previous = [], ""
+    for shared, rest in zip(coded[::2], coded[1::2], strict=True):
+        previous = previous.encode("utf-16-le")[: 2 * shared].decode("utf-16-le") + rest
+        names.append(previous)
+    assert sorted(names) == sorted(HTML_HOSTILE_NAMES)
+    assert parsed["models"][0]["metadata"] == {"note": "</script><b>x</b>\u2028"}
+    assert not re.search(r"\.(innerHTML|outerHTML|insertAdjacentHTML)\b|document\.write", html)
