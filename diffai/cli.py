@@ -17,7 +17,7 @@ EXIT_TROUBLE, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143
 #: An error line quotes at most this much: numpy's messages quote a whole 10 KB npy header.
 MESSAGE_LIMIT = 1000
 #: The readers' names, spelled out so that --help needs no reader imported (a test checks them).
-FORMAT_NAMES = ("safetensors", "pytorch", "numpy", "matlab", "folder")
+FORMAT_NAMES = ("safetensors", "pytorch", "numpy", "matlab", "keras", "tensorflow", "folder")
 
 EXAMPLES = """\
 examples:

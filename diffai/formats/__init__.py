@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Protocol
 
 from diffai.errors import UnreadableModel, UsageError
-from diffai.formats import identify, matlab, numpy, pytorch, safetensors, sharded
+from diffai.formats import (
+    identify,
+    keras,
+    matlab,
+    numpy,
+    pytorch,
+    safetensors,
+    sharded,
+    tensorflow,
+)  # fmt: skip
 from diffai.formats.limits import check_model
 from diffai.model import Model
 
@@ -32,7 +41,9 @@ class Reader(Protocol):
 
 
 READERS: dict[str, Reader] = {
-    module.FORMAT: module for module in (sharded, safetensors, pytorch, numpy, matlab)
+    # tensorflow first: the sharded reader takes any folder, a SavedModel's too
+    module.FORMAT: module
+    for module in (tensorflow, sharded, safetensors, pytorch, numpy, matlab, keras)
 }
 
 

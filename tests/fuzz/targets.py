@@ -26,7 +26,7 @@ from pathlib import Path
 from diffai.comparison import compare_models
 from diffai.dtypes import numpy_dtype
 from diffai.errors import DiffaiError, PolicyError
-from diffai.formats import matlab, open_model
+from diffai.formats import keras, matlab, open_model
 from diffai.formats.limits import check_model
 from diffai.model import Model
 from diffai.policy.load import load_metrics, load_policy
@@ -141,6 +141,27 @@ def matlab_input(data: bytes, workdir: Path) -> None:
         check_model_file(path, "matlab", matlab.read_in_process)
 
 
+def keras_input(data: bytes, workdir: Path) -> None:
+    """Odd first byte: the rest is ``model.weights.h5`` inside a well-formed .keras zip; even:
+    the whole file (an .h5, or a zip), parsed in this process like ``matlab_input``."""
+    path = workdir / "fuzz.keras"
+    path.write_bytes(keras_zip(data[1:]) if data[:1] and data[0] & 1 else data[1:])
+    import h5py  # noqa: F401 -- imported before watching, as in matlab_input
+
+    with no_code_runs():
+        check_model_file(path, "keras", keras.read_in_process)
+
+
+def keras_zip(weights: bytes) -> bytes:
+    """The layout Keras 3 writes, around given weights."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("metadata.json", '{"keras_version": "3.15.1"}')
+        archive.writestr("config.json", '{"class_name": "Functional"}')
+        archive.writestr("model.weights.h5", weights)
+    return buffer.getvalue()
+
+
 def torch_zip(pickle_bytes: bytes, storages: dict[str, bytes] = STORAGES) -> bytes:
     """The layout torch.save writes, around a given pickle."""
     buffer = io.BytesIO()
@@ -175,4 +196,5 @@ TARGETS: dict[str, Callable[[bytes, Path], None]] = {
     "pytorch": pytorch_input,
     "policy": policy_input,
     "matlab": matlab_input,
+    "keras": keras_input,
 }
