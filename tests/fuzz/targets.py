@@ -16,6 +16,7 @@ Any other exception, or a broken promise, propagates: that is a crash.
 from __future__ import annotations
 
 import io
+import shutil
 import sys
 import tempfile
 import zipfile
@@ -44,6 +45,8 @@ FORBIDDEN_EVENTS = frozenset(
 SENTINEL = Path(tempfile.gettempdir()) / "diffai-fuzz-sentinel"
 #: Storages that a fuzzed data.pkl may name: ``data/0`` (16 bytes) and ``data/1`` (8 bytes).
 STORAGES = {"0": bytes(range(16)), "1": bytes(8)}
+#: The real SavedModel whose index a fuzzed input replaces.
+TF_MODULE = Path(__file__).resolve().parents[1] / "data" / "tensorflow" / "module"
 
 
 class CodeRan(AssertionError):
@@ -152,6 +155,22 @@ def keras_input(data: bytes, workdir: Path) -> None:
         check_model_file(path, "keras", keras.read_in_process)
 
 
+def tensorflow_input(data: bytes, workdir: Path) -> None:
+    """Odd first byte: the rest is ``variables.index`` of a copy of the real SavedModel (its
+    shard, the real one); even: a frozen GraphDef. Parsed by diffai alone, in this process."""
+    if data[:1] and data[0] & 1:
+        folder = workdir / "saved_model"
+        if not folder.exists():
+            shutil.copytree(TF_MODULE, folder)
+        (folder / "variables" / "variables.index").write_bytes(data[1:])
+        path = folder
+    else:
+        path = workdir / "fuzz.pb"
+        path.write_bytes(data[1:])
+    with no_code_runs():
+        check_model_file(path, "tensorflow")
+
+
 def keras_zip(weights: bytes) -> bytes:
     """The layout Keras 3 writes, around given weights."""
     buffer = io.BytesIO()
@@ -197,4 +216,5 @@ TARGETS: dict[str, Callable[[bytes, Path], None]] = {
     "policy": policy_input,
     "matlab": matlab_input,
     "keras": keras_input,
+    "tensorflow": tensorflow_input,
 }
