@@ -102,9 +102,7 @@ def _is_saved_model(head: bytes) -> bool:
     return (
         bool(fields)
         and (fields[0].number, fields[0].value) == (SCHEMA, 1)
-        and all(
-            (f.number, f.wire) in {(SCHEMA, pb.VARINT), (META_GRAPHS, pb.LENGTH)} for f in fields
-        )
+        and {(f.number, f.wire) for f in fields} == {(SCHEMA, pb.VARINT), (META_GRAPHS, pb.LENGTH)}
     )
 
 
