@@ -18,8 +18,9 @@ EXIT_TROUBLE, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143
 MESSAGE_LIMIT = 1000
 #: The readers' names, spelled out so that --help needs no reader imported (a test checks them).
 FORMAT_NAMES = (
-    "safetensors", "pytorch", "torchscript", "numpy", "matlab", "folder", "onnx", "gguf", "tflite",
-)
+    "safetensors", "pytorch", "torchscript", "numpy", "matlab", "keras", "tensorflow", "folder",
+    "onnx", "gguf", "tflite",
+)  # fmt: skip
 
 EXAMPLES = """\
 examples:

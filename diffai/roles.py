@@ -18,7 +18,8 @@ Roles, first rule that matches the dotted name (docs/statistics.md lists them):
   (``callbacks``, ``loops``, ``lr_schedulers``, ``scheduler_state_dict`` …);
 - ``counter``: a leaf that counts steps (``num_batches_tracked``, ``global_step`` …);
 - ``buffer``: a leaf a module keeps but does not learn (``running_mean``,
-  ``running_var``, ``position_ids``, ``inv_freq``, GPT-2's ``attn.bias`` mask …);
+  ``running_var``, Keras's ``moving_mean`` and ``moving_variance``, ``position_ids``,
+  ``inv_freq``, GPT-2's ``attn.bias`` mask …);
 - ``weight``: everything else (parameters: weights, biases, embeddings, norms).
 
 One role no name shows: ``constant``, a value a graph holds as a constant that is
@@ -62,7 +63,8 @@ _COUNTER = re.compile(
     r"(^|\.)(num_batches_tracked|global_step|step|steps|iteration|n_averaged|num_updates)$"
 )
 _BUFFER = re.compile(
-    r"(^|\.)(running_mean|running_var|position_ids|token_type_ids|inv_freq|masked_bias"
+    r"(^|\.)(running_mean|running_var|moving_mean|moving_variance|position_ids|token_type_ids"
+    r"|inv_freq|masked_bias"
     r"|cos_cached|sin_cached|relative_position_index|attn_mask|_float_tensor|alphas_cumprod"
     r"|alphas_cumprod_prev|betas)$"
     r"|(^|\.)attn\.bias$"  # GPT-2's causal mask, saved beside its attention weights

@@ -34,10 +34,8 @@ ONNX_FILES = ("silero_vad.onnx", "silero_vad_16k_op15.onnx")
 #: Read by diffai's own GGUF and TFLite parsers (tests/test_format_gguf.py, test_format_tflite.py).
 GGUF_FILES = ("ggml-vocab-llama-spm.gguf",)
 TFLITE_FILES = ("emotion_model_quantized.tflite",)
-#: Committed for readers still to come (Keras HDF5).
-NOT_YET_READ = (
-    "emotion_model.hdf5",
-)
+#: Read by the Keras reader in its isolated child (tests/test_format_keras.py).
+KERAS_FILES = ("emotion_model.hdf5",)
 
 
 def load_real(name: str) -> dict[str, np.ndarray]:

@@ -2,8 +2,8 @@
 
 Every case runs through the real CLI and must get exit 2, one stderr line of
 exactly the expected text, and no traceback. The files are real where a library
-writes them (onnx, gguf, h5py, safetensors, numpy) and built to their specs
-where none is installed (TFLite, SavedModel, Core ML, ExecuTorch).
+writes them (onnx, gguf, safetensors, numpy) and built to their specs
+where none is installed (TFLite, Core ML, ExecuTorch).
 """
 
 from __future__ import annotations
@@ -11,11 +11,9 @@ from __future__ import annotations
 import json
 import pickle
 import struct
-import zipfile
 from pathlib import Path
 
 import gguf
-import h5py
 import numpy as np
 import onnx
 import pytest
@@ -103,8 +101,8 @@ def test_a_large_file_s_pointer_says_its_size_in_gib(run_cli, tmp_path: Path) ->
 def test_text_that_is_not_strictly_a_pointer_is_not_called_one(run_cli, tmp_path, text) -> None:
     path = tmp_path / "notes.txt"
     path.write_text(text)
-    problem = "unrecognized model format; force one with --format (folder, gguf, matlab, numpy, "
-    problem += "onnx, pytorch, safetensors, tflite, torchscript)"
+    problem = "unrecognized model format; force one with --format (folder, gguf, keras, matlab, "
+    problem += "numpy, onnx, pytorch, safetensors, tensorflow, tflite, torchscript)"
     assert_one_error(run_cli(path, path), path, problem)
 
 
@@ -133,22 +131,6 @@ def write_gguf(path: Path) -> Path:
     return path
 
 
-def write_hdf5(path: Path, userblock: int = 0) -> Path:
-    with h5py.File(path, "w", userblock_size=userblock) as handle:
-        handle.create_dataset("dense/kernel", data=np.ones((2, 2), np.float32))
-    return path
-
-
-def write_keras(path: Path) -> Path:
-    """Keras 3's layout: metadata.json, config.json, model.weights.h5 in one zip."""
-    weights = write_hdf5(path.with_name("model.weights.h5"))
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("metadata.json", json.dumps({"keras_version": "3.5.0"}))
-        archive.writestr("config.json", json.dumps({"class_name": "Sequential"}))
-        archive.write(weights, "model.weights.h5")
-    return path
-
-
 def flatbuffer(identifier: bytes) -> bytes:
     """A root table offset, then the 4-byte file identifier, as FlatBuffers lay a file out."""
     return struct.pack("<I", 16) + identifier + bytes(24)
@@ -168,18 +150,6 @@ def write_bytes(path: Path, data: bytes) -> Path:
     return path
 
 
-def saved_model_folder(path: Path) -> Path:
-    (path / "variables").mkdir(parents=True)
-    saved_model_pb(path / "saved_model.pb")
-    return path
-
-
-def saved_model_pb(path: Path) -> Path:
-    """saved_model.proto: schema version 1, then a meta graph."""
-    meta_graph = proto_field(1, proto_field(4, b"serve"))
-    return write_bytes(path, proto_field(1, 1) + proto_field(2, meta_graph))
-
-
 def coreml_model(path: Path) -> Path:
     """Model.proto: specificationVersion, a description, then a neuralNetwork (field 500)."""
     description = proto_field(1, proto_field(1, b"input"))
@@ -188,23 +158,8 @@ def coreml_model(path: Path) -> Path:
     )
 
 
-HDF5 = "an HDF5 file such as a Keras .h5 model (not a MATLAB v7.3 file)"
-KERAS = "a Keras 3 .keras archive"
 PICKLE = "a plain Python pickle (pickle.dump, joblib, scikit-learn)"
 FOREIGN_FILES = [
-    pytest.param("tf_model.h5", write_hdf5, HDF5, id="hdf5"),
-    pytest.param("model.pt", lambda p: write_hdf5(p, 1024), HDF5, id="hdf5-userblock-1024"),
-    pytest.param("model.weights", lambda p: write_hdf5(p, 4096), HDF5, id="hdf5-beyond-head"),
-    pytest.param("model.keras", write_keras, KERAS, id="keras"),
-    pytest.param("model.zip", write_keras, KERAS, id="keras-renamed"),
-    pytest.param(
-        "saved_model.pb", saved_model_pb,
-        "a TensorFlow SavedModel graph (saved_model.pb)", id="saved-model-pb",
-    ),
-    pytest.param(
-        "frozen.pb", lambda p: write_bytes(p, proto_field(1, proto_field(1, b"x"))),
-        "a TensorFlow graph (.pb)", id="frozen-graph",
-    ),
     pytest.param("model.bin", coreml_model, "a Core ML model", id="coreml"),
     pytest.param(
         "model.pte", lambda p: write_bytes(p, flatbuffer(b"ET12")),
@@ -240,7 +195,6 @@ def test_an_onnx_file_is_read_by_its_content_whatever_its_name(run_cli, tmp_path
 @pytest.mark.parametrize(
     ("build", "what"),
     [
-        pytest.param(saved_model_folder, "a TensorFlow SavedModel", id="saved-model"),
         pytest.param(
             lambda p: (p / "Data").mkdir(parents=True) or write_bytes(p / "Manifest.json", b"{}"),
             "a Core ML model package", id="mlpackage",
@@ -254,7 +208,7 @@ def test_a_foreign_folder_is_named(run_cli, tmp_path: Path, build, what: str) ->
 
 
 def test_identification_reads_only_the_head(tmp_path: Path) -> None:
-    """Past HEAD_BYTES only HDF5's userblock sizes are peeked at: a file there is not read."""
+    """Past HEAD_BYTES nothing is read: a file there is not read."""
     assert HEAD_BYTES <= 4096
     big = tmp_path / "big.onnx"
     write_onnx(big)
@@ -264,7 +218,7 @@ def test_identification_reads_only_the_head(tmp_path: Path) -> None:
 
 
 def test_a_mat_v73_file_is_still_read(run_cli, tmp_path: Path) -> None:
-    """MATLAB v7.3 files are HDF5, and the MATLAB reader, not the HDF5 refusal, takes them."""
+    """MATLAB v7.3 files are HDF5, and the MATLAB reader, not the Keras reader, takes them."""
     path = write_v73(tmp_path / "model.mat", {"w": np.ones((2, 3))})
     result = run_cli(path, path)
     assert (result.code, result.err) == (0, "")

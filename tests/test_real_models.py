@@ -17,12 +17,11 @@ import pytest
 
 import diffai
 from diffai.dtypes import numpy_dtype
-from diffai.errors import DiffaiError
 from tests.real_models import (
     EARLY_STOPPING_KEY,
     GGUF_FILES,
+    KERAS_FILES,
     MODEL_CHECKPOINT_KEY,
-    NOT_YET_READ,
     ONNX_FILES,
     REAL,
     SAFETENSORS_FILES,
@@ -75,7 +74,7 @@ def _readme_hashes() -> dict[str, str]:
 def test_every_committed_file_is_listed_with_its_hash_and_is_small() -> None:
     hashes = _readme_hashes()
     files = sorted(p.name for p in REAL.iterdir() if p.name != "README.md")
-    assert sorted(hashes) == files == sorted(READABLE + NOT_YET_READ + GGUF_FILES + TFLITE_FILES)
+    assert sorted(hashes) == files == sorted(READABLE + KERAS_FILES + GGUF_FILES + TFLITE_FILES)
     for name, digest in hashes.items():
         data = (REAL / name).read_bytes()
         assert len(data) < 3_000_000, name
@@ -114,23 +113,6 @@ def test_mtcnn_files_are_legacy_pickles_with_strided_kernels(name: str) -> None:
     assert not zipfile.is_zipfile(path)
     assert diffai.open_model(path).metadata["torch_format"] == "legacy"
     assert not load_real(name)["conv1.weight"].flags.c_contiguous
-
-
-@pytest.mark.parametrize("name", NOT_YET_READ)
-def test_file_without_a_reader_is_refused_cleanly_or_read(name: str, run_cli: Callable) -> None:
-    """Today these have no reader: the refusal must be a DiffaiError naming the file, no crash.
-
-    Once a reader lands, the file must read to tensors and compare equal to itself.
-    """
-    path = REAL / name
-    try:
-        model = diffai.open_model(path)
-    except DiffaiError as exc:
-        assert name in str(exc)
-        assert run_cli(path, path).code == 2
-    else:
-        assert model.tensors
-        assert run_cli(path, path).code == 0
 
 
 # --- the derived candidates ---------------------------------------------------------------

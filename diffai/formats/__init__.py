@@ -16,12 +16,14 @@ from diffai.errors import UnreadableModel, UsageError
 from diffai.formats import (
     gguf,
     identify,
+    keras,
     matlab,
     numpy,
     onnx,
     pytorch,
     safetensors,
     sharded,
+    tensorflow,
     tflite,
 )
 from diffai.formats.limits import check_model
@@ -43,8 +45,12 @@ class Reader(Protocol):
 
 
 READERS: dict[str, Reader] = {
+    # tensorflow first: the sharded reader takes any folder, a SavedModel's too
     module.FORMAT: module
-    for module in (sharded, safetensors, torchscript, pytorch, numpy, matlab, onnx, gguf, tflite)
+    for module in (
+        tensorflow, sharded, safetensors, torchscript, pytorch, numpy, matlab, keras, onnx, gguf,
+        tflite,
+    )
 }
 
 

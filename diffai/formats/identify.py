@@ -6,37 +6,31 @@ Two mistakes end in baffling parser errors unless they are named first:
   should be, and a reader then misreads its text as a header; ``probe``
   refuses a pointer for every path (forced ``--format``, each shard), since
   every model file is opened through it;
-- a real model in a format diffai does not read yet (GGUF, Keras ...)
+- a real model in a format diffai does not read yet (Core ML, ExecuTorch ...)
   would otherwise get "unrecognized" or, under a guessed ``--format``, a
   misleading header error. ``FOREIGN`` names each by content (magic bytes,
   protobuf fields, zip members) and by name second, with what to do instead.
 
 ``FOREIGN`` is a table so that a reader for one of these formats takes its
 entry over: drop the row, register the reader. Nothing here reads more than
-``HEAD_BYTES`` of a file, plus 8 bytes at each possible HDF5 userblock size.
+``HEAD_BYTES`` of a file.
 """
 
 from __future__ import annotations
 
 import re
-import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from diffai.errors import UnreadableModel
-from diffai.formats.zipmembers import OPEN_ERRORS
 
-#: Enough for every signature below; MAT v7.3 keeps its HDF5 signature at 512.
+#: Enough for every signature below.
 HEAD_BYTES = 4096
 #: The Git LFS spec: a pointer is under 1024 bytes and starts with exactly this line.
 LFS_FIRST_LINE = b"version https://git-lfs.github.com/spec/v1\n"
 LFS_MAX_BYTES = 1024
 LFS_SIZE_LINE = re.compile(rb"^size (\d{1,20})\r?$", re.MULTILINE)
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-#: HDF5 puts its superblock at 0, or after a userblock of 512, 1024, 2048 ... bytes.
-HDF5_FIRST_USERBLOCK = 512
-ZIP_MAGIC = b"PK\x03\x04"
 #: GGML's pre-GGUF magics ('ggml', 'ggmf', 'ggjt', 'ggla', 'ggsn'), stored as little-endian u32.
 GGML_MAGICS = (b"lmgg", b"fmgg", b"tjgg", b"algg", b"nsgg")
 #: Protobuf wire types a model's top-level fields use: varint, fixed64, length-delimited, fixed32.
@@ -51,13 +45,11 @@ ONNX_GRAPH = (7, WIRE_LENGTH)
 #: Core ML Model.proto: specificationVersion 1, description 2, isUpdatable 10, the model 200 on.
 COREML_HEADER_FIELDS = {(1, WIRE_VARINT), (2, WIRE_LENGTH), (10, WIRE_VARINT)}
 COREML_FIRST_TYPE_FIELD = 200
-#: tensorflow saved_model.proto: saved_model_schema_version 1 (always 1), meta_graphs 2.
-SAVED_MODEL_FIELDS = {(1, WIRE_VARINT), (2, WIRE_LENGTH)}
 
 
 @dataclass(frozen=True)
 class Probe:
-    """The start of a model file (empty for a folder), and a way to peek further into it."""
+    """The start of a model file (empty for a folder), and its size."""
 
     path: Path
     head: bytes
@@ -66,13 +58,6 @@ class Probe:
     @property
     def is_folder(self) -> bool:
         return self.path.is_dir()
-
-    def bytes_at(self, offset: int, length: int) -> bytes:
-        if offset + length <= len(self.head):
-            return self.head[offset : offset + length]
-        with self.path.open("rb") as handle:
-            handle.seek(offset)
-            return handle.read(length)
 
 
 def probe(path: Path) -> Probe:
@@ -174,45 +159,8 @@ def _is_coreml(found: Probe) -> bool:
     return bool(types) and fields[0] == (1, WIRE_VARINT) and set(header) <= COREML_HEADER_FIELDS
 
 
-def _is_saved_model(found: Probe) -> bool:
-    """Schema version 1, then meta graphs: the content of ``saved_model.pb``."""
-    fields = _proto_fields(found.head)
-    return fields[:1] == [(1, WIRE_VARINT, 1)] and {f[:2] for f in fields} == SAVED_MODEL_FIELDS
-
-
-def _is_saved_model_folder(found: Probe) -> bool:
-    return (found.path / "saved_model.pb").is_file() and (found.path / "variables").is_dir()
-
-
 def _is_mlpackage_folder(found: Probe) -> bool:
     return (found.path / "Manifest.json").is_file() and (found.path / "Data").is_dir()
-
-
-def _hdf5_offsets(size: int) -> Iterator[int]:
-    yield 0
-    offset = HDF5_FIRST_USERBLOCK
-    while offset + len(HDF5_SIGNATURE) <= size:
-        yield offset
-        offset *= 2
-
-
-def _is_hdf5(found: Probe) -> bool:
-    return any(
-        found.bytes_at(offset, len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
-        for offset in _hdf5_offsets(found.size)
-    )
-
-
-def _is_keras_zip(found: Probe) -> bool:
-    """Keras 3's ``.keras``: a zip of ``config.json`` (and ``metadata.json``) and the weights."""
-    if not found.head.startswith(ZIP_MAGIC):
-        return False
-    try:
-        with zipfile.ZipFile(found.path) as archive:
-            names = set(archive.namelist())
-    except OPEN_ERRORS:
-        return False
-    return "model.weights.h5" in names and bool(names & {"config.json", "metadata.json"})
 
 
 def _flatbuffer_id(identifier: bytes) -> Callable[[Probe], bool]:
@@ -236,10 +184,6 @@ def _never(found: Probe) -> bool:
 # --- the table ----------------------------------------------------------------------------
 
 NOT_YET = "which diffai cannot read yet"
-KERAS_EXPORT = (
-    "keras.saving.load_model, then "
-    "safetensors.numpy.save_file({v.path: v.numpy() for v in model.weights})"
-)
 NOT_EVER = "which diffai cannot read"
 
 
@@ -253,8 +197,6 @@ class Foreign:
     extensions: tuple[str, ...] = ()
     verdict: str = NOT_YET
     folder: bool = False
-    #: A reader that claims these extensions decides instead (MAT v7.3 files are HDF5).
-    yields_to: tuple[str, ...] = ()
 
     @property
     def problem(self) -> str:
@@ -266,37 +208,6 @@ FOREIGN: tuple[Foreign, ...] = (
         "a GGML model from before GGUF (llama.cpp)",
         "compare the checkpoint it was converted from, or convert it to GGUF",
         _starts_with(*GGML_MAGICS), (".ggml",), NOT_EVER,
-    ),
-    Foreign(
-        "a Keras 3 .keras archive",
-        f"save its weights to safetensors ({KERAS_EXPORT}) or compare two .keras files "
-        "once Keras support lands",
-        _is_keras_zip, (".keras",),
-    ),
-    Foreign(
-        "an HDF5 file such as a Keras .h5 model (not a MATLAB v7.3 file)",
-        f"save its weights to safetensors ({KERAS_EXPORT}) or compare two .h5 files "
-        "once Keras support lands",
-        _is_hdf5, (".h5", ".hdf5"), yields_to=(".mat",),
-    ),
-    Foreign(
-        "a TensorFlow SavedModel",
-        "save its variables to safetensors (tf.saved_model.load, then "
-        "safetensors.numpy.save_file of each variable's numpy()) or compare two SavedModels "
-        "once TensorFlow support lands",
-        _is_saved_model_folder, folder=True,
-    ),
-    Foreign(
-        "a TensorFlow SavedModel graph (saved_model.pb)",
-        "give the SavedModel's folder once TensorFlow support lands, or save its variables "
-        "to safetensors (tf.saved_model.load, then safetensors.numpy.save_file)",
-        _is_saved_model,
-    ),
-    Foreign(
-        "a TensorFlow graph (.pb)",
-        "compare the checkpoint it was frozen from, or two .pb files once TensorFlow "
-        "support lands",
-        extensions=(".pb",),
     ),
     Foreign(
         "a Core ML model",
@@ -337,10 +248,8 @@ FOREIGN: tuple[Foreign, ...] = (
 
 def refuse_by_content(found: Probe) -> None:
     """Raise for a file or folder whose content says it is a format in ``FOREIGN``."""
-    suffix = found.path.suffix.lower()
     for foreign in FOREIGN:
-        applies = foreign.folder == found.is_folder and suffix not in foreign.yields_to
-        if applies and foreign.looks_like(found):
+        if foreign.folder == found.is_folder and foreign.looks_like(found):
             raise UnreadableModel(found.path, foreign.problem)
 
 

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from diffai.dtypes import NUMPY_DTYPES, numpy_dtype
 from diffai.errors import MalformedModel, UnreadableModel
 from diffai.formats import numpy as npy
 from diffai.formats.limits import byte_budget
@@ -117,7 +118,13 @@ def _answer(path: Path, folder: Path, reader: str) -> Model:
     shaped = isinstance(names, list) and all(isinstance(name, str) for name in names)
     if not (shaped and isinstance(scalars, dict) and isinstance(metadata, dict)):
         raise _bad_answer(path, reader, "its answer lacks tensors, scalars or metadata")
-    tensors = {name: _tensor(path, folder, reader, index, name) for index, name in enumerate(names)}
+    dtypes = document.get("dtypes", [None] * len(names))
+    if not (isinstance(dtypes, list) and len(dtypes) == len(names)):
+        raise _bad_answer(path, reader, "its dtypes do not match its tensors")
+    tensors = {
+        name: _tensor(path, folder, reader, index, name, dtype)
+        for index, (name, dtype) in enumerate(zip(names, dtypes, strict=True))
+    }
     size = path.stat().st_size
     return Model(str(path), str(format), size, tensors, scalars=scalars, metadata=metadata)
 
@@ -134,13 +141,21 @@ def _document(path: Path, answer: Path, reader: str) -> dict[str, Any]:
     return document
 
 
-def _tensor(path: Path, folder: Path, reader: str, index: int, name: str) -> TensorRef:
+def _tensor(
+    path: Path, folder: Path, reader: str, index: int, name: str, dtype: object
+) -> TensorRef:
+    """``dtype``, when the child names one, is what the npy's bytes are (bf16 travels as u16)."""
     try:
         (ref,) = npy.read(folder / f"{index}.npy").tensors.values()
     except (UnreadableModel, OSError, ValueError) as exc:
         problem = f"its array for {name!r} is unreadable: {one_line(exc)}"
         raise _bad_answer(path, reader, problem) from exc
-    return TensorRef(name, ref.shape, ref.dtype, ref.load)
+    if dtype is None or dtype == ref.dtype:
+        return TensorRef(name, ref.shape, ref.dtype, ref.load)
+    if dtype not in NUMPY_DTYPES or NUMPY_DTYPES[dtype].itemsize != numpy_dtype(ref.dtype).itemsize:
+        raise _bad_answer(path, reader, f"its dtype {str(dtype)[:40]!r} for {name!r} does not fit")
+    view = NUMPY_DTYPES[dtype]
+    return TensorRef(name, ref.shape, str(dtype), lambda: ref.array().view(view))
 
 
 def _bad_answer(path: Path, reader: str, problem: str) -> MalformedModel:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from diffai.dtypes import numpy_dtype
 from diffai.errors import UnreadableModel
 from diffai.formats.limits import check_model
 from diffai.model import Model
@@ -67,15 +68,28 @@ def _read(module: str, path: Path, folder: Path) -> dict[str, Any]:
     return {
         "format": model.format,
         "tensors": list(model.tensors),
+        "dtypes": [ref.dtype for ref in model.tensors.values()],
         "scalars": model.scalars,
         "metadata": model.metadata,
     }
 
 
 def _write_arrays(model: Model, folder: Path) -> None:
-    """One at a time, so a reader that loads lazily holds one tensor at most."""
+    """One at a time, chunk by chunk: a reader that streams its values never holds a
+    tensor whole here, and one that loads them holds one tensor at most."""
     for index, ref in enumerate(model.tensors.values()):
-        np.save(folder / f"{index}.npy", np.asarray(ref.array()), allow_pickle=False)
+        dtype = numpy_dtype(ref.dtype)
+        header = {"descr": _npy_descr(dtype), "fortran_order": False, "shape": ref.shape}
+        with (folder / f"{index}.npy").open("wb") as handle:
+            np.lib.format.write_array_header_1_0(handle, header)
+            for chunk in ref.chunks():
+                handle.write(np.ascontiguousarray(chunk, dtype).tobytes())
+
+
+def _npy_descr(dtype: np.dtype) -> str:
+    """npy has no bf16 or f8: their bytes go as unsigned integers of their size, and the
+    answer's ``dtypes`` says what they are."""
+    return f"<u{dtype.itemsize}" if dtype.kind == "V" else dtype.str
 
 
 def _answer(folder: Path, document: dict[str, Any]) -> None:

@@ -302,10 +302,31 @@ def tflite_seeds() -> dict[str, bytes]:
     }  # fmt: skip
 
 
+def keras_seeds() -> dict[str, bytes]:
+    """Keras 3 weights (zip-wrapped: first byte odd), a legacy full model (whole: even)."""
+    import h5py
+
+    seeds = {}
+    with tempfile.TemporaryDirectory() as folder:
+        keras3, legacy = Path(folder) / "k3.h5", Path(folder) / "legacy.h5"
+        with h5py.File(keras3, "w") as handle:
+            handle.create_dataset("layers/dense/vars/0", data=np.ones((2, 3), np.float32))
+            handle.create_dataset("layers/dense/vars/1", data=np.zeros(3, np.float32))
+            handle.create_dataset("optimizer/vars/0", data=np.int64(3))
+        with h5py.File(legacy, "w") as handle:
+            layers = handle.create_group("model_weights")
+            layers.attrs["layer_names"] = np.array([b"dense"])
+            layers.create_dataset("dense/dense/kernel:0", data=np.arange(6.0).reshape(2, 3))
+            layers["dense"].attrs["weight_names"] = np.array([b"dense/kernel:0"])
+        seeds["keras3-in-zip"] = b"\x01" + keras3.read_bytes()
+        seeds["legacy-h5"] = b"\x00" + legacy.read_bytes()
+    return seeds
+
+
 SEEDS = {
     "safetensors": safetensors_seeds, "pytorch": pytorch_seeds, "policy": policy_seeds,
     "matlab": matlab_seeds, "torchscript": torchscript_seeds, "onnx": onnx_seeds,
-    "gguf": gguf_seeds, "tflite": tflite_seeds,
+    "gguf": gguf_seeds, "tflite": tflite_seeds, "keras": keras_seeds,
 }  # fmt: skip
 
 

@@ -16,6 +16,7 @@ Any other exception, or a broken promise, propagates: that is a crash.
 from __future__ import annotations
 
 import io
+import shutil
 import sys
 import tempfile
 import zipfile
@@ -26,7 +27,7 @@ from pathlib import Path
 from diffai.comparison import compare_models
 from diffai.dtypes import numpy_dtype
 from diffai.errors import DiffaiError, PolicyError
-from diffai.formats import matlab, open_model
+from diffai.formats import keras, matlab, open_model
 from diffai.formats.limits import check_model
 from diffai.model import Model
 from diffai.policy.load import load_metrics, load_policy
@@ -44,6 +45,8 @@ FORBIDDEN_EVENTS = frozenset(
 SENTINEL = Path(tempfile.gettempdir()) / "diffai-fuzz-sentinel"
 #: Storages that a fuzzed data.pkl may name: ``data/0`` (16 bytes) and ``data/1`` (8 bytes).
 STORAGES = {"0": bytes(range(16)), "1": bytes(8)}
+#: The real SavedModel whose index a fuzzed input replaces.
+TF_MODULE = Path(__file__).resolve().parents[1] / "data" / "tensorflow" / "module"
 
 
 class CodeRan(AssertionError):
@@ -171,6 +174,43 @@ def tflite_input(data: bytes, workdir: Path) -> None:
         check_model_file(path, "tflite")
 
 
+def keras_input(data: bytes, workdir: Path) -> None:
+    """Odd first byte: the rest is ``model.weights.h5`` inside a well-formed .keras zip; even:
+    the whole file (an .h5, or a zip), parsed in this process like ``matlab_input``."""
+    path = workdir / "fuzz.keras"
+    path.write_bytes(keras_zip(data[1:]) if data[:1] and data[0] & 1 else data[1:])
+    import h5py  # noqa: F401 -- imported before watching, as in matlab_input
+
+    with no_code_runs():
+        check_model_file(path, "keras", keras.read_in_process)
+
+
+def tensorflow_input(data: bytes, workdir: Path) -> None:
+    """Odd first byte: the rest is ``variables.index`` of a copy of the real SavedModel (its
+    shard, the real one); even: a frozen GraphDef. Parsed by diffai alone, in this process."""
+    if data[:1] and data[0] & 1:
+        folder = workdir / "saved_model"
+        if not folder.exists():
+            shutil.copytree(TF_MODULE, folder)
+        (folder / "variables" / "variables.index").write_bytes(data[1:])
+        path = folder
+    else:
+        path = workdir / "fuzz.pb"
+        path.write_bytes(data[1:])
+    with no_code_runs():
+        check_model_file(path, "tensorflow")
+
+
+def keras_zip(weights: bytes) -> bytes:
+    """The layout Keras 3 writes, around given weights."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("metadata.json", '{"keras_version": "3.15.1"}')
+        archive.writestr("config.json", '{"class_name": "Functional"}')
+        archive.writestr("model.weights.h5", weights)
+    return buffer.getvalue()
+
+
 def torch_zip(pickle_bytes: bytes, storages: dict[str, bytes] = STORAGES) -> bytes:
     """The layout torch.save writes, around a given pickle."""
     buffer = io.BytesIO()
@@ -273,4 +313,6 @@ TARGETS: dict[str, Callable[[bytes, Path], None]] = {
     "onnx": onnx_input,
     "gguf": gguf_input,
     "tflite": tflite_input,
+    "keras": keras_input,
+    "tensorflow": tensorflow_input,
 }

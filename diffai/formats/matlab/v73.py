@@ -14,6 +14,7 @@ import numpy as np
 
 from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel, UnreadableModel
+from diffai.formats import hdf5
 from diffai.formats.limits import MAX_DIMS
 from diffai.formats.matlab.common import as_model, header_text, import_extra, strings
 from diffai.model import Model, Scalar, TensorRef
@@ -34,8 +35,6 @@ HIDDEN_PREFIX = "#"
 # that a walk visits it 2**depth times; and a compressed cell can hold millions of references.
 MAX_DEPTH = 100
 MAX_ITEMS = 10_000
-# The element types MATLAB writes: numbers, logicals as uint8, char as uint16, cell references.
-PLAIN_KINDS = frozenset("biufO")
 # A char array becomes one string in every report; MATLAB's are names and notes.
 MAX_CHARS = 1 << 20
 
@@ -63,10 +62,7 @@ class _V73Values:
     HDF5 is row-major and MATLAB column-major, so every dataset is stored with
     its axes reversed; transposing gives back MATLAB's (and scipy's) shape.
 
-    Only what lies inside the file is read: HDF5 can also keep a dataset's bytes in
-    any other file (external storage, virtual datasets) or link to one, and a
-    file from a pull request could so read ``/proc/self/environ`` into tensor
-    values that the report and the PR comment then show.
+    Only what lies inside the file is read (``diffai.formats.hdf5`` says why).
     """
 
     def __init__(self, path: Path, h5py: ModuleType) -> None:
@@ -116,7 +112,7 @@ class _V73Values:
                 f"variable {where[:200]!r} is an HDF5 {type(item).__name__}, not a dataset or "
                 "group (MATLAB writes no other)",
             )
-        self._check_storage(where, item)
+        hdf5.check_storage(self.path, f"variable {where!r}", item)
         self._check_element(where, item.dtype)
         matlab_class = _attribute_text(item, "MATLAB_class")
         if item.attrs.get("MATLAB_empty"):
@@ -129,28 +125,15 @@ class _V73Values:
 
     def children(self, where: str, group: Any) -> list[tuple[str, Any]]:
         """The group's members, refusing soft and external links (MATLAB writes neither)."""
-        for key in group:
-            link = group.get(key, getlink=True)
-            if isinstance(link, (self.h5py.SoftLink, self.h5py.ExternalLink)):
-                raise MalformedModel(
-                    self.path,
-                    f"variable {f'{where}.{key}'.lstrip('.')!r} is an HDF5 link to "
-                    f"{link.path!r}, which diffai does not follow",
-                )
-        return list(group.items())
-
-    def _check_storage(self, where: str, dataset: Any) -> None:
-        if dataset.external or dataset.is_virtual:
-            raise MalformedModel(
-                self.path,
-                f"variable {where!r} keeps its data in another file (HDF5 external storage "
-                "or a virtual dataset); diffai reads only the file it is given",
-            )
+        return hdf5.hard_children(
+            self.path, self.h5py, group, lambda key: f"variable {f'{where}.{key}'.lstrip('.')!r}"
+        )
 
     def _check_element(self, where: str, dtype: np.dtype) -> None:
         """A dataset is read whole, so its element size counts as much as its shape: one
         element of a subarray or padded compound type can be a gigabyte in a 2 KB file."""
-        if dtype.kind not in PLAIN_KINDS and not _is_complex_pair(dtype):
+        plain = hdf5.is_plain_number(dtype) or dtype.kind == "O"
+        if not plain and not _is_complex_pair(dtype):
             raise MalformedModel(
                 self.path,
                 f"variable {where!r} stores {dtype.itemsize:,}-byte elements of an HDF5 type "
