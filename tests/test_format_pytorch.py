@@ -359,7 +359,7 @@ def test_truncated_file(tmp_path: Path) -> None:
 def test_truncated_legacy_file(tmp_path: Path) -> None:
     path = save(tmp_path, {"w": torch.ones(100)}, _use_new_zipfile_serialization=False)
     path.write_bytes(path.read_bytes()[:-100])
-    assert read_damaged(path).startswith("torch.load(weights_only=True) cannot read it: ")
+    assert read_damaged(path).endswith("has 100 elements, but the file does not hold them")
 
 
 def test_zip_without_data_pkl(tmp_path: Path) -> None:

@@ -59,14 +59,20 @@ def check_opcodes(data: bytes, check_global: Callable[[str, str], object]) -> in
     its ``STOP``, or the end of ``data``): a legacy file holds several in a row.
     """
     position, end, indexes = 0, len(data), []
-    while position < end:
-        code, position = data[position], position + 1
-        if code == _STOP:
-            break
-        if code == _GLOBAL:
-            position = _read_global(data, position, check_global)
-        else:
-            position = _skip_argument(code, data, position, indexes)
+    try:
+        while position < end:
+            code, position = data[position], position + 1
+            if code == _STOP:
+                break
+            if code == _GLOBAL:
+                position = _read_global(data, position, check_global)
+            else:
+                position = _skip_argument(code, data, position, indexes)
+    except PickleRefused:
+        # What comes before a refused opcode may still be run (``sizing`` counts it, as torch
+        # runs it): its memo indexes must be bounded too, or one PUT allocates gigabytes.
+        _check_memo(indexes)
+        raise
     _check_memo(indexes)
     return min(position, end)
 

@@ -44,13 +44,59 @@ _SIZING_ERRORS = (
 
 
 def check_legacy_budget(path: Path) -> None:
-    """Refuse a legacy file whose storages would exceed the budget, before torch allocates them."""
+    """Refuse a legacy file whose storages would exceed the budget, before torch allocates them,
+    or whose storage data torch would not fill (``check_legacy_storages``)."""
     with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
         start = 0
         for _ in range(_PICKLES_BEFORE_TENSORS):
             start += _pickle_size(path, data[start : start + MAX_PICKLE_BYTES])
         pickled = data[start : start + MAX_PICKLE_BYTES]
-    check_pickle_budget(path, pickled[: _pickle_size(path, pickled)], path.stat().st_size)
+        pickled = pickled[: _pickle_size(path, pickled)]
+        check_pickle_budget(path, pickled, path.stat().st_size)
+        check_legacy_storages(path, data, start + len(pickled), _storages_of(pickled))
+
+
+def check_legacy_storages(
+    path: Path, data: mmap.mmap, start: int, storages: dict[Any, tuple[int, int]] | None
+) -> None:
+    """After the tensors' pickle come the storage keys, then each storage's element count and
+    bytes in that order. Torch fills only the storages that list names: a key the pickle uses
+    and the list does not (a mutated digit makes one) is memory torch never writes, whose
+    values change from one load to the next. Refused, as is data that does not add up."""
+    if storages is None:  # torch stops in the pickle already, and refuses the file itself
+        return
+    keys_pickle = data[start : start + MAX_PICKLE_BYTES]
+    keys_pickle = keys_pickle[: _pickle_size(path, keys_pickle)]
+    keys = _Sizer(keys_pickle).load()
+    if not (type(keys) is list and len(keys) == len(set(keys)) == len(storages)):
+        raise _unfilled(path, "its list of storage keys does not name each storage once")
+    offset = start + len(keys_pickle)
+    for key in keys:
+        if key not in storages:
+            raise _unfilled(path, f"its list of storage keys names {key!r:.40}, no storage's")
+        numel, itemsize = storages[key]
+        stored = int.from_bytes(data[offset : offset + 8], "little", signed=True)
+        offset += 8 + stored * itemsize
+        if stored != numel or offset > len(data):
+            problem = f"storage {key!r:.40} has {numel:,} elements, but the file does not hold them"
+            raise MalformedModel(path, f"legacy torch file: {problem}")
+
+
+def _storages_of(pickled: bytes) -> dict[Any, tuple[int, int]] | None:
+    """Each storage key's (elements, element size), or None where torch would stop early."""
+    try:
+        check_opcodes(pickled, lambda _module, _name: None)
+    except PickleRefused:
+        return None
+    sizer = _Sizer(pickled)
+    sizer.load()  # counted already by check_pickle_budget, which refuses what fails here
+    return sizer.shapes
+
+
+def _unfilled(path: Path, problem: str) -> MalformedModel:
+    return MalformedModel(
+        path, f"legacy torch file: {problem}, so torch would read uninitialised memory"
+    )
 
 
 def check_pickle_budget(path: Path, pickled: bytes, file_size: int) -> None:
@@ -116,6 +162,7 @@ class _Sizer(pickle.Unpickler):
     def __init__(self, pickled: bytes) -> None:
         super().__init__(io.BytesIO(pickled), encoding="utf-8")
         self.storages: dict[Any, int] = {}
+        self.shapes: dict[Any, tuple[int, int]] = {}  # key -> (elements, element size)
 
     def find_class(self, module: str, name: str) -> Any:
         if module in ("torch", "torch.storage") and name in STORAGE_ITEMSIZES:
@@ -134,6 +181,7 @@ class _Sizer(pickle.Unpickler):
         if not (isinstance(storage_type, _StorageType) and type(numel) is int and numel >= 0):
             raise ValueError(f"a storage record torch cannot size either: {pid!r:.80}")
         self.storages.setdefault(key, numel * storage_type.itemsize)
+        self.shapes.setdefault(key, (numel, storage_type.itemsize))
         return _Placeholder()
 
 
