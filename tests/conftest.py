@@ -3,6 +3,7 @@ the package ships (every report a test writes is validated against it)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import struct
 import subprocess
@@ -21,6 +22,7 @@ from diffai.cli import main
 from diffai.report import report_schema
 
 pytest_plugins = ["tests.github_api", "tests.gitlab_api", "tests.model_fixtures"]
+
 
 @dataclass
 class CliResult:
@@ -55,6 +57,21 @@ def run_without_torch() -> Callable[..., CliResult]:
         return CliResult(done.returncode, done.stdout, done.stderr)
 
     return run
+
+
+@pytest.fixture
+def hide_module(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """Make an optional dependency look uninstalled, as the extras' errors see it."""
+
+    def hide(name: str) -> None:
+        found = importlib.util.find_spec
+        monkeypatch.setattr(
+            importlib.util,
+            "find_spec",
+            lambda wanted, *rest: None if wanted == name else found(wanted, *rest),
+        )
+
+    return hide
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ bit for bit, under the names ``diffai.formats.keras.layout`` documents.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import zipfile
@@ -279,15 +278,8 @@ def test_an_hdf5_file_that_is_not_keras_is_named(run_cli, tmp_path: Path) -> Non
     )
 
 
-def test_without_h5py_the_error_says_what_to_install(
-    run_cli, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *rest: None if name == "h5py" else real_find_spec(name, *rest),
-    )
+def test_without_h5py_the_error_says_what_to_install(run_cli, hide_module) -> None:
+    hide_module("h5py")
     result = run_cli(FER, FER)
     assert result.err == (
         f"diffai: error: {FER}: reading Keras files needs h5py; install it with: "

@@ -7,7 +7,6 @@ return (``tf.train.load_checkpoint``, ``tf.make_ndarray``) are stored beside the
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import struct
@@ -166,15 +165,8 @@ def test_format_tensorflow_is_a_choice(run_cli) -> None:
     assert (result.code, result.err) == (0, "")
 
 
-def test_without_google_crc32c_the_error_says_what_to_install(
-    run_cli, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *rest: None if name == "google_crc32c" else real_find_spec(name, *rest),
-    )
+def test_without_google_crc32c_the_error_says_what_to_install(run_cli, hide_module) -> None:
+    hide_module("google_crc32c")
     result = run_cli(MODULE, MODULE)
     assert result.err == (
         f"diffai: error: {MODULE}: reading TensorFlow checkpoints needs google-crc32c; install "

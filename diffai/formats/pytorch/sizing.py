@@ -67,8 +67,13 @@ def check_legacy_storages(
         return
     keys_pickle = data[start : start + MAX_PICKLE_BYTES]
     keys_pickle = keys_pickle[: _pickle_size(path, keys_pickle)]
-    keys = _Sizer(keys_pickle).load()
-    if not (type(keys) is list and len(keys) == len(set(keys)) == len(storages)):
+    try:
+        keys = _Sizer(keys_pickle).load()
+    except _SIZING_ERRORS as exc:
+        raise _unfilled(path, f"its list of storage keys is unreadable ({one_line(exc)})") from exc
+    if not (type(keys) is list and all(type(key) is str for key in keys)):
+        raise _unfilled(path, "its list of storage keys is not a list of names")
+    if not len(keys) == len(set(keys)) == len(storages):
         raise _unfilled(path, "its list of storage keys does not name each storage once")
     offset = start + len(keys_pickle)
     for key in keys:
