@@ -1,4 +1,4 @@
-"""Pairing: which baseline tensor is which candidate tensor, before anything is measured.
+"""Wrapper prefixes: the names training code puts every key under, given or detected.
 
 Names pair exactly, after the wrapper prefixes training code adds are taken off:
 ``torch.nn.parallel.DistributedDataParallel`` saves every key under ``module.``,
