@@ -87,6 +87,7 @@ def build_audit_parser() -> argparse.ArgumentParser:
     add("-o", "--output", choices=("text", "json"), default="text", help="stdout (default: text)")
     add("--report", metavar="FILE", help="write the series as JSON (series.schema.json) to FILE")
     add("--markdown", metavar="FILE", help="write the trend as a markdown page to FILE")
+    add("--html", metavar="FILE", help="write the trend as one self-contained HTML page to FILE")
     add("--progress", action="store_true", help="name each checkpoint on stderr as it is read")
     add("-q", "--quiet", action="store_true", help="print nothing; exit status only")
     add("--exit-zero", action="store_true", help="exit 0 when checkpoints differ too")

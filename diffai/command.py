@@ -22,7 +22,11 @@ from diffai.renderers.html_report import render_html
 from diffai.renderers.junit import render_junit
 from diffai.renderers.markdown import render_markdown
 from diffai.renderers.records import change_records, render_json, render_jsonl, render_yaml
-from diffai.renderers.series import render_series_markdown, render_series_text
+from diffai.renderers.series import (
+    render_series_html,
+    render_series_markdown,
+    render_series_text,
+)
 from diffai.renderers.text import render_text
 from diffai.report import Report, write_atomically
 from diffai.series import Series, audit_series
@@ -177,6 +181,7 @@ def series_outputs(series: Series, args: argparse.Namespace) -> Outputs:
     return [
         (args.report, series.to_json),
         (args.markdown, lambda: render_series_markdown(series.to_document())),
+        (args.html, lambda: render_series_html(series.to_document())),
     ]
 
 

@@ -147,3 +147,20 @@ def test_one_checkpoint_is_a_usage_error(run_cli, trained) -> None:
     result = run_cli("audit", trained[0])
     assert result.code == 2
     assert result.err == "diffai: error: diffai audit needs at least two checkpoints\n"
+
+
+def test_the_html_page_holds_every_checkpoint_and_layer_drift(run_cli, trained, tmp_path) -> None:
+    report, page = tmp_path / "series.json", tmp_path / "trend.html"
+    result = run_cli("audit", *trained, "--report", report, "--html", page, "--exit-zero")
+    assert result.code == 0, result.err
+    document, html = json.loads(report.read_text()), page.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "default-src 'none'" in html
+    block = html.split('id="diffai-data">', 1)[1].split("</script>", 1)[0]
+    data = json.loads(block)
+    assert [row[0] for row in data["checkpoints"]] == [str(p) for p in trained[1:]]
+    last = weights(trained[-1])
+    first = weights(trained[0])
+    assert data["layers"][0] in {"0", "2"} and data["layer_count"] == 2
+    drift = data["cells"][data["layers"].index("0")]
+    assert drift[-1] == pytest.approx(relative(first, last, "0."), rel=1e-6)
+    assert drift == [c["drift"]["layers"]["0"] for c in document["checkpoints"]]

@@ -48,15 +48,21 @@ _JSON_ESCAPES = str.maketrans(
 
 
 def render_html(document: dict[str, Any]) -> str:
-    """The whole page: shell, inline style and script, and the data block."""
-    data = embedded_json(page_data(document))
-    style, script = asset("report.css"), asset("report.js")
+    """The report's page: shell, inline style and script, and the data block."""
+    return self_contained_page("report.html", "report.js", page_data(document))
+
+
+def self_contained_page(shell: str, script_name: str, data: Any) -> str:
+    """A page of this package: its shell, the shared style, ``page.js`` and the page's own
+    script in one strict function, and ``data`` as the JSON block the script reads."""
+    style = asset("report.css")
+    script = f'"use strict";\n(function () {{\n{asset("page.js")}{asset(script_name)}}})();\n'
     return (
-        asset("report.html")
+        asset(shell)
         .replace("{{csp}}", _csp(style, script))
         .replace("{{style}}", style)
         .replace("{{script}}", script)
-        .replace("{{data}}", data)
+        .replace("{{data}}", embedded_json(data))
     )
 
 

@@ -1,4 +1,4 @@
-"""``diffai audit``'s outputs: the series as text lines and as a markdown page.
+"""``diffai audit``'s outputs: the series as text lines, a markdown page and an HTML page.
 
 Both read the series document (``Series.to_document``), never the comparisons. The
 markdown's charts hold only numbers and checkpoint numbers: names come from model
@@ -12,7 +12,9 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from diffai._version import __version__
 from diffai.renderers.audit import PALETTE, SWATCHES, Chart, clip
+from diffai.renderers.html_report import self_contained_page
 from diffai.renderers.markdown import ICONS, code, num, pct, plural, text
 from diffai.text import one_line
 
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
 #: Layers drawn in the markdown chart (one line each, a swatch each) and shown in the text.
 CHART_LAYERS = 3
 TEXT_LAYERS = 8
+#: Rows of the HTML page's heatmap: enough to see where drift sits, few enough to read.
+HTML_LAYERS = 40
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
@@ -107,6 +111,37 @@ def axis_top(chart: Chart) -> str:
     """The y axis from zero to a tenth above the largest value: bars and lines start at zero."""
     largest = max(float(value) for line in chart.series for value in line)
     return f"{largest * 1.1 or 1:.3g}"
+
+
+def render_series_html(document: dict[str, Any]) -> str:
+    """The series as one self-contained page (the report page's shell, style and rules)."""
+    return self_contained_page("series.html", "series.js", series_page_data(document))
+
+
+def series_page_data(document: dict[str, Any]) -> dict[str, Any]:
+    """What the page draws: a row per checkpoint, the heatmap's layers and their drifts."""
+    checkpoints = document["checkpoints"]
+    last = checkpoints[-1]["drift"]["layers"]
+    measured = sorted((name for name in last if last[name] is not None), key=lambda n: -last[n])
+    layers = measured[:HTML_LAYERS]
+    return {
+        "verdict": document["verdict"],
+        "first": document["first"],
+        "policy": document["policy"] or "default",
+        "version": __version__,
+        "checkpoints": [_page_row(checkpoint) for checkpoint in checkpoints],
+        "layers": layers,
+        "layer_count": len(last),
+        "cells": [[c["drift"]["layers"].get(name) for c in checkpoints] for name in layers],
+    }
+
+
+def _page_row(checkpoint: dict[str, Any]) -> list[Any]:
+    step, drift = checkpoint["step"], checkpoint["drift"]
+    return [
+        checkpoint["path"], step["relative_change"], drift["relative_change"],
+        step["verdict"], step["readiness"], step["tensors_changed"],
+    ]  # fmt: skip
 
 
 @cache

@@ -13,10 +13,16 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
+from diffai.api import load_gate
+from diffai.comparison import CompareOptions
 from diffai.renderers.html_report import render_html
 from diffai.renderers.markdown import render_markdown
+from diffai.renderers.series import render_series_html
+from diffai.series import audit_series
 from tests.browser import looks, pages
 from tests.browser.cdp import CHROMIUM, Browser
 from tests.model_fixtures import KINDS
@@ -111,3 +117,28 @@ def test_the_report_answers_quickly_at_100000_tensors(browser, model_documents, 
         assert looks.sort_time(browser, "name") < ANSWER_MS, name
         assert looks.filter_time(browser, "experts.5.") < ANSWER_MS, name
         assert browser.console_errors() == []
+
+
+def test_the_audit_page_draws_the_series(browser, tmp_path) -> None:
+    """Twelve checkpoints of a drifting 6-layer model: two lines, a heatmap, a table."""
+    paths = []
+    rng = np.random.default_rng(0)
+    start = [rng.standard_normal((16, 16)).astype(np.float32) for _ in range(6)]
+    for number in range(12):
+        growth = 0.01 * number  # per checkpoint: 1 % on layer 0 ... 6 % on layer 5
+        moved = {f"layers.{i}.weight": w * (1 + growth * (i + 1)) for i, w in enumerate(start)}
+        paths.append(tmp_path / f"epoch_{number}.safetensors")
+        save_file(moved, paths[-1])
+    series = audit_series([str(p) for p in paths], CompareOptions(), load_gate(None))
+    page = tmp_path / "audit.html"
+    page.write_text(render_series_html(series.to_document()))
+    browser.open(page, READY)
+    browser.screenshot(tmp_path / "audit.png")
+    assert browser.requests() == [page.resolve().as_uri()]
+    assert browser.evaluate("document.querySelectorAll('#lines circle').length") == 2 * 11
+    assert browser.evaluate("document.querySelectorAll('#heatmap rect.cell').length") == 6 * 11
+    assert browser.evaluate("document.querySelectorAll('#checkpoints tbody tr').length") == 11
+    top = browser.evaluate("document.querySelector('#heatmap svg text').textContent")
+    assert top == "layers.5"  # moved 6 % a checkpoint: the most drifted first
+    assert browser.evaluate("document.documentElement.scrollWidth <= innerWidth")
+    assert browser.console_errors() == []
