@@ -49,16 +49,18 @@ _JSON_ESCAPES = str.maketrans(
 
 def render_html(document: dict[str, Any]) -> str:
     """The report's page: shell, inline style and script, and the data block."""
-    return self_contained_page("report.html", "report.js", page_data(document))
+    return self_contained_page("diffai report", "report", page_data(document))
 
 
-def self_contained_page(shell: str, script_name: str, data: Any) -> str:
-    """A page of this package: its shell, the shared style, ``page.js`` and the page's own
-    script in one strict function, and ``data`` as the JSON block the script reads."""
+def self_contained_page(title: str, name: str, data: Any) -> str:
+    """A page of this package: ``page.html`` around its ``NAME.html``, the shared style,
+    ``page.js`` and ``NAME.js`` in one strict function, and ``data`` as the JSON block."""
     style = asset("report.css")
-    script = f'"use strict";\n(function () {{\n{asset("page.js")}{asset(script_name)}}})();\n'
+    script = f'"use strict";\n(function () {{\n{asset("page.js")}{asset(name + ".js")}}})();\n'
     return (
-        asset(shell)
+        asset("page.html")
+        .replace("{{title}}", title)
+        .replace("{{main}}", asset(name + ".html"))
         .replace("{{csp}}", _csp(style, script))
         .replace("{{style}}", style)
         .replace("{{script}}", script)

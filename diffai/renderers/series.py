@@ -115,7 +115,7 @@ def axis_top(chart: Chart) -> str:
 
 def render_series_html(document: dict[str, Any]) -> str:
     """The series as one self-contained page (the report page's shell, style and rules)."""
-    return self_contained_page("series.html", "series.js", series_page_data(document))
+    return self_contained_page("diffai audit", "series", series_page_data(document))
 
 
 def series_page_data(document: dict[str, Any]) -> dict[str, Any]:
