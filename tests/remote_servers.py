@@ -74,7 +74,7 @@ class RangeServer:
         with self._lock:
             self.requests += 1
             status = self.statuses.popleft() if self.statuses else None
-            cut = self.cuts.popleft() if self.cuts else None
+            cut = self.cuts.popleft() if self.cuts and status is None else None
         time.sleep(self.latency)
         self.authorizations.append(handler.headers.get("Authorization", ""))
         if status is not None:
@@ -142,6 +142,7 @@ class HubServer(RangeServer):
         resolve = re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
         if api is None and resolve is None:
             return False
+        self.authorizations.append(handler.headers.get("Authorization", ""))
         if self.token is not None and not self._authorized(handler):
             return True
         if api is not None:

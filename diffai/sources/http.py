@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 
 from diffai.errors import RemoteUnavailable
 
@@ -44,7 +45,10 @@ TIMEOUT_SECONDS = 60
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 #: What a dropped or broken connection raises, at the start of a request or mid-body.
-TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+TRANSIENT = (
+    requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.HTTPError,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -86,28 +90,14 @@ class Client:
         self.block = block
         self.depth = depth
         self.received = 0
+        self._probes: dict[str | None, tuple[int, bytes]] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=4 * depth, thread_name_prefix="diffai-range")
 
     def fetch(self, endpoint: Endpoint, start: int, end: int, size: int | None = None) -> bytes:
         """Bytes ``start..end`` exactly; ``size`` (the file's, once known) is checked against
         every answer, so a file replaced while it is read is refused, not mixed."""
-        buffer = bytearray(end - start)
-        attempt, position = 0, start
-        while position < end:
-            try:
-                position = self._fill(endpoint, buffer, start, position, end, size)
-            except _Resume as drop:
-                attempt = 0 if drop.position > position else attempt  # progress resets the count
-                position = drop.position
-                attempt = self._retry_or_raise(
-                    endpoint, attempt, f"the connection dropped ({drop})"
-                )
-            except TRANSIENT as exc:
-                attempt = self._retry_or_raise(endpoint, attempt, f"the connection failed ({exc})")
-            except _Retryable as answer:
-                attempt = self._retry_or_raise(endpoint, attempt, answer.problem, answer.after)
-        return bytes(buffer)
+        return bytes(self._run(_Range(endpoint, start, end, size)).buffer)
 
     def stream(self, endpoint: Endpoint, start: int, end: int, size: int) -> Iterator[bytes]:
         """``start..end`` as blocks in order, ``depth`` requests in flight ahead of the reader."""
@@ -124,37 +114,55 @@ class Client:
             for future in pending:
                 future.cancel()
 
-    def probe(self, endpoint: Endpoint) -> tuple[int, bytes, Endpoint]:
-        """The file's size and first bytes, in one request; the endpoint after redirects."""
-        response, endpoint = self._follow(endpoint, 0, HEAD_BYTES)
-        with response:
-            size = _answered_size(endpoint, response, 0, HEAD_BYTES)
-            head = response.content[:HEAD_BYTES]
-        self._count(len(head))
-        if len(head) != min(size, HEAD_BYTES):
-            raise RemoteUnavailable(endpoint.name, "the server sent fewer bytes than it announced")
-        return size, head, endpoint
+    def probe(self, endpoint: Endpoint, sha256: str | None = None) -> tuple[int, bytes, Endpoint]:
+        """The file's size and first bytes, in one request; the endpoint after redirects.
 
-    def _fill(self, endpoint: Endpoint, buffer: bytearray, start: int, position: int, end: int,
-              size: int | None) -> int:  # fmt: skip
-        """Reads into ``buffer`` from ``position`` to ``end``; a drop raises ``_Resume`` with
-        the position reached, so the next request asks only for what is still missing."""
-        response, _ = self._follow(endpoint, position, end)
-        with response:
-            _answered_size(endpoint, response, position, end, size)
-            view = memoryview(buffer)
+        A file whose store-computed SHA-256 was probed before (the same shard on both
+        sides) is not asked for again: the same hash is the same bytes.
+        """
+        if sha256 in self._probes:
+            size, head = self._probes[sha256]
+            return size, head, endpoint
+        done = self._run(_Range(endpoint, 0, HEAD_BYTES, None))
+        assert done.size is not None  # every answer states it
+        if sha256:
+            self._probes[sha256] = done.size, bytes(done.buffer)
+        return done.size, bytes(done.buffer), done.endpoint
+
+    def _run(self, wanted: _Range) -> _Range:
+        """Requests until the range is complete: a drop resumes at the byte reached, and
+        only tries without progress count towards ``Retry.attempts``."""
+        attempt, reached = 0, wanted.position
+        while wanted.position < wanted.end:
             try:
-                for piece in response.iter_content(1 << 20):
-                    take = min(len(piece), end - position)
-                    view[position - start : position - start + take] = piece[:take]
-                    position += take
-                    self._count(take)
-            except TRANSIENT as exc:
-                if position < end:
-                    raise _Resume(position, exc) from exc
-        if position < end:
-            raise _Resume(position, requests.ConnectionError("the body ended early"))
-        return position
+                self._fill(wanted)
+            except (*TRANSIENT, _Retryable) as exc:
+                if wanted.position > reached:
+                    attempt, reached = 0, wanted.position
+                after = exc.after if isinstance(exc, _Retryable) else None
+                attempt = self._retry_or_raise(wanted.endpoint, attempt, _problem(exc), after)
+        return wanted
+
+    def _fill(self, wanted: _Range) -> None:
+        response, wanted.endpoint = self._follow(wanted.endpoint, wanted.position, wanted.end)
+        with response:
+            wanted.size = _answered_size(
+                wanted.endpoint, response, wanted.position, wanted.end, wanted.size
+            )
+            wanted.end = min(wanted.end, wanted.size)  # a probe asks more than a small file has
+            del wanted.buffer[wanted.end - wanted.start :]
+            while wanted.position < wanted.end:
+                # read1: what has arrived, so a drop loses none of it and the retry resumes
+                # at the very next byte (read(amt) drops a partial read with its error).
+                piece = response.raw.read1(min(1 << 20, wanted.end - wanted.position))
+                if not piece:
+                    break
+                offset = wanted.position - wanted.start
+                wanted.buffer[offset : offset + len(piece)] = piece
+                wanted.position += len(piece)
+                self._count(len(piece))
+        if wanted.position < wanted.end:
+            raise requests.ConnectionError("the body ended early")
 
     def _follow(
         self, endpoint: Endpoint, start: int, end: int
@@ -189,20 +197,40 @@ class Client:
         self.session.close()
 
 
+@dataclass
+class _Range:
+    """A range being fetched: where it has reached, into a buffer of its final size."""
+
+    endpoint: Endpoint
+    start: int
+    end: int
+    size: int | None
+    position: int = -1
+    buffer: bytearray = field(default_factory=bytearray, repr=False)
+
+    def __post_init__(self) -> None:
+        self.position = self.start
+        self.buffer = bytearray(self.end - self.start)
+
+
 class _Retryable(Exception):
     """A 5xx or 429 answer: worth another try after a while."""
 
     def __init__(self, problem: str, after: str | None) -> None:
         super().__init__(problem)
-        self.problem, self.after = problem, after
+        self.after = after
 
 
-class _Resume(requests.ConnectionError):
-    """The connection dropped mid-body at ``position``: the next try starts there."""
-
-    def __init__(self, position: int, cause: Exception) -> None:
-        super().__init__(str(cause))
-        self.position = position
+def _problem(exc: Exception) -> str:
+    """What failed, never the exception's text: requests puts the URL in it, and an S3 or
+    CDN URL carries its signature in the query."""
+    if isinstance(exc, _Retryable):
+        return str(exc)
+    if isinstance(
+        exc, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError)
+    ):
+        return "the connection dropped mid-body"
+    return "the request timed out" if isinstance(exc, requests.Timeout) else "the connection failed"
 
 
 def _pooled_session() -> requests.Session:
@@ -229,6 +257,9 @@ def _redirected(endpoint: Endpoint, url: str, response: requests.Response,
 
 def _check_status(endpoint: Endpoint, response: requests.Response) -> None:
     status = response.status_code
+    if status in (200, 206) and response.headers.get("Content-Encoding", "identity") != "identity":
+        response.close()
+        raise RemoteUnavailable(endpoint.name, "the server compressed a byte range; refused")
     if status in (200, 206):
         return
     response.close()

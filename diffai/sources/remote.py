@@ -32,7 +32,7 @@ class RemoteFile:
         self.name = name
         self.sha256 = sha256
         self._client = client
-        self.size, self._head, self._endpoint = client.probe(endpoint)
+        self.size, self._head, self._endpoint = client.probe(endpoint, sha256)
 
     def read(self, start: int, end: int) -> bytes:
         return b"".join(self.stream(start, end))

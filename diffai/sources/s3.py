@@ -62,7 +62,7 @@ class S3Folder:
         with _mapped(self.name):
             keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
         if not keys:
-            raise RemoteUnavailable(self.name, "no such key, and no objects under it")
+            raise RemoteUnavailable(self.name.rstrip("/"), "no such key, and no objects under it")
         return sorted(key[len(self.prefix) :] for key in keys)
 
     def open(self, name: str) -> RemoteFile:

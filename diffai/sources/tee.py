@@ -11,25 +11,26 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
 
-Piece = TypeVar("Piece")
-#: Pieces kept for the side behind before it is cut loose (a piece is one range block).
-MAX_BEHIND = 4
+import numpy as np
+
+#: Bytes kept for the side behind before it is cut loose: the lockstep reader is at most
+#: one chunk (1 MiB of f32, 4 MiB of c128) and one range block (8 MiB) ahead.
+MAX_BEHIND_BYTES = 32 * 1024 * 1024
 
 
 class Tee:
-    def __init__(self, stream: Callable[[], Iterable[Piece]]) -> None:
+    def __init__(self, stream: Callable[[], Iterable[np.ndarray]]) -> None:
         self._stream = stream
         self._lock = threading.Lock()
-        self._source: Iterator[Piece] | None = None
-        self._kept: dict[int, deque[Piece] | None] = {0: deque(), 1: deque()}
+        self._source: Iterator[np.ndarray] | None = None
+        self._kept: dict[int, deque[np.ndarray] | None] = {0: deque(), 1: deque()}
         self._started = [False, False]
 
-    def side(self, number: int) -> Callable[[], Iterator[Piece]]:
+    def side(self, number: int) -> Callable[[], Iterator[np.ndarray]]:
         return lambda: self._read(number)
 
-    def _read(self, number: int) -> Iterator[Piece]:
+    def _read(self, number: int) -> Iterator[np.ndarray]:
         with self._lock:
             alone = self._started[number] or self._kept[number] is None
             self._started[number] = True
@@ -64,16 +65,17 @@ class Tee:
         kept = self._kept[other]
         if kept is None or piece is _END:
             return
-        if len(kept) >= MAX_BEHIND:
+        assert isinstance(piece, np.ndarray)
+        if sum(kept_piece.nbytes for kept_piece in kept) + piece.nbytes > MAX_BEHIND_BYTES:
             self._kept[other] = None
             return
-        kept.append(piece)  # type: ignore[arg-type]
+        kept.append(piece)
 
 
 _END = object()
 
 
-def _skip(pieces: Iterable[Piece], count: int) -> Iterator[Piece]:
+def _skip(pieces: Iterable[np.ndarray], count: int) -> Iterator[np.ndarray]:
     for index, piece in enumerate(pieces):
         if index >= count:
             yield piece
