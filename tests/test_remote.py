@@ -309,3 +309,21 @@ def test_a_missing_extra_names_what_to_install(
         "diffai: error: hf://org/x@main: reading hf:// needs huggingface_hub; install it with: "
         "pip install 'diffai[hf]'\n"
     )
+
+
+def test_the_action_gates_models_it_reads_by_ranges(
+    server: RangeServer, tmp_path: Path, github_api: Any
+) -> None:
+    """Baseline and candidate as URLs: no file in the workspace, the same verdict and report."""
+    from tests.test_action_runner import make_runner, make_workspace
+
+    workspace = make_workspace(tmp_path)
+    local = [workspace / "examples" / f"{side}.safetensors" for side in ("baseline", "candidate")]
+    urls = _serve(server, *local)
+    action = make_runner(workspace, github_api, tmp_path)
+    step = action.run("push", {}, in_process=True, baseline=urls[0], candidate=urls[1])
+    assert step.code == 0, step.stdout
+    assert step.outputs["verdict"] == "warn"
+    report = json.loads((step.report_dir / "report.json").read_text())
+    assert report["baseline"]["path"] == urls[0]
+    assert server.bytes_sent() == sum(path.stat().st_size for path in local)
