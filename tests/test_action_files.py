@@ -320,7 +320,7 @@ def test_the_docs_show_the_four_workflows_and_the_fork_pair() -> None:
     assert {"workflow_run"} in triggers
 
 
-@pytest.mark.parametrize("index", range(6))
+@pytest.mark.parametrize("index", range(7))
 def test_each_documented_workflow_is_complete_and_uses_real_inputs(index: int) -> None:
     document = documented_workflows()[index]
     [step] = steps_using(document, "OWNER/diffai@")
