@@ -34,6 +34,8 @@ class RangeServer:
         self.cuts: deque[int] = deque()
         self.ignore_range = False
         self.token: str | None = None
+        self.redirects: dict[str, str] = {}  # path -> Location
+        self.replaced: dict[str, bytes] = {}  # path -> what it holds after its first request
         self.sent: dict[str, list[tuple[int, int]]] = defaultdict(list)
         self.authorizations: list[str] = []
         self.requests = 0
@@ -81,9 +83,17 @@ class RangeServer:
             return _answer(handler, status, b"try again")
         if self.token is not None and not self._authorized(handler):
             return None
+        if path in self.redirects:
+            handler.send_response(302)
+            handler.send_header("Location", self.redirects[path])
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return None
         if path not in self.files:
             return _answer(handler, 404, b"no such file")
         self._send_range(handler, path, self.files[path], cut)
+        if path in self.replaced:
+            self.files[path] = self.replaced.pop(path)
         return None
 
     def _authorized(self, handler: BaseHTTPRequestHandler) -> bool:

@@ -144,6 +144,31 @@ def test_a_server_that_ignores_range_is_refused_before_the_body_is_read(
 
 
 @pytest.mark.parametrize(
+    ("serve", "expected"),
+    [
+        pytest.param(lambda s: s.redirects.update({"/x.safetensors": "file:///etc/passwd"}),
+                     "x.safetensors: a redirect to a 'file' URL; refused", id="redirect-to-file"),
+        pytest.param(lambda s: s.redirects.update({"/x.safetensors": "/y.safetensors",
+                                                   "/y.safetensors": "/x.safetensors"}),
+                     "x.safetensors: more than 5 redirects", id="redirect-loop"),
+        pytest.param(lambda s: s.replaced.update({"/x.safetensors": bytes(600_000)}),
+                     "x.safetensors: the file changed size while it was being read",
+                     id="replaced-mid-read"),
+    ],
+)  # fmt: skip
+def test_a_server_that_misleads_is_refused_in_one_line(
+    server: RangeServer, write_safetensors: Callable[..., Path], run_cli: Callable[..., Any],
+    serve: Callable[[RangeServer], None], expected: str,
+) -> None:  # fmt: skip
+    model = write_safetensors("x.safetensors", {"w": np.ones((400, 400), np.float32)})
+    (url,) = _serve(server, model)
+    serve(server)
+    result = run_cli(url, model)  # a remote side and a local one
+    assert result.code == 2
+    assert result.err.strip().endswith(expected), result.err
+
+
+@pytest.mark.parametrize(
     ("flags", "wanted"),
     [
         pytest.param(["--include", "layers.1.*"], {"layers.1.weight"}, id="include"),

@@ -97,7 +97,7 @@ class Client:
     def fetch(self, endpoint: Endpoint, start: int, end: int, size: int | None = None) -> bytes:
         """Bytes ``start..end`` exactly; ``size`` (the file's, once known) is checked against
         every answer, so a file replaced while it is read is refused, not mixed."""
-        return bytes(self._run(_Range(endpoint, start, end, size)).buffer)
+        return self._run(_Range(endpoint, start, end, size)).buffer  # type: ignore[return-value]
 
     def stream(self, endpoint: Endpoint, start: int, end: int, size: int) -> Iterator[bytes]:
         """``start..end`` as blocks in order, ``depth`` requests in flight ahead of the reader."""
