@@ -202,6 +202,25 @@ def test_a_remote_npy_pair_reads_by_ranges(
     assert server.overlaps() == []
 
 
+def test_a_remote_gguf_pair_reads_its_header_and_quantized_blocks_by_ranges(
+    server: RangeServer, tmp_path: Path
+) -> None:
+    """A tokenizer's strings push the header past the first fetch, so it grows as parsed."""
+    pytest.importorskip("gguf")
+    from tests.gguf_files import Q, write_gguf
+
+    vocabulary = {"tokenizer.ggml.tokens": [f"token-{i:06d}" for i in range(40_000)]}
+    paths = []
+    for name, scale in (("a.gguf", 1.0), ("b.gguf", 1.01)):
+        values = (RNG.standard_normal((512, 256)) * scale).astype(np.float32)
+        tensors = {"blk.0.ffn.weight": (values, Q.Q8_0), "blk.0.norm.weight": values[0].copy()}
+        paths.append(write_gguf(tmp_path / name, tensors, vocabulary))
+    remote = _report(*_serve(server, *paths), _fast_settings())
+    assert _without_paths(remote) == _without_paths(_report(*paths))
+    assert server.overlaps() == []
+    assert server.bytes_sent() == sum(path.stat().st_size for path in paths)
+
+
 def test_a_format_that_needs_random_access_says_to_use_a_local_copy(
     server: RangeServer, tmp_path: Path, run_cli: Callable[..., Any]
 ) -> None:
@@ -211,8 +230,8 @@ def test_a_format_that_needs_random_access_says_to_use_a_local_copy(
     result = run_cli(url, url)
     assert result.code == 2
     assert result.err.strip().endswith(
-        "model.onnx: diffai reads only safetensors and .npy files (and folders and indexes of "
-        "safetensors shards) remotely; this one needs a local copy: download it and compare the "
+        "model.onnx: diffai reads only safetensors, GGUF and .npy files (and folders and indexes "
+        "of safetensors shards) remotely; this one needs a local copy: download it and compare the "
         "files"
     )
 

@@ -15,15 +15,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
 from diffai.errors import MalformedModel, UnreadableModel
-from diffai.formats import identify, numpy, safetensors, sharded
+from diffai.formats import gguf, identify, numpy, safetensors, sharded
 from diffai.model import Model, TensorRef
 from diffai.sources import ByteSource, Folder, locate
 from diffai.sources.remote import Settings
 from diffai.sources.tee import Tee
 
 #: The readers that read from byte ranges, by format name.
-READERS = {module.FORMAT: module for module in (safetensors, numpy)}
-REMOTE_FORMATS = "safetensors and .npy files (and folders and indexes of safetensors shards)"
+READERS = {module.FORMAT: module for module in (safetensors, numpy, gguf)}
+REMOTE_FORMATS = (
+    "safetensors, GGUF and .npy files (and folders and indexes of safetensors shards)"
+)
 
 
 @dataclass

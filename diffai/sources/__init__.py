@@ -81,3 +81,36 @@ def whole_elements(pieces: Iterable[bytes], itemsize: int) -> Iterator[bytes]:
             yield piece[:cut] if cut < len(piece) else piece
     if carry:
         yield carry  # a torn element: the reader's length check names it
+
+
+class Prefix:
+    """The start of a byte source as a bytes-like a parser slices (``len`` is the file's size),
+    fetched as far as the parser reads, growing by doubling: for headers whose length is
+    known only once parsed (GGUF's key/values). ``ranges`` then serves tensor data from what
+    was fetched and fetches only the rest, so no byte is asked for twice."""
+
+    def __init__(self, source: ByteSource, first: int = 256 * 1024) -> None:
+        self.source = source
+        self._buffer = bytearray(source.read(0, min(first, source.size)))
+
+    def __len__(self) -> int:
+        return self.source.size
+
+    def __getitem__(self, part: slice) -> memoryview:
+        self._fetch_to(min(self.source.size, part.stop))
+        return memoryview(self._buffer)[part]
+
+    def _fetch_to(self, end: int) -> None:
+        have = len(self._buffer)
+        if end > have:
+            # A new buffer, not grown in place: the parser still holds views of the old one.
+            more = self.source.read(have, min(self.source.size, max(end, 2 * have)))
+            self._buffer = self._buffer + more
+
+    def ranges(self, start: int, end: int) -> Iterator[bytes]:
+        have = len(self._buffer)
+        if start < have:
+            yield bytes(self._buffer[start : min(end, have)])
+            start = have
+        if start < end:
+            yield from self.source.stream(start, end)
