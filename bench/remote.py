@@ -142,7 +142,7 @@ def run_diffai(*argv: str) -> dict[str, float]:
 
 def run_curl(urls: list[str], folder: Path) -> float:
     started = time.perf_counter()
-    argv = ["curl", "-sSf", "--parallel"]
+    argv = ["curl", "-sSf", "--no-progress-meter", "--parallel"]
     for url in urls:
         argv += ["-o", str(folder / url.rsplit("/", 1)[1]), url]
     subprocess.run(argv, check=True)
@@ -176,3 +176,56 @@ def run_suite(total_mib: int = 2048, echo=print) -> dict[str, float]:
     for name, value in figures.items():
         echo(f"{name:>26}: {value:,.3f}" if isinstance(value, float) else f"{name:>26}: {value:,}")
     return figures
+
+
+HEADING = "\n## Remote models\n"
+
+
+def kept_section(page: Path) -> str:
+    """This suite's section of ``docs/performance.md``, which the perf suite's rewrite keeps."""
+    text = page.read_text() if page.exists() else ""
+    return HEADING + text.split(HEADING, 1)[1] if HEADING in text else ""
+
+
+def write_section(page: Path, figures: dict[str, float], command: str) -> None:
+    text = page.read_text()
+    head = text.split(HEADING, 1)[0].rstrip("\n") + "\n"
+    page.write_text(head + section(figures, command))
+
+
+def section(figures: dict[str, float], command: str) -> str:
+    mib = int(figures["pair_mib"])
+    speedup = figures["curl_then_diffai_seconds"] / figures["remote_seconds"]
+    rows = [
+        ("diffai URL URL (ranges)", figures["remote_seconds"], figures["remote_rss"],
+         figures["remote_written"]),
+        ("curl both files, then diffai", figures["curl_then_diffai_seconds"], None,
+         figures["curl_written"]),
+        ("  of which curl", figures["curl_seconds"], None, figures["curl_written"]),
+        ("diffai on local files (warm cache)", figures["local_seconds"], figures["local_rss"], 0),
+    ]  # fmt: skip
+    table = "\n".join(
+        f"| {name} | {seconds:.2f} s | {_mib(rss)} | {_mib(written)} |"
+        for name, seconds, rss, written in rows
+    )
+    return f"""{HEADING}
+A {mib:,} MiB x 2 safetensors pair (f32 tensors of 64 MiB) served over loopback by a
+range server that adds {LATENCY * 1000:.0f} ms to every request (`bench/remote.py`, run by
+`{command}`), one run each:
+
+| command | time | peak RSS | written to disk |
+| --- | --- | --- | --- |
+{table}
+
+- bytes fetched / bytes of the compared tensors: **{figures["fetched_ratio"]:.4f}** (goal
+  at most 1.02); bytes served twice: **{int(figures["bytes_twice"])}**;
+- written to disk by the remote run: **{int(figures["remote_written"])} bytes**
+  (`/proc/self/io` `write_bytes`; curl writes the whole pair);
+- reading by ranges is **{speedup:.2f}x** the time of downloading first and comparing:
+  the statistics run while the next ranges are in flight (4 per stream, 8 MiB each),
+  where the download must finish before the comparison starts.
+"""
+
+
+def _mib(count: float | None) -> str:
+    return "" if count is None else f"{count / (1 << 20):,.0f} MiB"

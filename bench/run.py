@@ -62,7 +62,7 @@ def run_perf(args: argparse.Namespace, command: str) -> None:
     load = f"{load} before the run, {perf_report.load()} after"
     page = perf_report.markdown(run, found, command, load, commit)
     written = DOCS if args.write_docs else run.settings.folder / "performance.md"
-    written.write_text(page)
+    written.write_text(page + remote.kept_section(DOCS))
     print(f"\nwrote {written}")
 
 
@@ -105,7 +105,9 @@ def main() -> None:
     if args.suite in ("all", "onnx"):
         onnx_external.run_suite()
     if args.suite in ("all", "remote"):
-        remote.run_suite(256 if args.quick else args.remote_mib)
+        figures = remote.run_suite(256 if args.quick else args.remote_mib)
+        if args.write_docs:
+            remote.write_section(DOCS, figures, command.strip())
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ multipart one is not even of the content).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
@@ -109,8 +110,6 @@ class Prefix:
 
     def ranges(self, start: int, end: int) -> Iterator[bytes]:
         have = len(self._buffer)
-        if start < have:
-            yield bytes(self._buffer[start : min(end, have)])
-            start = have
-        if start < end:
-            yield from self.source.stream(start, end)
+        kept = [bytes(self._buffer[start : min(end, have)])] if start < have else []
+        start = max(start, have)
+        return itertools.chain(kept, self.source.stream(start, end) if start < end else [])

@@ -100,16 +100,30 @@ class Client:
         return self._run(_Range(endpoint, start, end, size)).buffer  # type: ignore[return-value]
 
     def stream(self, endpoint: Endpoint, start: int, end: int, size: int) -> Iterator[bytes]:
-        """``start..end`` as blocks in order, ``depth`` requests in flight ahead of the reader."""
+        """``start..end`` as blocks in order, ``depth`` requests in flight ahead of the reader.
+
+        The first requests go out now, not at the first ``next``: the comparison asks for
+        both sides' streams before it reads either, so their latencies overlap.
+        """
         bounds = deque(
             (begin, min(begin + self.block, end)) for begin in range(start, end, self.block)
         )
         pending: deque[Future[bytes]] = deque()
+        self._top_up(endpoint, size, bounds, pending)
+        return self._drain(endpoint, size, bounds, pending)
+
+    def _top_up(self, endpoint: Endpoint, size: int, bounds: deque[tuple[int, int]],
+                pending: deque[Future[bytes]]) -> None:  # fmt: skip
+        while bounds and len(pending) < self.depth:
+            pending.append(self._pool.submit(self.fetch, endpoint, *bounds.popleft(), size))
+
+    def _drain(self, endpoint: Endpoint, size: int, bounds: deque[tuple[int, int]],
+               pending: deque[Future[bytes]]) -> Iterator[bytes]:  # fmt: skip
         try:
-            while bounds or pending:
-                while bounds and len(pending) < self.depth:
-                    pending.append(self._pool.submit(self.fetch, endpoint, *bounds.popleft(), size))
-                yield pending.popleft().result()
+            while pending:
+                block = pending.popleft().result()
+                self._top_up(endpoint, size, bounds, pending)
+                yield block
         finally:
             for future in pending:
                 future.cancel()

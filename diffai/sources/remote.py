@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -38,9 +39,9 @@ class RemoteFile:
         return b"".join(self.stream(start, end))
 
     def stream(self, start: int, end: int) -> Iterator[bytes]:
+        """The kept head's part, then ranges whose first requests are already on their way."""
         end = min(end, self.size)
-        if start < len(self._head):
-            yield self._head[start : min(end, len(self._head))]
-            start = len(self._head)
-        if start < end:
-            yield from self._client.stream(self._endpoint, start, end, self.size)
+        kept = [self._head[start : min(end, len(self._head))]] if start < len(self._head) else []
+        start = max(start, len(self._head))
+        rest = self._client.stream(self._endpoint, start, end, self.size) if start < end else []
+        return itertools.chain(kept, rest)
