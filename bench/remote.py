@@ -172,6 +172,7 @@ def run_suite(total_mib: int = 2048, echo=print) -> dict[str, float]:
         "curl_then_diffai_seconds": curl_seconds + after_curl["seconds"],
         "curl_written": 2 * file_bytes,
         "local_seconds": local["seconds"], "local_rss": local["rss"],
+        "load": os.getloadavg()[0],
     }  # fmt: skip
     for name, value in figures.items():
         echo(f"{name:>26}: {value:,.3f}" if isinstance(value, float) else f"{name:>26}: {value:,}")
@@ -221,9 +222,13 @@ range server that adds {LATENCY * 1000:.0f} ms to every request (`bench/remote.p
   at most 1.02); bytes served twice: **{int(figures["bytes_twice"])}**;
 - written to disk by the remote run: **{int(figures["remote_written"])} bytes**
   (`/proc/self/io` `write_bytes`; curl writes the whole pair);
-- reading by ranges is **{speedup:.2f}x** the time of downloading first and comparing:
-  the statistics run while the next ranges are in flight (4 per stream, 8 MiB each),
-  where the download must finish before the comparison starts.
+- downloading first and then comparing takes **{speedup:.2f}x** as long as reading by
+  ranges: the statistics run while the next ranges are in flight (4 per stream, 8 MiB
+  each), where the download must finish before the comparison starts;
+- peak RSS: the remote run's is its own buffers (at most 4 ranges of 8 MiB in flight per
+  stream, a stream per side and worker), whatever the model's size; the local run's counts
+  the pages of the memory-mapped files it touched (page cache, not heap);
+- load average {figures["load"]:.1f} (1 minute, at the end; the machine is shared).
 """
 
 
