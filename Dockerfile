@@ -15,12 +15,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # The statistics kernel (diffai/_kernel.c) is compiled here; the compiler leaves with the
 # source in the same layer, so the image carries neither. The keras extra (h5py, 17 MB
 # installed) reads .keras and Keras .h5 files, and MAT v7.3 files with it; the tensorflow
-# extra (google-crc32c, under 0.1 MB) SavedModels and checkpoints, without TensorFlow.
+# extra (google-crc32c, under 0.1 MB) SavedModels and checkpoints, without TensorFlow. The
+# remote extra (boto3, huggingface_hub) reads s3:// and hf:// models by range requests, so a
+# model bigger than the runner's disk is gated without being downloaded.
 COPY pyproject.toml setup.py README.md /src/
 COPY diffai /src/diffai
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
-    && pip install --no-cache-dir "/src[gguf,keras,tensorflow]" \
+    && pip install --no-cache-dir "/src[gguf,keras,tensorflow,remote]" \
     && apt-get purge -y --auto-remove gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/* /src
 

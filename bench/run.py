@@ -10,7 +10,9 @@
   bare numpy floor, diffai-python 0.5.2 and a torch script, medians of
   interleaved runs, and a table of the issue's goals;
 - ``onnx`` (``onnx_external.py``): a 3 GiB external-data ONNX pair in bounded
-  memory, and ``onnx.load`` on the same files for comparison.
+  memory, and ``onnx.load`` on the same files for comparison;
+- ``remote`` (``remote.py``): a 2 x 2 GiB pair read by HTTP ranges over loopback
+  with 20 ms per request, against ``curl`` downloading it first (``--remote-mib``).
 
 ``--quick`` shrinks the performance suite's pairs to 64 MiB and 128 MiB (and
 its repetitions) for a smoke run of about a minute.
@@ -27,6 +29,7 @@ import onnx_external
 import perf
 import perf_goals
 import perf_report
+import remote
 import transformer
 
 MIB = 1 << 20
@@ -59,18 +62,19 @@ def run_perf(args: argparse.Namespace, command: str) -> None:
     load = f"{load} before the run, {perf_report.load()} after"
     page = perf_report.markdown(run, found, command, load, commit)
     written = DOCS if args.write_docs else run.settings.folder / "performance.md"
-    written.write_text(page)
+    written.write_text(page + remote.kept_section(DOCS))
     print(f"\nwrote {written}")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    suites = ("all", "transformer", "perf", "onnx")
+    suites = ("all", "transformer", "perf", "onnx", "remote")
     add("--suite", choices=suites, default="all", help="default: all")
     add("--out", type=Path, default=make_models.DEFAULT_OUT, help="folder for the models")
     add("--quick", action="store_true", help="perf suite on 64/128 MiB pairs: a smoke run")
     add("--write-docs", action="store_true", help=f"write the perf table to {DOCS}")
+    add("--remote-mib", type=int, default=2048, help="remote suite: MiB per file (2048)")
     add("--repeat", type=int, default=5, help="runs per command, small pairs (default: 5)")
     add("--large-repeat", type=int, default=3, help="runs per command, 4 GiB pair (default: 3)")
     add("--cold-repeat", type=int, default=3, help="cold-cache runs (default: 3)")
@@ -100,6 +104,10 @@ def main() -> None:
         run_perf(args, command.strip())
     if args.suite in ("all", "onnx"):
         onnx_external.run_suite()
+    if args.suite in ("all", "remote"):
+        figures = remote.run_suite(256 if args.quick else args.remote_mib)
+        if args.write_docs:
+            remote.write_section(DOCS, figures, command.strip())
 
 
 if __name__ == "__main__":

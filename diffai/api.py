@@ -8,7 +8,7 @@ from pathlib import Path
 import diffai.policy
 from diffai.comparison import CompareOptions, compare_models
 from diffai.errors import UsageError
-from diffai.formats import open_model
+from diffai.formats import open_models
 from diffai.policy import MetricsFile, Policy, default_policy, policy_metric_files
 from diffai.policy.metrics import require_known_metrics
 from diffai.report import Gate, Report
@@ -48,8 +48,7 @@ def compare(
         epsilon, include, exclude, workers, shard, strip_prefixes, detect_prefixes
     )
     gate = load_gate(policy, metrics_baseline, metrics_candidate)
-    base_model = open_model(baseline, format)
-    cand_model = open_model(candidate, format)
+    base_model, cand_model = open_models(baseline, candidate, format)
     return Report.build(compare_models(base_model, cand_model, options, on_bytes), gate)
 
 

@@ -46,8 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("baseline", help="baseline model: a file or a model folder")
-    parser.add_argument("candidate", help="candidate model: a file or a model folder")
+    parser.add_argument(
+        "baseline",
+        help="baseline model: a file, a model folder, hf://ORG/NAME[@REV][/PATH], "
+        "s3://BUCKET/KEY or an https:// URL (read by ranges, never downloaded)",
+    )
+    parser.add_argument("candidate", help="candidate model: as for the baseline")
     _add_output_options(parser)
     _add_comparison_options(parser)
     _add_analysis_options(parser)

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from diffai.api import compare_options, load_gate
 from diffai.comparison import bytes_to_read, compare_models
-from diffai.formats import open_model
+from diffai.formats import open_models
 from diffai.merge import merge_parts
 from diffai.renderers.analysis_lines import ANALYSIS_KEYS, LINE_KEYS, VERDICT_KEYS
 from diffai.renderers.html_report import render_html
@@ -51,8 +51,7 @@ def run(args: argparse.Namespace, progress_stream: TextIO) -> Report:
         args.epsilon, args.include, args.exclude, args.workers, shard, *_prefix_options(args)
     )
     gate = load_gate(args.policy, args.metrics_baseline, args.metrics_candidate)
-    baseline = open_model(args.baseline, args.format)
-    candidate = open_model(args.candidate, args.format)
+    baseline, candidate = open_models(args.baseline, args.candidate, args.format)
     total = bytes_to_read(baseline, candidate, options)
     with _progress_bar(total, progress_stream, args.progress) as on_bytes:
         return Report.build(compare_models(baseline, candidate, options, on_bytes), gate)

@@ -5,7 +5,8 @@
     ├── UnreadableModel           a model file or folder that cannot be read as a model
     │   ├── MalformedModel        the bytes break the format's rules (bad header, offsets ...)
     │   ├── UnsafePickle          a pickle asks for a global outside the allow-list
-    │   └── MissingExtra          reading it needs an optional package (torch, scipy, h5py)
+    │   ├── MissingExtra          reading it needs an optional package (torch, scipy, h5py)
+    │   └── RemoteUnavailable     a remote store refused or failed to serve it (after any retries)
     ├── PolicyError               a policy or metrics file is missing, unreadable or invalid
     ├── ReportError               the report could not be written
     └── GitHubError               a GitHub (or GitLab) API call failed for good (after any retries)
@@ -59,6 +60,12 @@ class MissingExtra(UnreadableModel):
     def __init__(self, path: str | Path, what: str, extra: str) -> None:
         self.extra = extra
         super().__init__(path, f"{what}; install it with: pip install 'diffai[{extra}]'")
+
+
+class RemoteUnavailable(UnreadableModel):
+    """An ``hf://``, ``s3://`` or ``https://`` model could not be read: refused (401/403/404,
+    saying which credential is missing), failed for good after retries, or served wrongly
+    (a server that ignores ``Range``). ``path`` is the name the user gave, never a signed URL."""
 
 
 class PolicyError(DiffaiError):

@@ -130,6 +130,9 @@ class Model:
     tensors: dict[str, TensorRef] = field(default_factory=dict)
     scalars: dict[str, Scalar] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Where a remote model's bytes came from (``formats.remote``): its files, their store
+    #: SHA-256, and the files proven identical on both sides, so read once; None when local.
+    source: dict[str, Any] | None = None
 
     @property
     def parameters(self) -> int:

@@ -138,6 +138,7 @@ def _artifact(model: Model) -> dict[str, Any]:
         "tensors": len(model.tensors),
         "parameters": model.parameters,
         "metadata": _finite(model.metadata),
+        **({"source": model.source} if model.source else {}),
     }
 
 

@@ -144,8 +144,9 @@ def test_the_image_is_slim_python_without_torch() -> None:
     assert "apt-get purge -y --auto-remove gcc" in runs  # the kernel's compiler stays out
     assert "torch" not in runs  # torch stays optional
     # the extras the image carries: gguf's dequantizers (1.4 MB), h5py for .keras/.h5 (and so
-    # MAT v7.3 too), google-crc32c for TensorFlow checkpoints, nothing more
-    assert re.findall(r"/src\[([^\]]*)\]", runs) == ["gguf,keras,tensorflow"]
+    # MAT v7.3 too), google-crc32c for TensorFlow checkpoints, boto3 and huggingface_hub for
+    # s3:// and hf:// models read by ranges, nothing more
+    assert re.findall(r"/src\[([^\]]*)\]", runs) == ["gguf,keras,tensorflow,remote"]
     assert "USER" not in dict(dockerfile())  # the runner's mounts need the default user
 
 
@@ -319,7 +320,7 @@ def test_the_docs_show_the_four_workflows_and_the_fork_pair() -> None:
     assert {"workflow_run"} in triggers
 
 
-@pytest.mark.parametrize("index", range(6))
+@pytest.mark.parametrize("index", range(7))
 def test_each_documented_workflow_is_complete_and_uses_real_inputs(index: int) -> None:
     document = documented_workflows()[index]
     [step] = steps_using(document, "OWNER/diffai@")

@@ -43,7 +43,7 @@ def run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_docs_hold_the_workflows_this_checks(documented: Path) -> None:
-    assert len(list((documented / ".github/workflows").glob("*.yml"))) == 6
+    assert len(list((documented / ".github/workflows").glob("*.yml"))) == 7
 
 
 @pytest.mark.parametrize("where", ["project", "documented"])

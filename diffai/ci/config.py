@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from diffai.errors import UsageError
+from diffai.sources import is_remote
 
 COMMENT_POLICIES = ("always", "on-change", "on-failure", "never")
 FAIL_ON = ("error", "warning", "never")
@@ -139,6 +140,11 @@ class Config:
     def resolve(self, path: str) -> Path:
         """A path as the user wrote it, relative to the checkout (``/github/workspace``)."""
         return self.github_workspace / path
+
+    def resolve_model(self, path: str) -> str | Path:
+        """A model: a path in the checkout, or an ``hf://``/``s3://``/``https://`` URL as it is
+        (read where it lives, never onto the runner's disk)."""
+        return path if is_remote(path) else self.resolve(path)
 
 
 def read_inputs(environ: Mapping[str, str]) -> dict[str, str | None]:
@@ -268,7 +274,7 @@ def _missing_files(config: Config, *names: str) -> list[str]:
     problems = []
     for name in names:
         path = getattr(config, name)
-        if path and not config.resolve(path).exists():
+        if path and not is_remote(path) and not config.resolve(path).exists():
             where = config.github_workspace
             problems.append(
                 f"{input_name(name)}: {path!r} does not exist in the workspace ({where})"

@@ -144,8 +144,8 @@ def measure(config: Config) -> Report:
         )
     named_baseline, named_candidate = policy_metric_files(policy)
     report = compare(
-        config.resolve(config.baseline),
-        config.resolve(config.candidate),
+        config.resolve_model(config.baseline),
+        config.resolve_model(config.candidate),
         policy=policy,
         metrics_baseline=_resolved(config, config.metrics_baseline or named_baseline),
         metrics_candidate=_resolved(config, config.metrics_candidate or named_candidate),

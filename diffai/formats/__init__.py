@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from diffai.errors import UnreadableModel, UsageError
 from diffai.formats import (
@@ -29,6 +29,10 @@ from diffai.formats import (
 from diffai.formats.limits import check_model
 from diffai.formats.pytorch import torchscript
 from diffai.model import Model
+from diffai.sources import is_remote
+
+if TYPE_CHECKING:
+    from diffai.sources.remote import Settings
 
 
 class Reader(Protocol):
@@ -57,14 +61,38 @@ READERS: dict[str, Reader] = {
 def open_model(path: str | Path, format: str | None = None) -> Model:
     """Open a model artifact (file or folder) with the reader its content calls for.
 
-    Whatever the reader, the model must then pass ``check_model``.
+    Whatever the reader, the model must then pass ``check_model``. ``hf://``, ``s3://``
+    and ``http(s)://`` paths are read where they live (``formats.remote``).
     """
+    if is_remote(path):
+        from diffai.formats import remote
+        from diffai.sources.remote import Settings
+
+        model = remote.open_remote(str(path), format, Settings.from_environ()).model
+        check_model(str(path), model)
+        return model
     path = Path(path)
     _check_kind(path)
     reader = choose_reader(path, format)
     model = reader.read(path)
     check_model(path, model)
     return model
+
+
+def open_models(baseline: str | Path, candidate: str | Path, format: str | None = None,
+                settings: Settings | None = None) -> tuple[Model, Model]:  # fmt: skip
+    """Both sides of a comparison; when either is remote, files the store proves identical
+    on both sides are read once (``formats.remote.open_pair``)."""
+    if not (is_remote(baseline) or is_remote(candidate)):
+        return open_model(baseline, format), open_model(candidate, format)
+    from diffai.formats import remote
+    from diffai.sources.remote import Settings
+
+    settings = settings or Settings.from_environ()
+    pair = remote.open_pair(str(baseline), str(candidate), format, settings)
+    for text, model in zip((baseline, candidate), pair, strict=True):
+        check_model(text, model)
+    return pair
 
 
 def _check_kind(path: Path) -> None:

@@ -71,11 +71,11 @@ def probe(path: Path) -> Probe:
     except OSError as exc:
         raise UnreadableModel(path, f"cannot read: {exc.strerror or exc}") from exc
     if size < LFS_MAX_BYTES and head.startswith(LFS_FIRST_LINE):
-        raise UnreadableModel(path, _lfs_problem(head))
+        raise UnreadableModel(path, lfs_problem(head))
     return Probe(path, head, size)
 
 
-def _lfs_problem(pointer: bytes) -> str:
+def lfs_problem(pointer: bytes) -> str:
     stated = LFS_SIZE_LINE.search(pointer)
     real_file = f"the real file ({_size_text(int(stated.group(1)))})" if stated else "the real file"
     return (

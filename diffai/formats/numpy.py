@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
 from tokenize import TokenError
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from diffai.formats.zipmembers import MEMBER_ERRORS, OPEN_ERRORS, ZipMembers
 from diffai.formats.zipstream import member_pieces, spilled
 from diffai.model import CHUNK_ELEMENTS, Model, TensorRef
 from diffai.text import one_line
+
+if TYPE_CHECKING:
+    from diffai.sources import ByteSource
 
 FORMAT = "numpy"
 EXTENSIONS = (".npy", ".npz")
@@ -97,6 +100,34 @@ def _read_npy(path: Path) -> dict[str, TensorRef]:
     dtype = _checked_dtype(path, "the array", header, path.stat().st_size - header.offset)
     data = map_bytes(path)
     return {ROOT_NAME: _tensor_ref(ROOT_NAME, header, dtype, lambda: data)}
+
+
+def read_source(source: ByteSource) -> Model:
+    """A remote ``.npy``, its data streamed by ranges; an npz needs its zip directory and
+    random access into members, so it is read from a local copy."""
+    head = source.read(0, min(source.size, MAX_HEADER_BYTES + 16))
+    if not head.startswith(NPY_MAGIC):
+        raise UnreadableModel(source.name, "an .npz archive is read only from a local copy")
+    header = _parse_header(source.name, "the array", io.BytesIO(head))
+    dtype = _checked_dtype(source.name, "the array", header, source.size - header.offset)
+    if header.fortran and len(header.shape) > 1:
+        raise UnreadableModel(
+            source.name, "an array in Fortran order is read only from a local copy (its values "
+            "are not in the C order the statistics stream)",
+        )  # fmt: skip
+    tensors = {ROOT_NAME: _ranged_ref(header, dtype, source)}
+    return Model(path=source.name, format=FORMAT, size_bytes=source.size, tensors=tensors)
+
+
+def _ranged_ref(header: _Header, dtype: str, source: ByteSource) -> TensorRef:
+    from diffai.sources import whole_elements
+
+    def stream() -> Iterator[np.ndarray]:
+        pieces = source.stream(header.offset, header.offset + header.data_bytes)
+        return (np.frombuffer(piece, header.dtype)
+                for piece in whole_elements(pieces, header.dtype.itemsize))  # fmt: skip
+
+    return TensorRef(name=ROOT_NAME, shape=header.shape, dtype=dtype, stream=stream)
 
 
 def _read_npz(path: Path) -> dict[str, TensorRef]:
@@ -164,7 +195,7 @@ def _member_header(path: Path, members: ZipMembers, member: str, label: str) -> 
         raise MalformedModel(path, f"cannot read {label}: {one_line(exc)}") from exc
 
 
-def _parse_header(path: Path, label: str, stream: IO[bytes]) -> _Header:
+def _parse_header(path: str | Path, label: str, stream: IO[bytes]) -> _Header:
     try:
         version = np.lib.format.read_magic(stream)
         read_header = HEADER_READERS.get(version)
@@ -180,7 +211,7 @@ def _parse_header(path: Path, label: str, stream: IO[bytes]) -> _Header:
 
 
 def _bounded_header(
-    path: Path, label: str, stream: IO[bytes], version: tuple[int, int]
+    path: str | Path, label: str, stream: IO[bytes], version: tuple[int, int]
 ) -> IO[bytes]:
     """The length field and the header, read only once the length is known to be sane.
 
@@ -201,7 +232,7 @@ def _bounded_header(
     return io.BytesIO(raw_length + stream.read(length))
 
 
-def _checked_dtype(path: Path, label: str, header: _Header, available: int) -> str:
+def _checked_dtype(path: str | Path, label: str, header: _Header, available: int) -> str:
     """The canonical dtype, once the data is known to be exactly the promised bytes.
 
     Short data cannot be read, and extra bytes would be data nobody sees.
@@ -215,7 +246,7 @@ def _checked_dtype(path: Path, label: str, header: _Header, available: int) -> s
     return dtype
 
 
-def _canonical_dtype(path: Path, label: str, dtype: np.dtype) -> str:
+def _canonical_dtype(path: str | Path, label: str, dtype: np.dtype) -> str:
     name = canonical_name(dtype)
     if name is not None:
         return name

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 import re
 import struct
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from diffai.formats.mapped import map_bytes
 from diffai.formats.strictjson import DuplicateKey, InvalidJson, loads_strict
 from diffai.model import Model, TensorRef
 from diffai.text import one_line
+
+if TYPE_CHECKING:
+    from diffai.sources import ByteSource
 
 FORMAT = "safetensors"
 EXTENSIONS = (".safetensors",)
@@ -49,41 +53,57 @@ def matches(path: Path, head: bytes) -> bool:
 
 def read(path: Path) -> Model:
     file_size = path.stat().st_size
-    header_len, header = _read_header(path, file_size)
+    with path.open("rb") as handle:
+        read_on = lambda start, end: handle.read(end - start)  # noqa: E731 (read in order)
+        header_len, header = _read_header(path, file_size, read_on)
     data_start = 8 + header_len
     entries = _tensor_entries(path, header)
     _check_layout(path, entries, file_size - data_start)
     data = _map_data(path, data_start, file_size - data_start)
     tensors = {name: _tensor_ref(name, entry, data) for name, entry in entries.items()}
-    return Model(
-        path=str(path),
-        format=FORMAT,
-        size_bytes=file_size,
-        tensors=tensors,
-        metadata=header.get("__metadata__") or {},
-    )
+    return _model(path, file_size, header, tensors)
 
 
-def _read_header(path: Path, file_size: int) -> tuple[int, dict[str, Any]]:
+def read_source(source: ByteSource) -> Model:
+    """The same strict parse over a byte source (``diffai.sources``: a remote file), each
+    tensor streaming exactly its own range, so ``--include`` and ``--shard`` fetch no more."""
+    header_len, header = _read_header(source.name, source.size, source.read)
+    data_start = 8 + header_len
+    entries = _tensor_entries(source.name, header)
+    _check_layout(source.name, entries, source.size - data_start)
+    tensors = {name: _streamed_ref(name, e, source, data_start) for name, e in entries.items()}
+    return _model(source.name, source.size, header, tensors)
+
+
+def _model(path: str | Path, size: int, header: dict[str, Any],
+           tensors: dict[str, TensorRef]) -> Model:  # fmt: skip
+    metadata = header.get("__metadata__") or {}
+    return Model(path=str(path), format=FORMAT, size_bytes=size, tensors=tensors, metadata=metadata)
+
+
+#: Bytes ``start..end``; the header is read in order, so a local file handle just reads on.
+ReadAt = Callable[[int, int], bytes]
+
+
+def _read_header(path: str | Path, file_size: int, read_at: ReadAt) -> tuple[int, dict[str, Any]]:
     if file_size < 8:
         raise MalformedModel(path, f"safetensors file is {file_size} bytes, too short for a header")
-    with path.open("rb") as handle:
-        (header_len,) = struct.unpack("<Q", handle.read(8))
-        if header_len > MAX_HEADER_BYTES:
-            raise MalformedModel(
-                path, f"safetensors header claims {header_len} bytes, over the 100 MB limit"
-            )
-        if 8 + header_len > file_size:
-            raise MalformedModel(
-                path, f"safetensors header claims {header_len} bytes but the file has {file_size}"
-            )
-        raw = handle.read(header_len)
+    (header_len,) = struct.unpack("<Q", read_at(0, 8))
+    if header_len > MAX_HEADER_BYTES:
+        raise MalformedModel(
+            path, f"safetensors header claims {header_len} bytes, over the 100 MB limit"
+        )
+    if 8 + header_len > file_size:
+        raise MalformedModel(
+            path, f"safetensors header claims {header_len} bytes but the file has {file_size}"
+        )
+    raw = read_at(8, 8 + header_len)
     # Every entry names its data_offsets: counted in the bytes, before JSON builds a dict each.
     check_tensor_count(path, "safetensors header lists", raw.count(b'"data_offsets"'))
     return header_len, _parse_header_json(path, raw)
 
 
-def _parse_header_json(path: Path, raw: bytes) -> dict[str, Any]:
+def _parse_header_json(path: str | Path, raw: bytes) -> dict[str, Any]:
     try:
         header = loads_strict(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -99,14 +119,14 @@ def _parse_header_json(path: Path, raw: bytes) -> dict[str, Any]:
     return header
 
 
-def _check_metadata(path: Path, metadata: Any) -> None:
+def _check_metadata(path: str | Path, metadata: Any) -> None:
     if metadata is None:
         return
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise MalformedModel(path, "safetensors __metadata__ must map strings to strings")
 
 
-def _tensor_entries(path: Path, header: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _tensor_entries(path: str | Path, header: dict[str, Any]) -> dict[str, dict[str, Any]]:
     entries = {}
     for name, entry in header.items():
         if name == "__metadata__":
@@ -117,7 +137,7 @@ def _tensor_entries(path: Path, header: dict[str, Any]) -> dict[str, dict[str, A
     return entries
 
 
-def _check_name(path: Path, name: str) -> None:
+def _check_name(path: str | Path, name: str) -> None:
     bad = CONTROL_CHARACTER.search(name)  # a regex: a loop of ord() took 0.1 s per 10,000 names
     if bad:
         raise MalformedModel(
@@ -125,7 +145,7 @@ def _check_name(path: Path, name: str) -> None:
         )
 
 
-def _check_entry(path: Path, name: str, entry: Any) -> None:
+def _check_entry(path: str | Path, name: str, entry: Any) -> None:
     if not isinstance(entry, dict) or set(entry) != ENTRY_KEYS:
         keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
         raise MalformedModel(
@@ -156,7 +176,7 @@ def _is_int_list(value: Any) -> bool:
     )
 
 
-def _check_layout(path: Path, entries: dict[str, dict[str, Any]], data_len: int) -> None:
+def _check_layout(path: str | Path, entries: dict[str, dict[str, Any]], data_len: int) -> None:
     """The tensors must tile the data region exactly: no overlap, no gap, nothing after."""
     position, previous = 0, None
     for name, entry in sorted(entries.items(), key=lambda item: tuple(item[1]["data_offsets"])):
@@ -194,3 +214,19 @@ def _tensor_ref(name: str, entry: dict[str, Any], data: np.ndarray) -> TensorRef
         return data[begin:end].view(numpy_dtype(dtype)).reshape(shape)
 
     return TensorRef(name=name, shape=shape, dtype=dtype, load=load)
+
+
+def _streamed_ref(
+    name: str, entry: dict[str, Any], source: ByteSource, data_start: int
+) -> TensorRef:
+    from diffai.sources import whole_elements
+
+    dtype = DTYPES[entry["dtype"]]
+    begin, end = entry["data_offsets"]
+    values = numpy_dtype(dtype)
+
+    def stream() -> Iterator[np.ndarray]:
+        pieces = source.stream(data_start + begin, data_start + end)
+        return (np.frombuffer(piece, values) for piece in whole_elements(pieces, values.itemsize))
+
+    return TensorRef(name=name, shape=tuple(entry["shape"]), dtype=dtype, stream=stream)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import stat
 from dataclasses import dataclass
-from pathlib import Path, PureWindowsPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from diffai.errors import MalformedModel, UnreadableModel
@@ -39,7 +39,7 @@ MAX_INDEX_BYTES = 100 * 1024 * 1024
 
 
 @dataclass(frozen=True)
-class _Shard:
+class Shard:
     """One opened shard and the tensors the model takes from it."""
 
     name: str
@@ -67,31 +67,32 @@ def read(path: Path) -> Model:
     if index is not None:
         return _read_index(path, index)
     shards = [_whole_shard(file) for file in _unindexed_files(path)]
-    return _combine(path, shards, {"index": None})
+    return combine(path, shards, {"index": None})
 
 
-def _whole_shard(file: Path) -> _Shard:
+def _whole_shard(file: Path) -> Shard:
     model = _open_weight_file(file)
-    return _Shard(name=file.name, model=model, tensors=model.tensors)
+    return Shard(name=file.name, model=model, tensors=model.tensors)
 
 
 def _unindexed_files(folder: Path) -> list[Path]:
+    files = [file.name for file in folder.iterdir() if file.is_file()]
+    return [folder / name for name in pick_unindexed(folder, files)]
+
+
+def pick_unindexed(folder: str | Path, files: list[str]) -> list[str]:
     """The weight files an index-less folder stands for: a model file, a single file, or shards."""
     for name in MODEL_NAMES:
-        if (folder / name).is_file():
-            return [folder / name]
-    found = sorted(
-        file
-        for file in folder.iterdir()
-        if file.is_file() and file.suffix.lower() in WEIGHT_SUFFIXES
-    )
-    if len(found) == 1 or (found and all(file.suffix.lower() == SHARD_SUFFIX for file in found)):
+        if name in files:
+            return [name]
+    found = sorted(name for name in files if PurePosixPath(name).suffix.lower() in WEIGHT_SUFFIXES)
+    if len(found) == 1 or (found and all(name.lower().endswith(SHARD_SUFFIX) for name in found)):
         return found
     raise _ambiguous(folder, found)
 
 
-def _ambiguous(folder: Path, found: list[Path]) -> UnreadableModel:
-    seen = ", ".join(file.name for file in found) if found else "no weight file"
+def _ambiguous(folder: str | Path, found: list[str]) -> UnreadableModel:
+    seen = ", ".join(found) if found else "no weight file"
     suffixes = ", ".join("*" + suffix for suffix in WEIGHT_SUFFIXES)
     return UnreadableModel(
         folder,
@@ -102,14 +103,14 @@ def _ambiguous(folder: Path, found: list[Path]) -> UnreadableModel:
 
 def _read_index(path: Path, index: Path) -> Model:
     weight_map, index_metadata = _parse_index(index)
-    by_shard = sorted(_tensors_by_shard(weight_map).items())
+    by_shard = sorted(tensors_by_shard(weight_map).items())
     # Every shard path is checked before any shard is opened.
     paths = {name: _shard_path(index, name, wanted[0]) for name, wanted in by_shard}
     shards = [_indexed_shard(index, name, paths[name], wanted) for name, wanted in by_shard]
-    return _combine(path, shards, {**index_metadata, "index": index.name})
+    return combine(path, shards, {**index_metadata, "index": index.name})
 
 
-def _tensors_by_shard(weight_map: dict[str, str]) -> dict[str, list[str]]:
+def tensors_by_shard(weight_map: dict[str, str]) -> dict[str, list[str]]:
     by_shard: dict[str, list[str]] = {}
     for tensor, shard in weight_map.items():
         by_shard.setdefault(shard, []).append(tensor)
@@ -121,8 +122,12 @@ def _parse_index(index: Path) -> tuple[dict[str, str], dict[str, Any]]:
     size = index.stat().st_size
     if size > MAX_INDEX_BYTES:
         raise MalformedModel(index, f"index is {size} bytes, over the 100 MB limit")
+    return parse_index_bytes(index, index.read_bytes())
+
+
+def parse_index_bytes(index: str | Path, raw: bytes) -> tuple[dict[str, str], dict[str, Any]]:
     try:
-        document = loads_strict(index.read_bytes())
+        document = loads_strict(raw)
     except (UnicodeDecodeError, InvalidJson) as exc:
         raise MalformedModel(index, f"index is not valid JSON: {one_line(exc)}") from exc
     except DuplicateKey as exc:
@@ -131,7 +136,7 @@ def _parse_index(index: Path) -> tuple[dict[str, str], dict[str, Any]]:
     return _weight_map(index, document), _index_metadata(index, document)
 
 
-def _weight_map(index: Path, document: Any) -> dict[str, str]:
+def _weight_map(index: str | Path, document: Any) -> dict[str, str]:
     weight_map = document.get("weight_map") if isinstance(document, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise MalformedModel(index, "index has no weight_map object mapping tensor names to shards")
@@ -144,16 +149,20 @@ def _weight_map(index: Path, document: Any) -> dict[str, str]:
     return weight_map
 
 
-def _index_metadata(index: Path, document: dict[str, Any]) -> dict[str, Any]:
+def _index_metadata(index: str | Path, document: dict[str, Any]) -> dict[str, Any]:
     metadata = document.get("metadata", {})
     if not isinstance(metadata, dict):
         raise MalformedModel(index, "index metadata is not a JSON object")
     return metadata
 
 
-def _indexed_shard(index: Path, shard_name: str, shard_path: Path, wanted: list[str]) -> _Shard:
-    """The shard's tensors, which must be exactly those the weight_map assigns to it."""
+def _indexed_shard(index: Path, shard_name: str, shard_path: Path, wanted: list[str]) -> Shard:
     model = _open_weight_file(shard_path)
+    return check_shard(index, shard_name, model, wanted)
+
+
+def check_shard(index: str | Path, shard_name: str, model: Model, wanted: list[str]) -> Shard:
+    """The shard's tensors, which must be exactly those the weight_map assigns to it."""
     missing = [tensor for tensor in wanted if tensor not in model.tensors]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -170,21 +179,25 @@ def _indexed_shard(index: Path, shard_name: str, shard_path: Path, wanted: list[
             index,
             f"shard {shard_name!r} holds tensor {unlisted[0]!r} that the weight_map does not list",
         )
-    return _Shard(name=shard_name, model=model, tensors=model.tensors)
+    return Shard(name=shard_name, model=model, tensors=model.tensors)
 
 
 def _shard_path(index: Path, shard_name: str, tensor: str) -> Path:
+    check_shard_name(index, shard_name, tensor)
+    shard_path = index.parent / shard_name
+    problem = _not_a_file(shard_path)
+    if problem:
+        raise UnreadableModel(index, f"shard {shard_name!r} (for tensor {tensor!r}) {problem}")
+    return shard_path
+
+
+def check_shard_name(index: str | Path, shard_name: str, tensor: str) -> None:
     # PureWindowsPath sees both separators, drives and roots, so "C:x" and "\\x" escape too.
     parsed = PureWindowsPath(shard_name)
     if parsed.drive or parsed.root or ".." in parsed.parts:
         raise UnreadableModel(
             index, f"shard {shard_name!r} (for tensor {tensor!r}) points outside the index's folder"
         )
-    shard_path = index.parent / shard_name
-    problem = _not_a_file(shard_path)
-    if problem:
-        raise UnreadableModel(index, f"shard {shard_name!r} (for tensor {tensor!r}) {problem}")
-    return shard_path
 
 
 def _not_a_file(path: Path) -> str:
@@ -208,7 +221,7 @@ def _open_weight_file(path: Path) -> Model:
     return reader.read(path)
 
 
-def _combine(path: Path, shards: list[_Shard], metadata: dict[str, Any]) -> Model:
+def combine(path: str | Path, shards: list[Shard], metadata: dict[str, Any]) -> Model:
     """One model from its shards; shard metadata first, so the index's own keys win."""
     merged_metadata: dict[str, Any] = {}
     scalars: dict[str, Scalar] = {}
@@ -226,7 +239,7 @@ def _combine(path: Path, shards: list[_Shard], metadata: dict[str, Any]) -> Mode
     )
 
 
-def _merge_tensors(path: Path, shards: list[_Shard]) -> dict[str, TensorRef]:
+def _merge_tensors(path: str | Path, shards: list[Shard]) -> dict[str, TensorRef]:
     tensors: dict[str, TensorRef] = {}
     owners: dict[str, str] = {}
     for shard in shards:
@@ -239,7 +252,7 @@ def _merge_tensors(path: Path, shards: list[_Shard]) -> dict[str, TensorRef]:
     return tensors
 
 
-def _format_name(shards: list[_Shard]) -> str:
+def _format_name(shards: list[Shard]) -> str:
     """E.g. ``safetensors (3 shards)``: short, and still says what was read."""
     formats = "+".join(dict.fromkeys(shard.model.format for shard in shards))
     count = len(shards)

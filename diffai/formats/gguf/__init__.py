@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,6 +36,9 @@ from diffai.formats.gguf.types import GgmlType
 from diffai.formats.mapped import map_bytes
 from diffai.model import CHUNK_ELEMENTS, Model, TensorRef
 from diffai.text import one_line
+
+if TYPE_CHECKING:
+    from diffai.sources import ByteSource, Prefix
 
 FORMAT = "gguf"
 EXTENSIONS = (".gguf",)
@@ -64,6 +68,45 @@ def read_one(path: Path) -> Model:
         scalars=header.scalars,
         metadata=_metadata(header),
     )
+
+
+def read_source(source: ByteSource) -> Model:
+    """A remote GGUF file: its header parsed from a growing prefix, each tensor streamed from
+    its own range (a split series is read only locally: its files are found by name)."""
+    from diffai.sources import Prefix
+
+    prefix = Prefix(source)
+    try:
+        header = parse_header(prefix)  # type: ignore[arg-type]  (slices like a memoryview)
+    except GgufError as exc:
+        raise MalformedModel(source.name, str(exc)) from None
+    _check_dequantizable(source.name, header)
+    if int(header.scalars.get(splits.COUNT_KEY, 1) or 1) > 1:  # type: ignore[call-overload]
+        raise UnreadableModel(source.name, "a split GGUF series is read only from a local copy")
+    tensors = {info.name: _ranged_ref(info, prefix) for info in header.tensors}
+    return Model(path=source.name, format=FORMAT, size_bytes=source.size, tensors=tensors,
+                 scalars=header.scalars, metadata=_metadata(header))  # fmt: skip
+
+
+def _ranged_ref(info: TensorInfo, prefix: Prefix) -> TensorRef:
+    from diffai.sources import whole_elements
+
+    ggml = info.ggml
+    unit = numpy_dtype(ggml.plain).itemsize if ggml.plain is not None else ggml.size
+
+    def pieces() -> Iterator[np.ndarray]:
+        raw = whole_elements(prefix.ranges(info.offset, info.offset + info.nbytes), unit)
+        return (np.frombuffer(piece, np.uint8) for piece in raw)
+
+    if ggml.plain is not None:
+        dtype = numpy_dtype(ggml.plain)
+        stream = lambda: (piece.view(dtype) for piece in pieces())  # noqa: E731
+        return TensorRef(name=info.name, shape=info.shape, dtype=ggml.plain, stream=stream)
+    return TensorRef(
+        name=info.name, shape=info.shape, dtype=ggml.values,
+        stream=lambda: (values for piece in pieces() for values in _dequantized(piece, ggml)),
+        stored_as=ggml.name, stored_size=info.nbytes,
+    )  # fmt: skip
 
 
 def _map(path: Path) -> np.ndarray:
@@ -114,7 +157,7 @@ def _quant_type(ggml: GgmlType) -> object:
     return GGMLQuantizationType[ggml.name.upper()]
 
 
-def _check_dequantizable(path: Path, header: Header) -> None:
+def _check_dequantizable(path: str | Path, header: Header) -> None:
     """Refused now, in one line, rather than halfway through the statistics."""
     needed = {info.ggml: info.name for info in header.tensors if info.ggml.plain is None}
     if not needed:
