@@ -214,3 +214,23 @@ def test_markdown_and_html_show_the_rename(
     assert f"| {code('fc.weight')} → {code('head.weight')} | renamed (exact) |" in markdown
     assert "1 renamed" in markdown
     assert "fc.weight → head.weight" in (tmp_path / "r.html").read_text()
+
+
+@pytest.mark.parametrize("dtype", ["f64", "f32", "f16", "bf16", "i8", "bool", "c64", "c128"])
+def test_the_fingerprint_ignores_order_chunking_and_byte_order(dtype: str) -> None:
+    from diffai.dtypes import numpy_dtype
+    from diffai.model import TensorRef
+    from diffai.pairing.fingerprint import Fingerprinter
+
+    values = (np.random.default_rng(6).standard_normal((40, 30)) * 4).astype(numpy_dtype(dtype))
+
+    def hashed(array: np.ndarray, chunk: int = 1 << 18) -> int:
+        ref = TensorRef("t", array.shape, dtype, load=lambda: array)
+        printer = Fingerprinter(ref)
+        for piece in ref.chunks(chunk):
+            printer(piece)
+        return printer.result().hash
+
+    swapped = values.astype(values.dtype.newbyteorder(">")) if values.dtype.itemsize > 1 else values
+    assert hashed(values) == hashed(values.T) == hashed(values, 70) == hashed(swapped)
+    assert hashed(values) != hashed(np.zeros_like(values))

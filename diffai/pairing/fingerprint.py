@@ -4,14 +4,17 @@ Two things, both taken from the chunks ``stats.measure_tensor`` already streams,
 tensor is read again to be fingerprinted:
 
 - ``hash``: Σ mix(bits(xᵢ)) mod 2⁶⁴ over the elements' raw bit patterns, with ``mix`` a
-  multiply-xorshift finaliser (splitmix64's). A sum does not depend on element order, so
-  a matrix and its transpose hash alike (an ONNX export stores ``fc.weight`` as
-  ``onnx::MatMul_9``, transposed): one hash join finds exact and transposed renames, and
-  the chunk boundaries never matter. It is deliberately not collision resistant (a
-  permutation of the values collides by construction, and a hostile file can collide
-  any fingerprint it can see): a hash match only nominates a pair, which is then
-  confirmed element-wise (``renames``). A cryptographic byte hash would cost 3x the
-  statistics pass, still need the confirmation, and miss transposes.
+  multiply-xorshift finaliser (murmur3's on 32-bit words, splitmix64's on 64-bit ones).
+  A sum does not depend on element order, so a matrix and its transpose hash alike (an
+  ONNX export stores ``fc.weight`` as ``onnx::MatMul_9``, transposed): one hash join
+  finds exact and transposed renames, and chunk boundaries never matter. It is
+  deliberately not collision resistant (a permutation of the values collides by
+  construction, and a hostile file can collide any fingerprint it can see): a hash match
+  only nominates a pair, which is then confirmed element-wise (``renames``). A
+  cryptographic byte hash would still need the confirmation and miss transposes.
+  Measured on 64 MiB of f32, one core: the statistics pass alone 4 GB/s, with the
+  fingerprint 1.4 GB/s, so a removed or added tensor costs about 3x (pairs matched by
+  name are not fingerprinted at all).
 - ``sample``: the values at ``SAMPLE`` evenly spaced positions (all of them when fewer),
   as float64: for near-equal candidates (renamed *and* fine-tuned), whose sample
   correlation is a cheap estimate of the full one and feeds the locality-sensitive hash.
@@ -20,6 +23,7 @@ tensor is read again to be fingerprinted:
 from __future__ import annotations
 
 import base64
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -40,8 +44,12 @@ SAMPLE = 128
 #: coincidence to name a rename (and 60,000 empty tensors must cost nothing here).
 MIN_ELEMENTS = 16
 
-_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX_2 = np.uint64(0x94D049BB133111EB)
+#: Per word width, murmur3's and splitmix64's finalisers: multiply, xorshift, multiply, xorshift.
+_MIXERS = {
+    4: (np.uint32(0x85EBCA6B), np.uint32(16), np.uint32(0xC2B2AE35), np.uint32(13)),
+    8: (np.uint64(0xBF58476D1CE4E5B9), np.uint64(31), np.uint64(0x94D049BB133111EB),
+        np.uint64(29)),
+}  # fmt: skip
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
@@ -112,20 +120,41 @@ class Fingerprinter:
 
 
 def _chunk_hash(chunk: np.ndarray) -> int:
-    bits = _bits(chunk)
-    bits *= _MIX_1
-    bits ^= bits >> np.uint64(31)
-    bits *= _MIX_2
-    bits ^= bits >> np.uint64(29)
-    return int(bits.sum(dtype=np.uint64))
+    words = _words(chunk)
+    first, shift, second, last = _MIXERS[words.dtype.itemsize]
+    mixed, spare = _buffers(words.dtype, words.size)
+    np.multiply(words, first, out=mixed)
+    np.bitwise_xor(mixed, np.right_shift(mixed, shift, out=spare), out=mixed)
+    np.multiply(mixed, second, out=mixed)
+    np.bitwise_xor(mixed, np.right_shift(mixed, last, out=spare), out=mixed)
+    return int(mixed.sum(dtype=np.uint64))
 
 
-def _bits(chunk: np.ndarray) -> np.ndarray:
-    """Each element's bit pattern as uint64 (native byte order: both orders hash alike)."""
+_THREAD = threading.local()
+
+
+def _buffers(dtype: np.dtype, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two arrays of this thread's, reused chunk after chunk: fresh 1 MiB temporaries made
+    glibc map and unmap memory each time, and the hash ran at 150 MiB/s instead of 2 GB/s."""
+    key = np.dtype(dtype).itemsize
+    held: dict[int, tuple[np.ndarray, np.ndarray]] | None = getattr(_THREAD, "held", None)
+    if held is None:
+        held = _THREAD.held = {}
+    pair = held.get(key)
+    if pair is None or pair[0].size < size:
+        pair = held[key] = (np.empty(size, dtype), np.empty(size, dtype))
+    return pair[0][:size], pair[1][:size]
+
+
+def _words(chunk: np.ndarray) -> np.ndarray:
+    """Each element's bit pattern as uint32 (elements of up to 4 bytes) or uint64, in
+    native byte order, so that both byte orders hash alike."""
     if not chunk.dtype.isnative:
         chunk = chunk.astype(chunk.dtype.newbyteorder("="))
     chunk = np.ascontiguousarray(chunk)
-    if chunk.dtype.itemsize == 16:  # c128: fold its two halves into one word
+    size = chunk.dtype.itemsize
+    if size == 16:  # c128: fold its two halves into one word
         halves = chunk.view(np.uint64).reshape(-1, 2)
         return halves[:, 0] * _GOLDEN + halves[:, 1]
-    return chunk.view(_UNSIGNED[chunk.dtype.itemsize]).astype(np.uint64)
+    bits = chunk.view(_UNSIGNED[size])
+    return bits if size >= 4 else bits.astype(np.uint32)

@@ -25,11 +25,12 @@ look-alikes that both pass are ambiguous and left removed and added (listed in t
 report's ``renamed.ambiguous``), never guessed. Tensors under ``MIN_ELEMENTS`` values are
 not matched: that few equal values are too likely to be a coincidence.
 
-Cost stays linear in the number of tensors: one dict of hash buckets, one of LSH bands
-per shape; a bucket with more than ``BUCKET_CAP`` tensors on a side is ambiguous without
-a read, an LSH band entry with more than ``BAND_CAP`` is ignored, and each removed
-tensor has at most ``NEAR_CANDIDATES`` near candidates confirmed; so confirmation reads
-at most ``BUCKET_CAP + NEAR_CANDIDATES`` pairs per removed tensor, whatever the file does.
+Cost stays linear in the number of tensors (bar a sort): one dict of hash buckets, and
+per shape the LSH bands as sorted arrays; a bucket with more than ``BUCKET_CAP`` tensors
+on a side is ambiguous without a read, an LSH band entry with more than ``BAND_CAP`` is
+ignored, and each removed tensor has at most ``NEAR_CANDIDATES`` near candidates
+confirmed; so confirmation reads at most ``BUCKET_CAP + NEAR_CANDIDATES`` pairs per
+removed tensor, whatever the file does.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ NEAR_SAMPLE_FLOOR = 0.5
 NEAR_CANDIDATES = 4
 BAND_CAP = 32
 BANDS, BAND_BITS = 16, 16
+#: Nominated pairs scored at a time: two 8 MiB blocks of samples.
+SCORE_BLOCK = 8192
 #: A streamed tensor (no memory map) is assembled whole to be read transposed up to this.
 TRANSPOSE_BYTES = 64 * 1024 * 1024
 
@@ -142,6 +145,8 @@ class _Search:
     unconfirmed: list[Candidates] = dataclasses.field(default_factory=list)
     rejected: int = 0
     confirmations: int = 0
+    #: Each unpaired tensor's role, decided once (``role_of`` runs five patterns).
+    roles: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def read(self, old: str, new: str, transposed: bool, epsilon: float) -> DiffStats | None:
         self.confirmations += 1
@@ -155,6 +160,7 @@ def pair_renames(
     place, and what the search did."""
     search = _Search(confirm, epsilon)
     removed, added = _unpaired(tensors, "removed"), _unpaired(tensors, "added")
+    search.roles = {t.name: t.role for t in (*removed, *added)}
     paired = _exact(removed, added, search)
     # A pair already made, or one merge could not read, is not looked at again as near-equal.
     taken = {t.name for edge in paired for t in (edge.old, edge.new)}
@@ -185,11 +191,11 @@ def _side(tensor: TensorComparison) -> TensorStats:
 # --- exact and transposed: a hash join ---------------------------------------------------
 
 
-def _exact_key(tensor: TensorComparison) -> tuple[Any, ...]:
+def _exact_key(tensor: TensorComparison, role: str) -> tuple[Any, ...]:
     side = _side(tensor)
     shape = tuple(sorted(side.shape)) if len(side.shape) == 2 else side.shape
     assert tensor.fingerprint is not None
-    return tensor.role, side.dtype, shape, tensor.fingerprint.hash
+    return role, side.dtype, shape, tensor.fingerprint.hash
 
 
 def _exact(
@@ -199,7 +205,7 @@ def _exact(
     buckets = defaultdict(lambda: ([], []))
     for side, tensors in enumerate((removed, added)):
         for tensor in tensors:
-            buckets[_exact_key(tensor)][side].append(tensor)
+            buckets[_exact_key(tensor, search.roles[tensor.name])][side].append(tensor)
     edges: list[_Edge] = []
     for olds, news in buckets.values():
         if olds and news:
@@ -282,7 +288,8 @@ def _near(
     groups = defaultdict(lambda: ([], []))
     for side, tensors in enumerate((removed, added)):
         for tensor in filter(_near_ready, tensors):
-            groups[(tensor.role, _side(tensor).dtype, _side(tensor).shape)][side].append(tensor)
+            key = search.roles[tensor.name], _side(tensor).dtype, _side(tensor).shape
+            groups[key][side].append(tensor)
     edges: list[_Edge] = []
     for olds, news in groups.values():
         if olds and news:
@@ -294,15 +301,12 @@ def _near_group(
     olds: list[TensorComparison], news: list[TensorComparison], search: _Search
 ) -> list[_Edge]:
     old_samples, new_samples = _centred(olds), _centred(news)
-    bands = _band_table(_lsh(new_samples))
+    pairs = _band_pairs(_lsh(old_samples), _lsh(new_samples))
+    scores = _scores(old_samples, new_samples, pairs)
     edges = []
-    for index, keys in enumerate(_lsh(old_samples)):
-        nominated = _nominated(keys, bands)
-        scores = new_samples[nominated] @ old_samples[index] if nominated else np.empty(0)
-        ranked = sorted(zip(scores, nominated, strict=True), key=lambda item: -item[0])
-        for score, new in ranked[:NEAR_CANDIDATES]:
-            if score >= NEAR_SAMPLE_FLOOR and (edge := _close(olds[index], news[new], search)):
-                edges.append(edge)
+    for old, new in _best(pairs, scores):
+        if edge := _close(olds[old], news[new], search):
+            edges.append(edge)
     return edges
 
 
@@ -326,21 +330,49 @@ def _lsh(samples: np.ndarray) -> np.ndarray:
     return packed.view(">u2").reshape(len(samples), BANDS)
 
 
-def _band_table(keys: np.ndarray) -> list[dict[int, list[int]]]:
-    tables: list[dict[int, list[int]]] = [defaultdict(list) for _ in range(BANDS)]
-    for index, row in enumerate(keys.tolist()):
-        for band, key in enumerate(row):
-            tables[band][key].append(index)
-    return tables
+def _band_pairs(old_keys: np.ndarray, new_keys: np.ndarray) -> np.ndarray:
+    """(old, new) index pairs sharing a band key (once per band shared); a key that more than
+    ``BAND_CAP`` new tensors share nominates nobody. Sorted arrays and ``searchsorted``."""
+    found = [np.empty((0, 2), np.int64)]
+    for band in range(BANDS):
+        order = np.argsort(new_keys[:, band], kind="stable")
+        keys = new_keys[order, band]
+        low = np.searchsorted(keys, old_keys[:, band], "left")
+        counts = np.searchsorted(keys, old_keys[:, band], "right") - low
+        counts[counts > BAND_CAP] = 0
+        olds = np.repeat(np.arange(len(old_keys)), counts)
+        starts = np.repeat(low, counts) + _ranks(counts)
+        found.append(np.stack([olds, order[starts]], axis=1))
+    return np.concatenate(found)
 
 
-def _nominated(keys: np.ndarray, tables: list[dict[int, list[int]]]) -> list[int]:
-    found: set[int] = set()
-    for band, key in enumerate(keys.tolist()):
-        members = tables[band].get(key, ())
-        if len(members) <= BAND_CAP:
-            found.update(members)
-    return sorted(found)
+def _scores(old_samples: np.ndarray, new_samples: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Each pair's sample correlation, ``SCORE_BLOCK`` pairs at a time (bounded memory)."""
+    scores = np.empty(len(pairs))
+    for start in range(0, len(pairs), SCORE_BLOCK):
+        block = pairs[start : start + SCORE_BLOCK]
+        olds, news = old_samples[block[:, 0]], new_samples[block[:, 1]]
+        scores[start : start + SCORE_BLOCK] = np.einsum("ij,ij->i", olds, news)
+    return scores
+
+
+def _ranks(counts: np.ndarray) -> np.ndarray:
+    """0, 1, … within each run of ``np.repeat(…, counts)``."""
+    ends = np.cumsum(counts)
+    return np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - counts, counts)
+
+
+def _best(pairs: np.ndarray, scores: np.ndarray) -> list[tuple[int, int]]:
+    """Per removed tensor, its ``NEAR_CANDIDATES`` best-scoring pairs at ``NEAR_SAMPLE_FLOOR``
+    or more, best first."""
+    keep = scores >= NEAR_SAMPLE_FLOOR  # few pass: only they are made unique
+    pairs, index = np.unique(pairs[keep], axis=0, return_index=True)
+    scores = scores[keep][index]
+    order = np.lexsort((-scores, pairs[:, 0]))
+    pairs = pairs[order]
+    counts = np.unique(pairs[:, 0], return_counts=True)[1]
+    top = _ranks(counts) < NEAR_CANDIDATES
+    return [(int(old), int(new)) for old, new in pairs[top]]
 
 
 def _close(old: TensorComparison, new: TensorComparison, search: _Search) -> _Edge | None:
