@@ -27,6 +27,7 @@ def compare(
     shard: tuple[int, int] | None = None,
     strip_prefixes: Sequence[str] = (),
     detect_prefixes: bool = True,
+    detect_renames: bool = True,
     policy: str | Path | Policy | None = None,
     metrics_baseline: str | Path | None = None,
     metrics_candidate: str | Path | None = None,
@@ -39,14 +40,16 @@ def compare(
     names; ``shard`` = (i, n) measures only the i-th of n slices (see
     ``diffai.merge``); ``strip_prefixes`` are taken off the names before they pair, and
     ``detect_prefixes`` takes off wrapper prefixes such as DDP's ``module.`` that one
-    side has on every tensor (``diffai.pairing``); ``policy`` is a policy file or a
+    side has on every tensor (``diffai.pairing``); ``detect_renames`` pairs removed and
+    added tensors holding the same values as ``renamed``; ``policy`` is a policy file or a
     loaded ``Policy`` (default: the documented default policy); ``metrics_*`` override
     the policy's metrics files; ``on_bytes`` is called with byte counts as tensors are read.
     Raises ``DiffaiError`` subclasses for anything wrong with the inputs.
     """
     options = compare_options(
-        epsilon, include, exclude, workers, shard, strip_prefixes, detect_prefixes
-    )
+        epsilon, include, exclude, workers, shard, strip_prefixes, detect_prefixes,
+        detect_renames,
+    )  # fmt: skip
     gate = load_gate(policy, metrics_baseline, metrics_candidate)
     base_model, cand_model = open_models(baseline, candidate, format)
     return Report.build(compare_models(base_model, cand_model, options, on_bytes), gate)
@@ -60,6 +63,7 @@ def compare_options(
     shard: tuple[int, int] | None = None,
     strip_prefixes: Sequence[str] = (),
     detect_prefixes: bool = True,
+    detect_renames: bool = True,
 ) -> CompareOptions:
     if not epsilon >= 0.0:
         raise UsageError(f"epsilon must be a non-negative number, got {epsilon}")
@@ -69,7 +73,7 @@ def compare_options(
         raise UsageError("--strip-prefix needs a prefix, such as 'module.'")
     return CompareOptions(
         epsilon, tuple(include), tuple(exclude), workers, shard, tuple(strip_prefixes),
-        detect_prefixes,
+        detect_prefixes, detect_renames,
     )  # fmt: skip
 
 

@@ -168,6 +168,11 @@ def _add_comparison_options(parser: argparse.ArgumentParser, shards: bool = True
         "has on every tensor and the other on none",
     )
     add(
+        "--no-renames",
+        action="store_true",
+        help="do not pair removed and added tensors that hold the same values as renamed",
+    )
+    add(
         "--epsilon",
         type=float,
         default=0.0,

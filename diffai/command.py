@@ -57,8 +57,8 @@ def run(args: argparse.Namespace, progress_stream: TextIO) -> Report:
         return Report.build(compare_models(baseline, candidate, options, on_bytes), gate)
 
 
-def _prefix_options(args: argparse.Namespace) -> tuple[list[str], bool]:
-    return args.strip_prefix, not args.keep_prefixes
+def _prefix_options(args: argparse.Namespace) -> tuple[list[str], bool, bool]:
+    return args.strip_prefix, not args.keep_prefixes, not args.no_renames
 
 
 def merge(args: argparse.Namespace, progress_stream: TextIO) -> Report:

@@ -23,6 +23,9 @@ from diffai.dtypes import is_complex
 from diffai.errors import DiffaiError, UnreadableModel
 from diffai.model import Model, Scalar, TensorRef
 from diffai.pairing import Mapping, align
+from diffai.pairing.confirm import find_renames
+from diffai.pairing.fingerprint import Fingerprint, fingerprinter
+from diffai.pairing.renames import Rename, RenameSearch
 from diffai.roles import Role, role_of
 from diffai.shard import shard_members
 from diffai.stats import DiffStats, ProgressCallback, TensorStats, measure_pair, measure_tensor
@@ -30,9 +33,11 @@ from diffai.stats import DiffStats, ProgressCallback, TensorStats, measure_pair,
 #: A task measures tensors until it has this many bytes: large ones alone, small ones together.
 BATCH_BYTES = 4 * 1024 * 1024
 
-Status = Literal["unchanged", "changed", "added", "removed", "shape_changed", "dtype_changed"]
+Status = Literal[
+    "unchanged", "changed", "added", "removed", "shape_changed", "dtype_changed", "renamed"
+]
 STATUSES: tuple[Status, ...] = (
-    "unchanged", "changed", "added", "removed", "shape_changed", "dtype_changed",
+    "unchanged", "changed", "added", "removed", "shape_changed", "dtype_changed", "renamed",
 )  # fmt: skip
 
 
@@ -45,6 +50,10 @@ class TensorComparison:
     diff: DiffStats | None
     #: The readers' role hint (``TensorRef.role_hint``), when both sides give the same one.
     role_hint: Role | None = None
+    #: A removed or added tensor's content fingerprint, for rename detection (diffai.pairing).
+    fingerprint: Fingerprint | None = field(default=None, compare=False, repr=False)
+    #: A ``renamed`` pair's baseline name and how it was matched; ``name`` is the candidate's.
+    rename: Rename | None = None
 
     @property
     def role(self) -> Role:
@@ -69,6 +78,7 @@ class CompareOptions:
     shard: tuple[int, int] | None = None  # (index from 1, count): measure one slice only
     strip_prefixes: Sequence[str] = ()  # taken off every name that has them (diffai.pairing)
     detect_prefixes: bool = True  # take off wrapper prefixes one side has throughout
+    detect_renames: bool = True  # pair removed and added tensors by content (diffai.pairing)
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,8 @@ class Comparison:
     names: tuple[str, ...] = ()
     #: What pairing did to the names before they were matched.
     mapping: Mapping = field(default_factory=Mapping)
+    #: What rename detection did (off: ``enabled`` false; a shard leaves it to the merge).
+    renames: RenameSearch = field(default_factory=RenameSearch)
 
     def count(self, status: Status) -> int:
         return sum(1 for tensor in self.tensors if tensor.status == status)
@@ -107,8 +119,11 @@ def compare_models(
     baseline, candidate, mapping = _aligned(baseline, candidate, options)
     names, pairs = _pairs(baseline, candidate, options)
     tensors = _measure_all(pairs, options, on_bytes)
+    tensors, renames = find_renames(tensors, baseline, candidate, options)
     scalars = _scalar_changes(baseline.scalars, candidate.scalars, options)
-    return Comparison(baseline, candidate, tensors, scalars, options, tuple(names), mapping)
+    return Comparison(
+        baseline, candidate, tensors, scalars, options, tuple(names), mapping, renames
+    )
 
 
 def bytes_to_read(baseline: Model, candidate: Model, options: CompareOptions) -> int:
@@ -193,7 +208,7 @@ def _measure_all(
     by_size = sorted(pairs, key=lambda pair: -_pair_bytes(pair[1], pair[2]))
     with ThreadPoolExecutor(workers) as pool:
         tasks = [
-            pool.submit(_measure_batch, batch, options.epsilon, on_bytes)
+            pool.submit(_measure_batch, batch, options.epsilon, on_bytes, options.detect_renames)
             for batch in _batches(by_size)
         ]
         measured = {t.name: t for task in tasks for t in task.result()}
@@ -215,12 +230,12 @@ def _batches(pairs_by_size: list[Pair]) -> list[list[Pair]]:
 
 
 def _measure_batch(
-    batch: list[Pair], epsilon: float, on_bytes: ProgressCallback | None
+    batch: list[Pair], epsilon: float, on_bytes: ProgressCallback | None, fingerprint: bool
 ) -> list[TensorComparison]:
     measured = []
     for name, base, cand in batch:
         try:
-            tensor = _classify(name, base, cand, epsilon, on_bytes)
+            tensor = _classify(name, base, cand, epsilon, on_bytes, fingerprint)
             measured.append(dataclasses.replace(tensor, role_hint=_role_hint(base, cand)))
         except DiffaiError:
             raise
@@ -245,11 +260,14 @@ def _classify(
     cand: TensorRef | None,
     epsilon: float,
     on_bytes: ProgressCallback | None,
+    fingerprint: bool = False,
 ) -> TensorComparison:
     if base is None and cand is not None:
-        return TensorComparison(name, "added", None, measure_tensor(cand, on_bytes), None)
+        stats, print_ = _one_side(cand, on_bytes, fingerprint)
+        return TensorComparison(name, "added", None, stats, None, fingerprint=print_)
     if cand is None and base is not None:
-        return TensorComparison(name, "removed", measure_tensor(base, on_bytes), None, None)
+        stats, print_ = _one_side(base, on_bytes, fingerprint)
+        return TensorComparison(name, "removed", stats, None, None, fingerprint=print_)
     assert base is not None and cand is not None
     if base.shape != cand.shape:
         stats = measure_tensor(base, on_bytes), measure_tensor(cand, on_bytes)
@@ -264,6 +282,16 @@ def _classify(
         else ("changed" if diff.changed else "unchanged")
     )
     return TensorComparison(name, status, base_stats, cand_stats, diff)
+
+
+def _one_side(
+    ref: TensorRef, on_bytes: ProgressCallback | None, fingerprint: bool
+) -> tuple[TensorStats, Fingerprint | None]:
+    """A removed or added tensor's statistics, fingerprinted in the same pass when asked."""
+    printer = fingerprinter(ref) if fingerprint else None
+    if printer is None:
+        return measure_tensor(ref, on_bytes), None
+    return measure_tensor(ref, on_bytes, printer), printer.result()
 
 
 def _scalar_changes(

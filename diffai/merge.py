@@ -3,6 +3,15 @@
 Each shard report carries its tensors' measurements plus the full name order
 and both models' inventories, which is all the analyses and the policy read;
 so the merged comparison is rebuilt exactly and judged afresh.
+
+Renames are paired here, never in a shard, so that a removed tensor in one shard and
+an added one in another meet, and the result is the one run's: each shard report
+carries the fingerprints of its removed and added tensors, the merge nominates pairs
+from them, and confirms each by reading just that pair from the model files named in
+the reports (``diffai.pairing.confirm``). Where the files cannot be read (the merge job
+has only the reports) nothing is paired: the nominations are listed as
+``renamed.unconfirmed`` and the tensors stay removed and added, since a fingerprint
+alone is what a hostile file can forge.
 """
 
 from __future__ import annotations
@@ -16,6 +25,9 @@ from diffai.comparison import CompareOptions, Comparison, ScalarChange, TensorCo
 from diffai.errors import DiffaiError, UnreadableModel, UsageError
 from diffai.model import Model, TensorRef
 from diffai.pairing import Mapping
+from diffai.pairing.confirm import files_reader
+from diffai.pairing.fingerprint import Fingerprint
+from diffai.pairing.renames import RenameSearch, pair_renames
 from diffai.stats import DiffStats, TensorStats
 
 
@@ -62,22 +74,36 @@ def _rebuild(documents: list[dict[str, Any]]) -> Comparison:
     if missing:
         raise UsageError(f"no shard measured tensor {missing[0]!r}; were all parts given?")
     options = {**first["options"], "shard": None}
-    return Comparison(
-        baseline=_model(first["baseline"], first["shard"]["inventory"]["baseline"]),
-        candidate=_model(first["candidate"], first["shard"]["inventory"]["candidate"]),
-        tensors=[_tensor(records[name]) for name in names],
-        scalars=[ScalarChange(s["name"], s["baseline"], s["candidate"]) for s in first["scalars"]],
-        options=CompareOptions(
+    prints = {n: p for document in documents for n, p in _fingerprints(document).items()}
+    compare_options = CompareOptions(
             **{
                 **options,
                 "include": tuple(options["include"]),
                 "exclude": tuple(options["exclude"]),
                 "strip_prefixes": tuple(options.get("strip_prefixes", ())),
             }
-        ),
+        )
+    tensors = [_tensor(records[name], prints.get(name)) for name in names]
+    renames = RenameSearch(enabled=False)
+    if compare_options.detect_renames:
+        reader = files_reader(first["baseline"]["path"], first["candidate"]["path"],
+                              compare_options, first["shard"]["inventory"])  # fmt: skip
+        tensors, renames = pair_renames(tensors, reader, compare_options.epsilon)
+    return Comparison(
+        baseline=_model(first["baseline"], first["shard"]["inventory"]["baseline"]),
+        candidate=_model(first["candidate"], first["shard"]["inventory"]["candidate"]),
+        tensors=tensors,
+        scalars=[ScalarChange(s["name"], s["baseline"], s["candidate"]) for s in first["scalars"]],
+        options=compare_options,
         names=tuple(names),
         mapping=Mapping.from_json(first.get("mapping")),
+        renames=renames,
     )
+
+
+def _fingerprints(document: dict[str, Any]) -> dict[str, Fingerprint]:
+    records = document["shard"].get("fingerprints", {})  # an older shard report has none
+    return {name: Fingerprint.from_json(record) for name, record in records.items()}
 
 
 def _model(artifact: dict[str, Any], inventory: list[list[Any]]) -> Model:
@@ -98,7 +124,7 @@ def _values_unavailable() -> Any:
     raise DiffaiError("a merged report holds measurements only, not tensor values")
 
 
-def _tensor(record: dict[str, Any]) -> TensorComparison:
+def _tensor(record: dict[str, Any], fingerprint: Fingerprint | None) -> TensorComparison:
     return TensorComparison(
         name=record["name"],
         status=record["status"],
@@ -106,6 +132,7 @@ def _tensor(record: dict[str, Any]) -> TensorComparison:
         candidate=_stats(record["candidate"]),
         diff=_diff(record["diff"]),
         role_hint=record["role"],  # decided when the shard was measured, by name or hint
+        fingerprint=fingerprint,
     )
 
 

@@ -30,6 +30,8 @@ from diffai.comparison import STATUSES, Comparison, TensorComparison
 from diffai.errors import ReportError
 from diffai.layers import LayerImpact, layer_impact
 from diffai.model import Model, Scalar
+from diffai.pairing.confirm import inventory
+from diffai.pairing.fingerprint import fingerprints_json
 from diffai.policy import MetricsFile, Policy, default_policy, evaluate
 from diffai.stats import DiffStats, TensorStats
 
@@ -95,6 +97,7 @@ def build_document(comparison: Comparison) -> dict[str, Any]:
         "candidate": _artifact(candidate),
         "options": dataclasses.asdict(comparison.options),
         "mapping": comparison.mapping.to_json(),
+        "renamed": comparison.renames.to_json(comparison.tensors),
         "summary": _summary(comparison),
         "tensors": [tensor_record(t, changes.get(t.name)) for t in comparison.tensors],
         "scalars": [
@@ -119,15 +122,12 @@ def shard_section(comparison: Comparison) -> dict[str, Any]:
         "index": index,
         "count": count,
         "names": list(comparison.names),
+        "fingerprints": fingerprints_json(comparison.tensors),
         "inventory": {
-            "baseline": _inventory(comparison.baseline),
-            "candidate": _inventory(comparison.candidate),
+            "baseline": inventory(comparison.baseline),
+            "candidate": inventory(comparison.candidate),
         },
     }
-
-
-def _inventory(model: Model) -> list[list[Any]]:
-    return [[name, list(ref.shape), ref.dtype] for name, ref in model.tensors.items()]
 
 
 def _artifact(model: Model) -> dict[str, Any]:
@@ -154,7 +154,7 @@ def _summary(comparison: Comparison) -> dict[str, int]:
 
 
 def tensor_record(tensor: TensorComparison, change: RelativeChange | None) -> dict[str, Any]:
-    return {
+    record = {
         "name": tensor.name,
         "status": tensor.status,
         "role": tensor.role,
@@ -162,6 +162,9 @@ def tensor_record(tensor: TensorComparison, change: RelativeChange | None) -> di
         "candidate": stats_record(tensor.candidate),
         "diff": diff_record(tensor.diff, change),
     }
+    if tensor.rename is not None:
+        record["rename"] = tensor.rename.to_json()
+    return record
 
 
 def stats_record(stats: TensorStats | None) -> dict[str, Any] | None:

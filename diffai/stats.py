@@ -245,10 +245,17 @@ def _cosine(dot: float, norm_b: float | None, norm_c: float | None) -> float | N
     return max(-1.0, min(1.0, cosine)) if math.isfinite(cosine) else None
 
 
-def measure_tensor(ref: TensorRef, on_bytes: ProgressCallback | None = None) -> TensorStats:
-    """Statistics of one tensor (an added, removed or reshaped one)."""
+def measure_tensor(
+    ref: TensorRef,
+    on_bytes: ProgressCallback | None = None,
+    on_chunk: Callable[[np.ndarray], None] | None = None,
+) -> TensorStats:
+    """Statistics of one tensor (an added, removed or reshaped one); ``on_chunk`` sees each
+    chunk of values too (rename detection fingerprints them in this same pass)."""
     side, work = _SideAccumulator(), _workspace()
     for chunk in ref.chunks():
+        if on_chunk is not None:
+            on_chunk(chunk)
         readable = _kernel_chunk(chunk, ref.dtype, work, "base")
         side.merge(_moments(_kernel.measure_side(*readable), readable))
         _report(on_bytes, chunk.nbytes)

@@ -87,9 +87,12 @@ def test_a_prefix_on_only_some_names_is_left_alone(run_cli, tmp_path) -> None:
 def test_keep_prefixes_pairs_names_as_they_are(run_cli, tmp_path, ddp_state) -> None:
     torch.save(ddp_state, tmp_path / "ddp.pt")
     torch.save(network().state_dict(), tmp_path / "plain.pt")
-    result = run_cli(tmp_path / "ddp.pt", tmp_path / "plain.pt", "--keep-prefixes", "-o", "json")
+    argv = (tmp_path / "ddp.pt", tmp_path / "plain.pt", "--keep-prefixes", "-o", "json")
+    result = run_cli(*argv, "--no-renames")
     kinds = {next(iter(record)) for record in change_records(result.out)}
     assert result.code == 1 and kinds == {"TensorAdded", "TensorRemoved"}
+    # Without --no-renames, content still pairs the weights: the same values, other names.
+    assert "TensorRenamed" in {next(iter(record)) for record in change_records(run_cli(*argv).out)}
 
 
 def test_a_given_prefix_comes_off_both_sides(run_cli, tmp_path) -> None:

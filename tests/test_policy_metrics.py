@@ -321,4 +321,4 @@ def test_command_line_metrics_stay_relative_to_the_working_directory(gated_run) 
     Path("cand.json").write_text('{"eval": {"accuracy": 0.895}}')
     result = gated_run("eval.accuracy", "--metrics-candidate", "cand.json")
     assert result.code == 0
-    assert "verdict: pass — 7 checks passed, 1 skipped" in result.out.splitlines()
+    assert "verdict: pass — 7 checks passed, 2 skipped" in result.out.splitlines()

@@ -428,6 +428,7 @@ def test_the_default_policy_checks_only_the_switches(gate) -> None:
         "regression_test.allow_removed",
         "regression_test.allow_shape_change",
         "regression_test.allow_dtype_change",
+        "regression_test.allow_rename",
     ]
     assert result["verdict"] == "pass"
     assert result["policy"] == {"source": "default", "result": "pass"}

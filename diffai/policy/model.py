@@ -35,6 +35,7 @@ class TensorRules:
     allow_removed: bool = False
     allow_shape_change: bool = False
     allow_dtype_change: bool = False
+    allow_rename: bool = True
     severity: Severity = "error"
 
 

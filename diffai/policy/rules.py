@@ -276,6 +276,11 @@ def _sides(field: str) -> Callable[[Tensor], str]:
     return show
 
 
+def _renamed(tensor: Tensor) -> str:
+    rename = tensor["rename"]
+    return f"{rename['from']} → {tensor['name']} ({rename['match']})"
+
+
 @dataclass(frozen=True)
 class SwitchRule:
     """A yes/no rule: which tensors offend it and how to name them."""
@@ -344,6 +349,7 @@ SWITCH_RULES: dict[str, SwitchRule] = {
     "allow_dtype_change": _status_rule(
         "dtype_changed", "changed dtype", "changed dtype", _sides("dtype")
     ),
+    "allow_rename": _status_rule("renamed", "was renamed", "were renamed", _renamed),
 }
 
 

@@ -89,7 +89,8 @@ def why(document: dict[str, Any]) -> dict[str, Any]:
 def summary_sentence(summary: dict[str, int]) -> str:
     """``291 tensors compared: 290 changed, 1 unchanged; none added, removed, reshaped or
     re-typed``: what happened, then what did not."""
-    counts = {"changed": summary["changed"], "unchanged": summary["unchanged"]}
+    counts = {"changed": summary["changed"], "unchanged": summary["unchanged"],
+              "renamed": summary.get("renamed", 0)}  # fmt: skip
     structural = {
         "added": summary["added"],
         "removed": summary["removed"],
@@ -230,6 +231,8 @@ def tensor_status(tensor: dict[str, Any]) -> str:
         return f"reshaped {base['shape']}→{cand['shape']}"
     if status == "dtype_changed":
         return f"re-typed {base['stored_dtype']}→{cand['stored_dtype']}"
+    if status == "renamed":
+        return f"renamed ({tensor['rename']['match']})"
     if status in ("added", "removed"):
         side = cand or base
         return f"{status} {side['shape']} {side['dtype']}"

@@ -38,7 +38,9 @@ from diffai.renderers.comment_view import plural
 from diffai.renderers.depth import DepthGrid, depth_grid, gained_non_finite
 from diffai.renderers.outcome import all_checks
 
-STATUSES = ("changed", "unchanged", "added", "removed", "shape_changed", "dtype_changed")
+STATUSES = (
+    "changed", "unchanged", "added", "removed", "shape_changed", "dtype_changed", "renamed",
+)  # fmt: skip
 #: Histogram bins: 4 per decade of relative change from 1e-5 to 10 (0.001% to 1000%).
 BINS_PER_DECADE = 4
 LOWEST_DECADE, HIGHEST_DECADE = -5, 1
@@ -232,7 +234,7 @@ def _round(value: float | None, digits: int = 4) -> float | None:
 
 
 _COLUMNS = {
-    "name": lambda t: t["name"],
+    "name": lambda t: f"{t['rename']['from']} → {t['name']}" if "rename" in t else t["name"],
     "status": lambda t: STATUSES.index(t["status"]),
     "change": _diff("relative_change"),
     "cosine": _diff("cosine", 7),

@@ -35,6 +35,7 @@ RECORD_KINDS = {
     "shape_changed": "TensorShapeChanged",
     "added": "TensorAdded",
     "removed": "TensorRemoved",
+    "renamed": "TensorRenamed",  # [new name, baseline, candidate, diff, {from, match, confidence}]
 }
 
 
@@ -59,6 +60,8 @@ def _tensor_record(tensor: dict[str, Any]) -> dict[str, Any]:
     sides = [side for side in (tensor["baseline"], tensor["candidate"]) if side is not None]
     if tensor["diff"] is not None:
         sides.append(tensor["diff"])
+    if "rename" in tensor:
+        sides.append(tensor["rename"])
     return {RECORD_KINDS[tensor["status"]]: [tensor["name"], *sides]}
 
 

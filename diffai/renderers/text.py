@@ -34,6 +34,7 @@ def render_text(
 ) -> str:
     lines = [*analysis_lines(document, analyses), summary_line(document["summary"])]
     lines += mapping_lines(document.get("mapping"))
+    lines += rename_lines(document.get("renamed"))
     if is_identical(document["summary"]):
         lines.append("identical: no compared tensor or scalar differs")
     if show_verdict:
@@ -50,6 +51,8 @@ def render_text(
 
 def summary_line(summary: dict[str, int]) -> str:
     counts = ", ".join(f"{key}={summary[key]}" for key in SUMMARY_KEYS)
+    if summary.get("renamed"):  # said only when there are, so older outputs read the same
+        counts += f", renamed={summary['renamed']}"
     compared, scalars = summary["tensors_compared"], summary["scalars_changed"]
     return f"summary: compared={compared}, {counts}, scalars_changed={scalars}"
 
@@ -67,6 +70,22 @@ def mapping_lines(mapping: dict[str, Any] | None) -> list[str]:
     return ["names: took " + "; ".join(taken)] if taken else []
 
 
+def rename_lines(renamed: dict[str, Any] | None) -> list[str]:
+    """Look-alikes left unpaired, and why: the reviewer sees the removed and added ones."""
+    if not renamed:
+        return []
+    notes = [
+        f"{len(renamed[key])} {what}" for key, what in RENAME_NOTES.items() if renamed[key]
+    ]
+    return ["renames: left unpaired: " + "; ".join(notes)] if notes else []
+
+
+RENAME_NOTES = {
+    "ambiguous": "group(s) of look-alikes that matched more than one way (renamed.ambiguous)",
+    "unconfirmed": "pair(s) merge could not read to confirm (renamed.unconfirmed)",
+}
+
+
 def layer_lines(layers: list[dict[str, Any]]) -> list[str]:
     """Layers with the largest relative change first."""
     ranked = sorted(layers, key=lambda layer: -(layer["relative_l2"] or 0.0))
@@ -80,7 +99,22 @@ def layer_lines(layers: list[dict[str, Any]]) -> list[str]:
 def _tensor_line(tensor: dict[str, Any]) -> str:
     render = _LINE_RENDERERS[tensor["status"]]
     marker = {"added": "+", "removed": "-"}.get(tensor["status"], "~")
-    return f"  {marker} {one_line(tensor['name'])}: {render(tensor)}"
+    return f"  {marker} {_names(tensor)}: {render(tensor)}"
+
+
+def _names(tensor: dict[str, Any]) -> str:
+    """A renamed tensor is shown as ``old -> new``."""
+    rename = tensor.get("rename")
+    old = f"{one_line(rename['from'])} -> " if rename else ""
+    return old + one_line(tensor["name"])
+
+
+def _renamed(tensor: dict[str, Any]) -> str:
+    rename = tensor["rename"]
+    how = f"renamed ({rename['match']}, confidence {_num(rename['confidence'], 6)})"
+    if rename["match"] != "near":
+        return how
+    return f"{how}, {_changed(tensor)}"
 
 
 def _added(tensor: dict[str, Any]) -> str:
@@ -155,4 +189,5 @@ _LINE_RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "shape_changed": _shape_changed,
     "added": _added,
     "removed": _removed,
+    "renamed": _renamed,
 }
