@@ -1,6 +1,6 @@
 # The diffai GitHub Action: `diffai` and its entry point on a slim Python, without torch
 # (diffai reads .pt files with its own allow-list unpickler; torch is an optional extra).
-# ONNX needs nothing more: diffai parses it itself (no onnx or protobuf in the image).
+# ONNX needs nothing more to compare: diffai parses it itself (onnx is not in the image).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -15,12 +15,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # The statistics kernel (diffai/_kernel.c) is compiled here; the compiler leaves with the
 # source in the same layer, so the image carries neither. The keras extra (h5py, 17 MB
 # installed) reads .keras and Keras .h5 files, and MAT v7.3 files with it; the tensorflow
-# extra (google-crc32c, under 0.1 MB) SavedModels and checkpoints, without TensorFlow.
+# extra (google-crc32c, under 0.1 MB) SavedModels and checkpoints, without TensorFlow. The run
+# extra (onnxruntime, about 80 MB installed, with protobuf) runs ONNX models on probe inputs, only for a
+# policy with regression_test.functional (docs/security.md says how it is confined).
 COPY pyproject.toml setup.py README.md /src/
 COPY diffai /src/diffai
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
-    && pip install --no-cache-dir "/src[gguf,keras,tensorflow]" \
+    && pip install --no-cache-dir "/src[gguf,keras,tensorflow,run]" \
     && apt-get purge -y --auto-remove gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/* /src
 

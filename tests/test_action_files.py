@@ -144,8 +144,9 @@ def test_the_image_is_slim_python_without_torch() -> None:
     assert "apt-get purge -y --auto-remove gcc" in runs  # the kernel's compiler stays out
     assert "torch" not in runs  # torch stays optional
     # the extras the image carries: gguf's dequantizers (1.4 MB), h5py for .keras/.h5 (and so
-    # MAT v7.3 too), google-crc32c for TensorFlow checkpoints, nothing more
-    assert re.findall(r"/src\[([^\]]*)\]", runs) == ["gguf,keras,tensorflow"]
+    # MAT v7.3 too), google-crc32c for TensorFlow checkpoints, onnxruntime for functional
+    # gates, nothing more
+    assert re.findall(r"/src\[([^\]]*)\]", runs) == ["gguf,keras,tensorflow,run"]
     assert "USER" not in dict(dockerfile())  # the runner's mounts need the default user
 
 
