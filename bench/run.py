@@ -10,7 +10,9 @@
   bare numpy floor, diffai-python 0.5.2 and a torch script, medians of
   interleaved runs, and a table of the issue's goals;
 - ``onnx`` (``onnx_external.py``): a 3 GiB external-data ONNX pair in bounded
-  memory, and ``onnx.load`` on the same files for comparison.
+  memory, and ``onnx.load`` on the same files for comparison;
+- ``functional`` (``functional.py``): a small CNN and a small transformer run on
+  256 probes each through ``regression_test.functional``.
 
 ``--quick`` shrinks the performance suite's pairs to 64 MiB and 128 MiB (and
 its repetitions) for a smoke run of about a minute.
@@ -22,6 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import functional
 import make_models
 import onnx_external
 import perf
@@ -66,7 +69,7 @@ def run_perf(args: argparse.Namespace, command: str) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    suites = ("all", "transformer", "perf", "onnx")
+    suites = ("all", "transformer", "perf", "onnx", "functional")
     add("--suite", choices=suites, default="all", help="default: all")
     add("--out", type=Path, default=make_models.DEFAULT_OUT, help="folder for the models")
     add("--quick", action="store_true", help="perf suite on 64/128 MiB pairs: a smoke run")
@@ -100,6 +103,8 @@ def main() -> None:
         run_perf(args, command.strip())
     if args.suite in ("all", "onnx"):
         onnx_external.run_suite()
+    if args.suite in ("all", "functional"):
+        functional.run_suite(min(args.repeat, 3))
 
 
 if __name__ == "__main__":
