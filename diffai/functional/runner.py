@@ -78,7 +78,9 @@ def run_model(path: Path, side: str, probes: Path, out: Path, policy: Functional
     reader = f"ONNX Runtime, running the {side}"
     limits = ChildLimits(policy.memory_mb << 20, policy.timeout_seconds, MAX_OUTPUT_BYTES)
     out.mkdir()
-    args = [str(path), str(probes), str(out), json.dumps(asdict(limits)), str(THREADS)]
+    # CPU time counts every thread: the backstop allows the main one and each intra-op one.
+    child_limits = {**asdict(limits), "seconds": limits.seconds * (THREADS + 1)}
+    args = [str(path), str(probes), str(out), json.dumps(child_limits), str(THREADS)]
     run_child(path, reader, limits, args, BOOT, CHILD_ENV)
     document = answer_document(path, out / "answer.json", reader)
     if "error" in document:
