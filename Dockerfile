@@ -1,6 +1,6 @@
 # The diffai GitHub Action: `diffai` and its entry point on a slim Python, without torch
 # (diffai reads .pt files with its own allow-list unpickler; torch is an optional extra).
-# ONNX needs nothing more: diffai parses it itself (no onnx or protobuf in the image).
+# ONNX needs nothing more to compare: diffai parses it itself (onnx is not in the image).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -17,12 +17,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # installed) reads .keras and Keras .h5 files, and MAT v7.3 files with it; the tensorflow
 # extra (google-crc32c, under 0.1 MB) SavedModels and checkpoints, without TensorFlow. The
 # remote extra (boto3, huggingface_hub) reads s3:// and hf:// models by range requests, so a
-# model bigger than the runner's disk is gated without being downloaded.
+# model bigger than the runner's disk is gated without being downloaded. The run extra
+# (onnxruntime, about 80 MB installed, with protobuf) runs ONNX models on probe inputs, only
+# for a policy with regression_test.functional (docs/security.md says how it is confined).
 COPY pyproject.toml setup.py README.md /src/
 COPY diffai /src/diffai
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
-    && pip install --no-cache-dir "/src[gguf,keras,tensorflow,remote]" \
+    && pip install --no-cache-dir "/src[gguf,keras,tensorflow,remote,run]" \
     && apt-get purge -y --auto-remove gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/* /src
 

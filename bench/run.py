@@ -13,6 +13,8 @@
   memory, and ``onnx.load`` on the same files for comparison;
 - ``remote`` (``remote.py``): a 2 x 2 GiB pair read by HTTP ranges over loopback
   with 20 ms per request, against ``curl`` downloading it first (``--remote-mib``).
+- ``functional`` (``functional.py``): a small CNN and a small transformer run on
+  256 probes each through ``regression_test.functional``.
 
 ``--quick`` shrinks the performance suite's pairs to 64 MiB and 128 MiB (and
 its repetitions) for a smoke run of about a minute.
@@ -24,6 +26,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import functional
 import make_models
 import onnx_external
 import perf
@@ -69,7 +72,7 @@ def run_perf(args: argparse.Namespace, command: str) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    suites = ("all", "transformer", "perf", "onnx", "remote")
+    suites = ("all", "transformer", "perf", "onnx", "remote", "functional")
     add("--suite", choices=suites, default="all", help="default: all")
     add("--out", type=Path, default=make_models.DEFAULT_OUT, help="folder for the models")
     add("--quick", action="store_true", help="perf suite on 64/128 MiB pairs: a smoke run")
@@ -108,6 +111,8 @@ def main() -> None:
         figures = remote.run_suite(256 if args.quick else args.remote_mib)
         if args.write_docs:
             remote.write_section(DOCS, figures, command.strip())
+    if args.suite in ("all", "functional"):
+        functional.run_suite(min(args.repeat, 3))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import diffai.policy
-from diffai.comparison import CompareOptions, compare_models
+from diffai.comparison import CompareOptions, Comparison, compare_models
 from diffai.errors import UsageError
 from diffai.formats import open_models
+from diffai.functional import ProbeOptions, functional_section
 from diffai.policy import MetricsFile, Policy, default_policy, policy_metric_files
 from diffai.policy.metrics import require_known_metrics
 from diffai.report import Gate, Report
@@ -32,6 +33,7 @@ def compare(
     metrics_baseline: str | Path | None = None,
     metrics_candidate: str | Path | None = None,
     on_bytes: ProgressCallback | None = None,
+    probes: ProbeOptions | None = None,
 ) -> Report:
     """Compare two model artifacts (files or folders, any supported format) tensor by tensor.
 
@@ -43,7 +45,8 @@ def compare(
     side has on every tensor (``diffai.pairing``); ``detect_renames`` pairs removed and
     added tensors holding the same values as ``renamed``; ``policy`` is a policy file or a
     loaded ``Policy`` (default: the documented default policy); ``metrics_*`` override
-    the policy's metrics files; ``on_bytes`` is called with byte counts as tensors are read.
+    the policy's metrics files; ``on_bytes`` is called with byte counts as tensors are read;
+    ``probes`` fixes probe shapes and values when the policy runs the models.
     Raises ``DiffaiError`` subclasses for anything wrong with the inputs.
     """
     options = compare_options(
@@ -52,7 +55,18 @@ def compare(
     )  # fmt: skip
     gate = load_gate(policy, metrics_baseline, metrics_candidate)
     base_model, cand_model = open_models(baseline, candidate, format)
-    return Report.build(compare_models(base_model, cand_model, options, on_bytes), gate)
+    return build_report(compare_models(base_model, cand_model, options, on_bytes), gate, probes)
+
+
+def build_report(comparison: Comparison, gate: Gate, probes: ProbeOptions | None = None) -> Report:
+    """The comparison judged; first both models run, when the policy asks for it
+    (``regression_test.functional``, ONNX models only)."""
+    policy = gate.policy.regression_test.functional
+    if policy is None:
+        return Report.build(comparison, gate)
+    baseline, candidate = comparison.baseline, comparison.candidate
+    section = functional_section(baseline, candidate, policy, probes or ProbeOptions())
+    return Report.build(comparison, gate, section)
 
 
 def compare_options(

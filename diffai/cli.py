@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_comparison_options(parser)
     _add_analysis_options(parser)
     _add_policy_options(parser)
+    _add_probe_options(parser)
     parser.add_argument("--version", action="version", version=f"diffai {__version__}")
     return parser
 
@@ -231,6 +232,34 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
     add("--markdown", metavar="FILE", help="write the pull-request comment (markdown) to FILE")
     add("--junit", metavar="FILE", help="write one JUnit testcase per policy check to FILE")
     add("--html", metavar="FILE", help="write a self-contained HTML report (no network) to FILE")
+
+
+def _add_probe_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "probes",
+        "With a policy that has regression_test.functional, both ONNX models run on the same "
+        "probe inputs (docs/policy.md); these fix what the model's signature leaves open.",
+    )
+    add = group.add_argument
+    add(
+        "--probe-shape",
+        action="append",
+        default=[],
+        metavar="NAME=1x3x224x224",
+        help="the shape of one probe of input NAME, its batch axis as 1 (repeatable)",
+    )
+    add(
+        "--probe-value",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a fixed value for input NAME, a setting such as sr=16000 (repeatable)",
+    )
+    add(
+        "--probe-inputs",
+        metavar="FILE.npz",
+        help="probe inputs: input name -> array, probes on the first axis",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

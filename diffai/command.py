@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from diffai.api import compare_options, load_gate
+from diffai.api import build_report, compare_options, load_gate
 from diffai.comparison import bytes_to_read, compare_models
+from diffai.errors import UsageError
 from diffai.formats import open_models
+from diffai.functional import ProbeOptions
 from diffai.merge import merge_parts
 from diffai.renderers.analysis_lines import ANALYSIS_KEYS, LINE_KEYS, VERDICT_KEYS
 from diffai.renderers.html_report import render_html
@@ -54,7 +56,34 @@ def run(args: argparse.Namespace, progress_stream: TextIO) -> Report:
     baseline, candidate = open_models(args.baseline, args.candidate, args.format)
     total = bytes_to_read(baseline, candidate, options)
     with _progress_bar(total, progress_stream, args.progress) as on_bytes:
-        return Report.build(compare_models(baseline, candidate, options, on_bytes), gate)
+        comparison = compare_models(baseline, candidate, options, on_bytes)
+    return build_report(comparison, gate, probe_options(args))
+
+
+def probe_options(args: argparse.Namespace) -> ProbeOptions:
+    """``--probe-shape``, ``--probe-value`` and ``--probe-inputs`` as the functional run wants."""
+    shapes = dict(_named(text, "--probe-shape", _shape) for text in args.probe_shape)
+    values = dict(_named(text, "--probe-value", float) for text in args.probe_value)
+    inputs = Path(args.probe_inputs) if args.probe_inputs else None
+    return ProbeOptions(shapes, values, inputs)
+
+
+def _named(text: str, flag: str, parse: Callable[[str], Any]) -> tuple[str, Any]:
+    name, _, value = text.partition("=")
+    try:
+        if not name or not value:
+            raise ValueError(text)
+        return name, parse(value)
+    except ValueError:
+        example = "input=1x3x224x224" if flag == "--probe-shape" else "sr=16000"
+        raise UsageError(f"{flag} wants NAME=VALUE, such as {example}; got {text!r}") from None
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    sizes = tuple(int(size) for size in text.lower().split("x"))
+    if any(size < 1 for size in sizes):
+        raise ValueError(text)
+    return sizes
 
 
 def _prefix_options(args: argparse.Namespace) -> tuple[list[str], bool, bool]:

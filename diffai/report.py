@@ -61,10 +61,16 @@ class Report:
     document: dict[str, Any]
 
     @classmethod
-    def build(cls, comparison: Comparison, gate: Gate | None = None) -> Report:
-        """Measure, analyse, then judge: the policy reads the finished analyses."""
+    def build(
+        cls, comparison: Comparison, gate: Gate | None = None,
+        functional: dict[str, Any] | None = None,
+    ) -> Report:  # fmt: skip
+        """Measure, analyse, then judge: the policy reads the finished analyses and, when the
+        models were run (``diffai.functional``), how their outputs moved."""
         gate = gate or Gate()
         document = build_document(comparison)
+        if functional is not None:
+            document["functional"] = _finite(functional)
         judged = evaluate(gate.policy, document, gate.metrics_baseline, gate.metrics_candidate)
         document.update(_finite(judged))
         return cls(comparison, document)

@@ -145,8 +145,8 @@ def test_the_image_is_slim_python_without_torch() -> None:
     assert "torch" not in runs  # torch stays optional
     # the extras the image carries: gguf's dequantizers (1.4 MB), h5py for .keras/.h5 (and so
     # MAT v7.3 too), google-crc32c for TensorFlow checkpoints, boto3 and huggingface_hub for
-    # s3:// and hf:// models read by ranges, nothing more
-    assert re.findall(r"/src\[([^\]]*)\]", runs) == ["gguf,keras,tensorflow,remote"]
+    # s3:// and hf:// models read by ranges, onnxruntime for functional gates, nothing more
+    assert re.findall(r"/src\[([^\]]*)\]", runs) == ["gguf,keras,tensorflow,remote,run"]
     assert "USER" not in dict(dockerfile())  # the runner's mounts need the default user
 
 

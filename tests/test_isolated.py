@@ -9,6 +9,8 @@ written), the same child runs under smaller ones.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -65,8 +67,9 @@ def run_limited(tmp_path: Path, behaviour: str, limits: isolated.ChildLimits) ->
     folder = tmp_path / "answer"
     folder.mkdir()
     with pytest.raises(UnreadableModel) as caught:
-        isolated._run_child(behaving(tmp_path, behaviour), READER, "the test reader", folder,
-                            limits)  # fmt: skip
+        path = behaving(tmp_path, behaviour)
+        args = [READER, str(path), str(folder), json.dumps(dataclasses.asdict(limits))]
+        isolated.run_child(path, "the test reader", limits, args)
     return caught.value.problem
 
 

@@ -43,11 +43,6 @@ BYTES_PER_SECOND = 50_000_000
 #: The child's JSON answer: names and scalars, never values.
 ANSWER_NAME = "answer.json"
 MAX_ANSWER_BYTES = 64 << 20
-#: The child's way back to us; sys.path is passed on so it imports this very diffai.
-BOOT = (
-    "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
-    "from diffai.formats.isolated_child import main; raise SystemExit(main(sys.argv[2:]))"
-)
 #: Errors a child may report, by class name; any other name is an UnreadableModel.
 ERRORS: dict[str, type[UnreadableModel]] = {
     cls.__name__: cls for cls in (UnreadableModel, MalformedModel)
@@ -57,6 +52,18 @@ SIGNAL_PROBLEMS = {
     signal.SIGXCPU: "{reader} used up its CPU time on this file",
     signal.SIGXFSZ: "{reader} wrote more than {limits.file_bytes:,} bytes for this file",
 }
+
+
+def boot(module: str) -> str:
+    """``python -c`` code for a child that runs ``module.main`` on its other arguments; it gets
+    this process's ``sys.path``, so it imports this very diffai."""
+    return (
+        "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+        f"from {module} import main; raise SystemExit(main(sys.argv[2:]))"
+    )
+
+
+BOOT = boot("diffai.formats.isolated_child")
 
 
 @dataclass(frozen=True)
@@ -78,18 +85,25 @@ def read_isolated(path: Path, module: str, reader: str) -> Model:
     """``module.read_in_process(path)``, run in a bounded child; ``reader`` names it in errors."""
     limits = ChildLimits.for_file(path.stat().st_size)
     with tempfile.TemporaryDirectory(prefix="diffai-isolated-") as folder:
-        _run_child(path, module, reader, Path(folder), limits)
+        args = [module, str(path), folder, json.dumps(asdict(limits))]
+        run_child(path, reader, limits, args)
         # Mapped arrays outlive the folder: an unlinked file stays while it is mapped.
         return _answer(path, Path(folder), reader)
 
 
-def _run_child(path: Path, module: str, reader: str, folder: Path, limits: ChildLimits) -> None:
-    argv = [sys.executable, "-I", "-c", BOOT, json.dumps(sys.path), module, str(path)]
-    argv += [str(folder), json.dumps(asdict(limits))]
+def run_child(
+    path: Path, reader: str, limits: ChildLimits, args: list[str], boot: str = BOOT,
+    env: dict[str, str] | None = None,
+) -> None:  # fmt: skip
+    """``boot`` (a child's ``main``) run on ``args`` in a child; its failures as one line.
+
+    ``env`` None passes this process's environment on; the graph runner passes its own.
+    """
+    argv = [sys.executable, "-I", "-c", boot, json.dumps(sys.path), *args]
     try:
         done = subprocess.run(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, timeout=limits.seconds, check=False,
+            stderr=subprocess.DEVNULL, timeout=limits.seconds, check=False, env=env,
         )  # fmt: skip
     except subprocess.TimeoutExpired as exc:
         problem = f"{reader} took over {limits.seconds} s on this file and was stopped"
@@ -108,7 +122,7 @@ def _signal_problem(reader: str, number: int, limits: ChildLimits) -> str:
 
 
 def _answer(path: Path, folder: Path, reader: str) -> Model:
-    document = _document(path, folder / ANSWER_NAME, reader)
+    document = answer_document(path, folder / ANSWER_NAME, reader)
     if "error" in document:
         error = ERRORS.get(document["error"], UnreadableModel)
         raise error(path, str(document.get("problem", "")))
@@ -117,10 +131,10 @@ def _answer(path: Path, folder: Path, reader: str) -> Model:
     )
     shaped = isinstance(names, list) and all(isinstance(name, str) for name in names)
     if not (shaped and isinstance(scalars, dict) and isinstance(metadata, dict)):
-        raise _bad_answer(path, reader, "its answer lacks tensors, scalars or metadata")
+        raise bad_answer(path, reader, "its answer lacks tensors, scalars or metadata")
     dtypes = document.get("dtypes", [None] * len(names))
     if not (isinstance(dtypes, list) and len(dtypes) == len(names)):
-        raise _bad_answer(path, reader, "its dtypes do not match its tensors")
+        raise bad_answer(path, reader, "its dtypes do not match its tensors")
     tensors = {
         name: _tensor(path, folder, reader, index, name, dtype)
         for index, (name, dtype) in enumerate(zip(names, dtypes, strict=True))
@@ -129,15 +143,16 @@ def _answer(path: Path, folder: Path, reader: str) -> Model:
     return Model(str(path), str(format), size, tensors, scalars=scalars, metadata=metadata)
 
 
-def _document(path: Path, answer: Path, reader: str) -> dict[str, Any]:
+def answer_document(path: Path, answer: Path, reader: str) -> dict[str, Any]:
+    """A child's JSON answer, read as strictly as a hostile file."""
     try:
         if answer.stat().st_size > MAX_ANSWER_BYTES:
-            raise _bad_answer(path, reader, f"its answer is over {MAX_ANSWER_BYTES:,} bytes")
+            raise bad_answer(path, reader, f"its answer is over {MAX_ANSWER_BYTES:,} bytes")
         document = loads_strict(answer.read_bytes().decode("utf-8"))
     except (OSError, UnicodeDecodeError, InvalidJson, DuplicateKey) as exc:
-        raise _bad_answer(path, reader, f"its answer is unreadable: {one_line(exc)}") from exc
+        raise bad_answer(path, reader, f"its answer is unreadable: {one_line(exc)}") from exc
     if not isinstance(document, dict):
-        raise _bad_answer(path, reader, "its answer is not a JSON object")
+        raise bad_answer(path, reader, "its answer is not a JSON object")
     return document
 
 
@@ -149,14 +164,14 @@ def _tensor(
         (ref,) = npy.read(folder / f"{index}.npy").tensors.values()
     except (UnreadableModel, OSError, ValueError) as exc:
         problem = f"its array for {name!r} is unreadable: {one_line(exc)}"
-        raise _bad_answer(path, reader, problem) from exc
+        raise bad_answer(path, reader, problem) from exc
     if dtype is None or dtype == ref.dtype:
         return TensorRef(name, ref.shape, ref.dtype, ref.load)
     if dtype not in NUMPY_DTYPES or NUMPY_DTYPES[dtype].itemsize != numpy_dtype(ref.dtype).itemsize:
-        raise _bad_answer(path, reader, f"its dtype {str(dtype)[:40]!r} for {name!r} does not fit")
+        raise bad_answer(path, reader, f"its dtype {str(dtype)[:40]!r} for {name!r} does not fit")
     view = NUMPY_DTYPES[dtype]
     return TensorRef(name, ref.shape, str(dtype), lambda: ref.array().view(view))
 
 
-def _bad_answer(path: Path, reader: str, problem: str) -> MalformedModel:
+def bad_answer(path: Path, reader: str, problem: str) -> MalformedModel:
     return MalformedModel(path, f"{reader} gave an answer diffai cannot use ({problem})")

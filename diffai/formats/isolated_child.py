@@ -36,12 +36,12 @@ LIMITS = {
 
 def main(argv: list[str]) -> int:
     module, path, folder, limits = argv
-    _limit_self(json.loads(limits))
-    _answer(Path(folder), _read(module, Path(path), Path(folder)))
+    limit_self(json.loads(limits))
+    write_answer(Path(folder), _read(module, Path(path), Path(folder)))
     return 0
 
 
-def _limit_self(limits: dict[str, int]) -> None:
+def limit_self(limits: dict[str, int]) -> None:
     """Each limit at most what was asked, and never above what this process already has.
 
     Python ignores SIGXFSZ, so a write past the limit would be an ``OSError`` the reader
@@ -92,7 +92,7 @@ def _npy_descr(dtype: np.dtype) -> str:
     return f"<u{dtype.itemsize}" if dtype.kind == "V" else dtype.str
 
 
-def _answer(folder: Path, document: dict[str, Any]) -> None:
+def write_answer(folder: Path, document: dict[str, Any]) -> None:
     partial = folder / "answer.json.partial"
     partial.write_text(json.dumps(document), encoding="utf-8")
     os.replace(partial, folder / "answer.json")

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from diffai.policy.functional import FunctionalPolicy, OutputRules, build_functional
+
 Severity = Literal["error", "warning"]
 
 #: Batch-norm step counters change with every training step and mean nothing for drift.
@@ -41,10 +43,11 @@ class TensorRules:
 
 @dataclass(frozen=True, kw_only=True)
 class Override:
-    """Rules for tensors matching ``match``: the top level with this override's keys on top."""
+    """Rules for tensors (or, in ``functional``, outputs) matching ``match``: the top level
+    with this override's keys on top."""
 
     match: str
-    rules: TensorRules
+    rules: TensorRules | OutputRules
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +78,8 @@ class RegressionPolicy:
     roles: tuple[str, ...] = DEFAULT_ROLES
     overrides: tuple[Override, ...] = ()
     metrics: MetricsPolicy = field(default_factory=MetricsPolicy)
+    #: Present only when the policy asks to run the models (``diffai.functional``).
+    functional: FunctionalPolicy | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,6 +137,9 @@ def _regression(section: dict[str, Any], folder: Path) -> RegressionPolicy:
             for item in section.get("overrides", ())
         ),
         metrics=_metrics(section.get("metrics") or {}, folder),
+        functional=build_functional(
+            section["functional"] or {} if "functional" in section else None, folder
+        ),
     )
 
 

@@ -186,6 +186,7 @@ MESSAGES: dict[str, Callable[[ValidationError], str]] = {
     "maximum": lambda e: f"{shown(e.instance)} is above the maximum {e.validator_value}",
     "minLength": lambda e: "must not be empty",
     "minItems": lambda e: "must not be empty",
+    "maxItems": lambda e: f"holds {len(e.instance)} items, over the {e.validator_value} allowed",
     "anyOf": _any_of_text,
 }
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from diffai.policy import metrics, readiness, rules
 from diffai.policy.checks import Check, failed
 from diffai.policy.model import Policy, RegressionPolicy
+from diffai.policy.output_checks import functional_checks
 
 Verdict = Literal["pass", "warn", "fail"]
 VERDICTS: dict[str, Verdict] = {"error": "fail", "warning": "warn", "none": "pass"}
@@ -46,6 +47,7 @@ def regression_test(
     scopes = rules.scopes(policy, document["tensors"])
     checks = rules.tensor_checks(scopes)
     checks += metrics.metric_checks(policy.metrics, baseline, candidate)
+    checks += functional_checks(policy.functional, document.get("functional"))
     drop = metrics.worst_relative_drop(policy.metrics, baseline, candidate)
     drift = rules.drift_ratio(scopes) if drop is None else None
     return {

@@ -112,7 +112,11 @@ def _joined(words: list[str], conjunction: str) -> str:
 def failed_views(document: dict[str, Any]) -> list[dict[str, Any]]:
     """Each failed check with its worst few tensors (the report lists them worst first)."""
     return [
-        {**check, "icon": check_icon(check), "worst": first(check.get("tensors", []))}
+        {
+            **check,
+            "icon": check_icon(check),
+            "worst": first(check.get("tensors", check.get("outputs", []))),
+        }
         for check in failed_checks(document)
     ]
 

@@ -56,6 +56,7 @@ def _testcase(check: dict[str, Any]) -> ET.Element:
 def _details(check: dict[str, Any]) -> str:
     lines = [f"observed: {check.get('observed')}", f"threshold: {check.get('threshold')}"]
     lines += [f"tensor: {name}" for name in check.get("tensors", [])]
+    lines += [f"output: {name}" for name in check.get("outputs", [])]
     return "\n".join(_xml(line) for line in lines)
 
 

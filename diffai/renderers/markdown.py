@@ -26,6 +26,12 @@ from diffai.renderers import comment_view as view
 from diffai.renderers.analysis_lines import LINE_KEYS, analysis_lines
 from diffai.renderers.comment_view import plural
 from diffai.renderers.depth import depth_grid
+from diffai.renderers.functional_lines import (
+    COLUMNS,
+    functional_lines,
+    measured_cells,
+    probes_sentence,
+)
 from diffai.renderers.outcome import all_checks
 from diffai.text import escaped
 
@@ -81,7 +87,20 @@ def _context(document: dict[str, Any], marker: str) -> dict[str, Any]:
         "check_counts": Counter(check["status"] for check in checks),
         "labels": COMPONENT_LABELS,
         "band_legend": view.BAND_LEGEND,
+        "functional": functional_view(document.get("functional")),
     }
+
+
+def functional_view(section: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The outputs' table of the comment, or the one line saying why none ran."""
+    if section is None:
+        return None
+    if section["status"] != "compared":
+        return {"line": functional_lines(section)[0].removeprefix("functional: ")}
+    rows = [
+        {"name": o["name"], "status": o["status"], **measured_cells(o)} for o in section["outputs"]
+    ]
+    return {"probes": probes_sentence(section), "rows": rows, "columns": [c[1] for c in COLUMNS]}
 
 
 def text(value: str) -> str:

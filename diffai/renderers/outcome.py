@@ -70,10 +70,11 @@ def _names(message: str, name: str) -> bool:
 
 def _check_line(check: dict[str, Any]) -> str:
     line = f"  {check['severity']} {check['rule']}: {check['message']}"
-    tensors = check.get("tensors", [])
+    kind = "outputs" if "outputs" in check else "tensors"  # a functional check names outputs
+    tensors = check.get(kind, [])
     if all(_names(check["message"], name) for name in tensors):  # the message has them all
         return line
     shown = ", ".join(tensors[:SHOWN_TENSORS])
     hidden = len(tensors) - SHOWN_TENSORS
     more = f" and {hidden} more (every one in --report)" if hidden > 0 else ""
-    return f"{line}; tensors: {shown}{more}"
+    return f"{line}; {kind}: {shown}{more}"

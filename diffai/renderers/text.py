@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from diffai.renderers.analysis_lines import LINE_KEYS, analysis_lines
+from diffai.renderers.functional_lines import functional_lines
 from diffai.renderers.outcome import is_identical, verdict_lines
 from diffai.text import one_line, scalar_text
 
@@ -35,6 +36,7 @@ def render_text(
     lines = [*analysis_lines(document, analyses), summary_line(document["summary"])]
     lines += mapping_lines(document.get("mapping"))
     lines += rename_lines(document.get("renamed"))
+    lines += functional_lines(document.get("functional"))
     if is_identical(document["summary"]):
         lines.append("identical: no compared tensor or scalar differs")
     if show_verdict:

@@ -29,7 +29,10 @@ from diffai.dtypes import numpy_dtype
 from diffai.errors import DiffaiError, PolicyError
 from diffai.formats import keras, matlab, open_model
 from diffai.formats.limits import check_model
+from diffai.functional import probes
+from diffai.functional.graph import admit
 from diffai.model import Model
+from diffai.policy.functional import FunctionalPolicy
 from diffai.policy.load import load_metrics, load_policy
 from diffai.renderers.markdown import render_markdown
 from diffai.report import Report
@@ -149,12 +152,23 @@ ONNX_EXTERNAL = bytes(range(64))
 
 
 def onnx_input(data: bytes, workdir: Path) -> None:
-    """A whole .onnx file, beside a 64-byte ``w.data`` its external data may name."""
+    """A whole .onnx file, beside a 64-byte ``w.data`` its external data may name; read as
+    weights, then checked for running and planned probes for, as a functional gate would
+    before ONNX Runtime sees it (nothing runs here)."""
     path = workdir / "fuzz.onnx"
     path.write_bytes(data)
     (workdir / "w.data").write_bytes(ONNX_EXTERNAL)
     with no_code_runs():
         check_model_file(path, "onnx")
+        check_admission(path)
+
+
+def check_admission(path: Path) -> None:
+    try:
+        signature = admit(path, allow_contrib=True)
+        probes.plan(signature.inputs, FunctionalPolicy(), {}, signature.vocabularies)
+    except DiffaiError as exc:
+        _one_line(exc)
 
 
 def gguf_input(data: bytes, workdir: Path) -> None:
