@@ -9,6 +9,9 @@
   bf16, 10,000 tensors, shards, cold cache and start-up, side by side with a
   bare numpy floor, diffai-python 0.5.2 and a torch script, medians of
   interleaved runs, and a table of the issue's goals;
+- ``moe`` (``moe.py``, issue 16): a 9,552-tensor mixture-of-experts pair against
+  diffai-python, the marginal cost per tensor from 10,000 to 100,000 tensors, and every
+  output's render time at 100,000 tensors;
 - ``onnx`` (``onnx_external.py``): a 3 GiB external-data ONNX pair in bounded
   memory, and ``onnx.load`` on the same files for comparison;
 - ``remote`` (``remote.py``): a 2 x 2 GiB pair read by HTTP ranges over loopback
@@ -28,6 +31,7 @@ from pathlib import Path
 
 import functional
 import make_models
+import moe
 import onnx_external
 import perf
 import perf_goals
@@ -72,7 +76,7 @@ def run_perf(args: argparse.Namespace, command: str) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    suites = ("all", "transformer", "perf", "onnx", "remote", "functional")
+    suites = ("all", "transformer", "perf", "moe", "onnx", "remote", "functional")
     add("--suite", choices=suites, default="all", help="default: all")
     add("--out", type=Path, default=make_models.DEFAULT_OUT, help="folder for the models")
     add("--quick", action="store_true", help="perf suite on 64/128 MiB pairs: a smoke run")
@@ -105,6 +109,9 @@ def main() -> None:
         transformer.run_suite(args.out, args.repeat, args.stats_mib)
     if args.suite in ("all", "perf"):
         run_perf(args, command.strip())
+    if args.suite in ("all", "moe"):
+        load = perf_report.load()
+        moe.run_suite(args.out, args.repeat, args.write_docs, perf_report.commit(), load)
     if args.suite in ("all", "onnx"):
         onnx_external.run_suite()
     if args.suite in ("all", "remote"):

@@ -365,43 +365,133 @@ PyDoc_STRVAR(measure_pair_doc,
              "finite on both: (compared, changed, sum_dd, sum_bc, sum_bb, sum_cc, max_abs,\n"
              "sum_abs). Byte-identical chunks of one type are measured once.");
 
+/* One chunk pair's sums: both sides and the difference of the positions finite on both. */
+typedef struct {
+    Side base, cand;
+    Diff diff;
+} PairSums;
+
+static void pair_sums(const Py_buffer *base_buffer, int base_code, const Py_buffer *cand_buffer,
+                      int cand_code, Py_ssize_t n, double epsilon, PairSums *out) {
+    memset(&out->diff, 0, sizeof out->diff);
+    side_init(&out->base);
+    side_init(&out->cand);
+    if (base_code == cand_code &&
+        memcmp(base_buffer->buf, cand_buffer->buf, base_buffer->len) == 0) {
+        /* Frozen layers, re-saved weights: one side's pass serves both (about 2x). */
+        side_range(base_buffer->buf, base_code, n, &out->base);
+        out->cand = out->base;
+        out->diff.compared = out->base.count;
+        out->diff.sum_bb = out->diff.sum_cc = out->diff.sum_bc = out->base.sumsq;
+    } else {
+        pair_range(base_buffer->buf, base_code, cand_buffer->buf, cand_code, n, epsilon,
+                   &out->base, &out->cand, &out->diff);
+    }
+}
+
+static PyObject *pair_tuple(const PairSums *sums) {
+    const Diff *diff = &sums->diff;
+    return Py_BuildValue("(NN(LLdddddd))", side_tuple(&sums->base), side_tuple(&sums->cand),
+                         (long long)diff->compared, (long long)diff->changed, diff->sum_dd,
+                         diff->sum_bc, diff->sum_bb, diff->sum_cc, diff->max_abs, diff->sum_abs);
+}
+
+/* The pair's common element count; -1 with an exception set. */
+static Py_ssize_t pair_elements(const Py_buffer *base, int base_code, const Py_buffer *cand,
+                                int cand_code) {
+    Py_ssize_t n = elements(base, base_code);
+    Py_ssize_t cand_n = n < 0 ? -1 : elements(cand, cand_code);
+    if (cand_n >= 0 && cand_n != n) {
+        PyErr_Format(PyExc_ValueError, "the sides hold %zd and %zd elements", n, cand_n);
+        return -1;
+    }
+    return cand_n;
+}
+
 static PyObject *measure_pair(PyObject *module, PyObject *args) {
     Py_buffer base_buffer, cand_buffer;
     int base_code, cand_code;
     double epsilon;
-    Side base, cand;
-    Diff diff = {0};
+    PairSums sums;
     if (!PyArg_ParseTuple(args, "y*iy*id", &base_buffer, &base_code, &cand_buffer, &cand_code,
                           &epsilon))
         return NULL;
-    Py_ssize_t n = elements(&base_buffer, base_code);
-    Py_ssize_t cand_n = n < 0 ? -1 : elements(&cand_buffer, cand_code);
-    if (cand_n >= 0 && cand_n != n)
-        PyErr_Format(PyExc_ValueError, "the sides hold %zd and %zd elements", n, cand_n);
-    if (PyErr_Occurred()) {
-        PyBuffer_Release(&base_buffer);
-        PyBuffer_Release(&cand_buffer);
-        return NULL;
+    Py_ssize_t n = pair_elements(&base_buffer, base_code, &cand_buffer, cand_code);
+    if (n >= 0) {
+        Py_BEGIN_ALLOW_THREADS
+        pair_sums(&base_buffer, base_code, &cand_buffer, cand_code, n, epsilon, &sums);
+        Py_END_ALLOW_THREADS
     }
-    side_init(&base);
-    side_init(&cand);
-    Py_BEGIN_ALLOW_THREADS
-    if (base_code == cand_code && memcmp(base_buffer.buf, cand_buffer.buf, base_buffer.len) == 0) {
-        /* Frozen layers, re-saved weights: one side's pass serves both (about 2x). */
-        side_range(base_buffer.buf, base_code, n, &base);
-        cand = base;
-        diff.compared = base.count;
-        diff.sum_bb = diff.sum_cc = diff.sum_bc = base.sumsq;
-    } else {
-        pair_range(base_buffer.buf, base_code, cand_buffer.buf, cand_code, n, epsilon, &base,
-                   &cand, &diff);
-    }
-    Py_END_ALLOW_THREADS
     PyBuffer_Release(&base_buffer);
     PyBuffer_Release(&cand_buffer);
-    return Py_BuildValue("(NN(LLdddddd))", side_tuple(&base), side_tuple(&cand),
-                         (long long)diff.compared, (long long)diff.changed, diff.sum_dd,
-                         diff.sum_bc, diff.sum_bb, diff.sum_cc, diff.max_abs, diff.sum_abs);
+    return n < 0 ? NULL : pair_tuple(&sums);
+}
+
+/* A batch of chunk pairs held for measure_pairs: their buffers, codes and sums. */
+typedef struct {
+    Py_buffer base, cand;
+    int base_code, cand_code;
+    Py_ssize_t n;
+    PairSums sums;
+} BatchItem;
+
+static void release_items(BatchItem *items, Py_ssize_t held) {
+    for (Py_ssize_t i = 0; i < held; i++) {
+        PyBuffer_Release(&items[i].base);
+        PyBuffer_Release(&items[i].cand);
+    }
+    PyMem_Free(items);
+}
+
+/* Takes every pair's buffers; the count taken, which is short of `count` on an error. */
+static Py_ssize_t hold_items(PyObject *chunks, BatchItem *items, Py_ssize_t count) {
+    for (Py_ssize_t i = 0; i < count; i++) {
+        BatchItem *item = &items[i];
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(chunks, i), "y*iy*i", &item->base,
+                              &item->base_code, &item->cand, &item->cand_code))
+            return i;
+        item->n = pair_elements(&item->base, item->base_code, &item->cand, item->cand_code);
+        if (item->n < 0) return i + 1;
+    }
+    return count;
+}
+
+static PyObject *batch_results(const BatchItem *items, Py_ssize_t count) {
+    PyObject *results = PyList_New(count);
+    for (Py_ssize_t i = 0; results != NULL && i < count; i++) {
+        PyObject *result = pair_tuple(&items[i].sums);
+        if (result == NULL) Py_CLEAR(results);
+        else PyList_SET_ITEM(results, i, result);
+    }
+    return results;
+}
+
+PyDoc_STRVAR(measure_pairs_doc,
+             "measure_pairs(chunks, epsilon) -> list\n\n"
+             "measure_pair of every (base, base_code, cand, cand_code) in a list, in one call\n"
+             "and one release of the GIL: a model of many small tensors pays the call's\n"
+             "overhead once per batch instead of once per tensor.");
+
+static PyObject *measure_pairs(PyObject *module, PyObject *args) {
+    PyObject *chunks, *results = NULL;
+    double epsilon;
+    if (!PyArg_ParseTuple(args, "O!d", &PyList_Type, &chunks, &epsilon)) return NULL;
+    Py_ssize_t count = PyList_GET_SIZE(chunks);
+    BatchItem *items = PyMem_Calloc(count ? count : 1, sizeof *items);
+    if (items == NULL) return PyErr_NoMemory();
+    Py_ssize_t held = hold_items(chunks, items, count);
+    if (!PyErr_Occurred()) {
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < count; i++) {
+            BatchItem *item = &items[i];
+            pair_sums(&item->base, item->base_code, &item->cand, item->cand_code, item->n,
+                      epsilon, &item->sums);
+        }
+        Py_END_ALLOW_THREADS
+        results = batch_results(items, count);
+    }
+    release_items(items, held);
+    return results;
 }
 
 PyDoc_STRVAR(centred_squares_doc,
@@ -429,6 +519,7 @@ static PyObject *centred_squares(PyObject *module, PyObject *args) {
 static PyMethodDef methods[] = {
     {"measure_side", measure_side, METH_VARARGS, measure_side_doc},
     {"measure_pair", measure_pair, METH_VARARGS, measure_pair_doc},
+    {"measure_pairs", measure_pairs, METH_VARARGS, measure_pairs_doc},
     {"centred_squares", centred_squares, METH_VARARGS, centred_squares_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -6,7 +6,6 @@ each) keep every core busy while memory stays bounded by one chunk per worker.
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import itertools
 import math
@@ -28,7 +27,15 @@ from diffai.pairing.fingerprint import Fingerprint, fingerprinter
 from diffai.pairing.renames import Rename, RenameSearch
 from diffai.roles import Role, role_of
 from diffai.shard import shard_members
-from diffai.stats import DiffStats, ProgressCallback, TensorStats, measure_pair, measure_tensor
+from diffai.stats import (
+    DiffStats,
+    PairResult,
+    ProgressCallback,
+    TensorStats,
+    measure_pair,
+    measure_small_pairs,
+    measure_tensor,
+)
 
 #: A task measures tensors until it has this many bytes: large ones alone, small ones together.
 BATCH_BYTES = 4 * 1024 * 1024
@@ -232,16 +239,43 @@ def _batches(pairs_by_size: list[Pair]) -> list[list[Pair]]:
 def _measure_batch(
     batch: list[Pair], epsilon: float, on_bytes: ProgressCallback | None, fingerprint: bool
 ) -> list[TensorComparison]:
+    together = _measure_together(batch, epsilon, on_bytes)
     measured = []
     for name, base, cand in batch:
         try:
-            tensor = _classify(name, base, cand, epsilon, on_bytes, fingerprint)
-            measured.append(dataclasses.replace(tensor, role_hint=_role_hint(base, cand)))
+            status, *stats, print_ = _classify(
+                base, cand, epsilon, on_bytes, together.get(name), fingerprint
+            )
         except DiffaiError:
             raise
         except (OSError, ValueError, TypeError) as exc:
             raise UnreadableModel(f"tensor {name!r}", f"cannot read its values: {exc}") from exc
+        measured.append(TensorComparison(name, status, *stats, _role_hint(base, cand), print_))
     return measured
+
+
+def _measure_together(
+    batch: list[Pair], epsilon: float, on_bytes: ProgressCallback | None
+) -> dict[str, PairResult]:
+    """The batch's small same-shaped pairs, measured in one kernel call (``measure_small_pairs``).
+
+    A pair it cannot take, or a batch it fails on, is measured alone, which names the tensor.
+    """
+    pairs = [(n, b, c) for n, b, c in batch if b and c and _comparable(b, c)]
+    try:
+        results = measure_small_pairs([(b, c) for _, b, c in pairs], epsilon, on_bytes)  # type: ignore[misc]
+    except (OSError, ValueError, TypeError):
+        return {}
+    return {
+        name: result
+        for (name, _, _), result in zip(pairs, results, strict=True)
+        if result is not None
+    }
+
+
+def _comparable(base: TensorRef, cand: TensorRef) -> bool:
+    """Whether the pair has an element-wise difference: same shape, both complex or neither."""
+    return base.shape == cand.shape and is_complex(base.dtype) == is_complex(cand.dtype)
 
 
 def _role_hint(base: TensorRef | None, cand: TensorRef | None) -> Role | None:
@@ -254,34 +288,40 @@ def _pair_bytes(base: TensorRef | None, cand: TensorRef | None) -> int:
     return (base.nbytes if base else 0) + (cand.nbytes if cand else 0)
 
 
+#: A status and what was measured: baseline stats, candidate stats, difference, and a
+#: removed or added tensor's fingerprint.
+Measured = tuple[
+    Status, "TensorStats | None", "TensorStats | None", "DiffStats | None", "Fingerprint | None"
+]
+
+
 def _classify(
-    name: str,
     base: TensorRef | None,
     cand: TensorRef | None,
     epsilon: float,
     on_bytes: ProgressCallback | None,
+    together: PairResult | None = None,
     fingerprint: bool = False,
-) -> TensorComparison:
+) -> Measured:
+    """``together``: the pair's figures when ``_measure_together`` has them already;
+    ``fingerprint``: fingerprint a removed or added tensor for rename detection."""
     if base is None and cand is not None:
         stats, print_ = _one_side(cand, on_bytes, fingerprint)
-        return TensorComparison(name, "added", None, stats, None, fingerprint=print_)
+        return "added", None, stats, None, print_
     if cand is None and base is not None:
         stats, print_ = _one_side(base, on_bytes, fingerprint)
-        return TensorComparison(name, "removed", stats, None, None, fingerprint=print_)
+        return "removed", stats, None, None, print_
     assert base is not None and cand is not None
-    if base.shape != cand.shape:
-        stats = measure_tensor(base, on_bytes), measure_tensor(cand, on_bytes)
-        return TensorComparison(name, "shape_changed", *stats, None)
-    if is_complex(base.dtype) != is_complex(cand.dtype):  # 2n components against n
-        stats = measure_tensor(base, on_bytes), measure_tensor(cand, on_bytes)
-        return TensorComparison(name, "dtype_changed", *stats, None)
-    base_stats, cand_stats, diff = measure_pair(base, cand, epsilon, on_bytes)
-    status: Status = (
+    if not _comparable(base, cand):
+        status: Status = "shape_changed" if base.shape != cand.shape else "dtype_changed"
+        return status, measure_tensor(base, on_bytes), measure_tensor(cand, on_bytes), None, None
+    base_stats, cand_stats, diff = together or measure_pair(base, cand, epsilon, on_bytes)
+    status = (
         "dtype_changed"
         if base.stored_dtype != cand.stored_dtype or base.dtype != cand.dtype
         else ("changed" if diff.changed else "unchanged")
     )
-    return TensorComparison(name, status, base_stats, cand_stats, diff)
+    return status, base_stats, cand_stats, diff, None
 
 
 def _one_side(

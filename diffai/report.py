@@ -14,15 +14,18 @@ import contextlib
 import dataclasses
 import json
 import math
+import operator
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from diffai import jsontext
 from diffai._version import __version__
 from diffai.analyses import run_analyses
 from diffai.change import RelativeChange
@@ -84,9 +87,8 @@ class Report:
         return self.document["verdict"]
 
     def to_json(self) -> str:
-        # No indent: only then does json use its C encoder (0.26 s against 0.79 s for 10,000
-        # tensors); `jq .` pretty-prints it.
-        return json.dumps(self.document, allow_nan=False) + "\n"
+        # No indent (`jq .` pretty-prints it): orjson, or else json's C encoder (diffai.jsontext).
+        return jsontext.dumps(self.document) + "\n"
 
     def write(self, path: str | Path) -> None:
         write_atomically(Path(path), self.to_json())
@@ -198,14 +200,27 @@ def diff_record(diff: DiffStats | None, change: RelativeChange | None) -> dict[s
 
 def _flat_record(measured: TensorStats | DiffStats | LayerImpact) -> dict[str, Any]:
     """A flat dataclass as a strict-JSON dict; ``dataclasses.asdict`` deep-copies and took
-    3 of 5 seconds on a 10,000-tensor model, checking every field 0.27 of 2 s."""
+    3 of 5 seconds on a 10,000-tensor model, checking every field 0.27 of 2 s (now only the
+    float fields are looked at, through one ``itemgetter``: 0.02 s)."""
     record = dict(vars(measured))
-    if not math.isfinite(sum(v for v in record.values() if isinstance(v, float))):
+    floats = [value for value in _float_fields(type(measured))(record) if value is not None]
+    if not math.isfinite(sum(floats)):
         # Some value is inf or NaN (or finite ones overflowed the sum): null those alone.
         for key, value in record.items():
             if isinstance(value, float) and not math.isfinite(value):
                 record[key] = None
     return record
+
+
+@cache
+def _float_fields(kind: type) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """The getter of a record type's float fields (``float`` or ``float | None``), as a tuple."""
+    names = [f.name for f in dataclasses.fields(kind) if f.type in _FLOAT_TYPES]
+    getter = operator.itemgetter(*names)
+    return getter if len(names) > 1 else lambda record: (getter(record),)
+
+
+_FLOAT_TYPES = frozenset({"float", "float | None"})
 
 
 def json_scalar(value: Scalar) -> Any:

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import ml_dtypes
 import numpy as np
 
 from diffai import _kernel
 from diffai.dtypes import is_complex
-from diffai.model import TensorRef
+from diffai.model import CHUNK_ELEMENTS, TensorRef
 
 #: M2 from Σx² is trusted while it is at least this fraction of Σx² (see _centred_squares).
 CANCELLATION_LIMIT = 1e-4
@@ -106,9 +106,9 @@ class DiffStats:
     candidate_l2: float | None
 
 
-@dataclass(frozen=True)
-class _Moments:
-    """One chunk's count, mean, M2, extrema and special values: what an accumulator merges."""
+class _Moments(NamedTuple):
+    """One chunk's count, mean, M2, extrema and special values: what an accumulator merges
+    (a tuple: built twice per tensor, a frozen dataclass cost 1 us more each time)."""
 
     count: int
     mean: float
@@ -269,18 +269,81 @@ def measure_pair(
     on_bytes: ProgressCallback | None = None,
 ) -> tuple[TensorStats, TensorStats, DiffStats]:
     """Both sides' statistics and their difference, reading each tensor once."""
-    base, cand, diff = _SideAccumulator(), _SideAccumulator(), _DiffAccumulator()
+    sums = _PairSums()
     work = _workspace()
     chunks = zip(base_ref.chunks(), cand_ref.chunks(), strict=True)
     for base_chunk, cand_chunk in chunks:
         base_readable = _kernel_chunk(base_chunk, base_ref.dtype, work, "base")
         cand_readable = _kernel_chunk(cand_chunk, cand_ref.dtype, work, "cand")
         sides = _kernel.measure_pair(*base_readable, *cand_readable, epsilon)
-        base.merge(_moments(sides[0], base_readable))
-        cand.merge(_moments(sides[1], cand_readable))
-        diff.add(base_readable[0].size, sides[2])
+        sums.merge(base_readable, cand_readable, sides)
         _report(on_bytes, base_chunk.nbytes + cand_chunk.nbytes)
-    return base.result(base_ref), cand.result(cand_ref), diff.result()
+    return sums.result(base_ref, cand_ref)
+
+
+#: Pairs and their results, for ``measure_small_pairs``.
+RefPair = tuple[TensorRef, TensorRef]
+PairResult = tuple[TensorStats, TensorStats, DiffStats]
+
+
+def measure_small_pairs(
+    pairs: Sequence[RefPair], epsilon: float, on_bytes: ProgressCallback | None = None
+) -> list[PairResult | None]:
+    """``measure_pair`` of many same-shaped pairs in one kernel call, the numbers unchanged.
+
+    A pair qualifies when both sides are mapped arrays of one chunk of a type the kernel
+    reads as stored; None stands for one that does not (measure it with ``measure_pair``).
+    On 10,000 tensors of 8 x 8 the per-pair path spent ten times the kernel's time in Python.
+    """
+    readable = [_whole_chunks(base, cand) for base, cand in pairs]
+    batch = [(*chunks[0], *chunks[1]) for chunks in readable if chunks is not None]
+    measured = iter(_kernel.measure_pairs(batch, epsilon))
+    results: list[PairResult | None] = []
+    for (base, cand), chunks in zip(pairs, readable, strict=True):
+        if chunks is None:
+            results.append(None)
+            continue
+        sums = _PairSums()
+        sums.merge(*chunks, next(measured))
+        results.append(sums.result(base, cand))
+    _report(on_bytes, sum(base.nbytes + cand.nbytes for base, cand in pairs))
+    return results
+
+
+def _whole_chunks(base: TensorRef, cand: TensorRef) -> tuple[_KernelChunk, _KernelChunk] | None:
+    """Both sides as the one chunk ``chunks()`` would give, when the kernel reads them as stored."""
+    if base.load is None or cand.load is None or max(base.elements, cand.elements) > CHUNK_ELEMENTS:
+        return None
+    if is_complex(base.dtype) or is_complex(cand.dtype):
+        return None
+    base_chunk, cand_chunk = _direct_chunk(base.load()), _direct_chunk(cand.load())
+    if base_chunk is None or cand_chunk is None:
+        return None
+    return base_chunk, cand_chunk
+
+
+def _direct_chunk(array: np.ndarray) -> _KernelChunk | None:
+    code = KERNEL_CODES.get(array.dtype)
+    if code is None:
+        return None
+    flat = np.ascontiguousarray(array).reshape(-1)
+    return (flat.view(np.uint16), code) if code == _kernel.BF16 else (flat, code)
+
+
+class _PairSums:
+    """Both sides' accumulators and the difference's, merged chunk pair by chunk pair."""
+
+    def __init__(self) -> None:
+        self.base, self.cand, self.diff = _SideAccumulator(), _SideAccumulator(), _DiffAccumulator()
+
+    def merge(self, base: _KernelChunk, cand: _KernelChunk, sides: Any) -> None:
+        """One chunk pair: its readable sides and what ``_kernel.measure_pair`` gave for them."""
+        self.base.merge(_moments(sides[0], base))
+        self.cand.merge(_moments(sides[1], cand))
+        self.diff.add(base[0].size, sides[2])
+
+    def result(self, base_ref: TensorRef, cand_ref: TensorRef) -> PairResult:
+        return self.base.result(base_ref), self.cand.result(cand_ref), self.diff.result()
 
 
 #: A chunk as the kernel takes it: an array of one of its element types, and that type's code.

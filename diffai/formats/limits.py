@@ -57,11 +57,11 @@ def byte_budget(file_size: int) -> int:
 
 def check_model(path: Path, model: Model) -> None:
     check_tensor_count(path, "it holds", len(model.tensors))
-    for name, ref in model.tensors.items():
-        _check_name(path, "tensor", name)
+    _check_names(path, "tensor", list(model.tensors))
+    for ref in model.tensors.values():
         _check_shape(path, ref)
+    _check_names(path, "scalar", list(model.scalars))
     for name, value in model.scalars.items():
-        _check_name(path, "scalar", name)
         _check_scalar(path, name, value)
     _check_budget(path, model)
 
@@ -70,6 +70,15 @@ def check_tensor_count(path: Path, holder: str, count: int) -> None:
     """``holder`` says what counted them, e.g. ``the index lists``."""
     if count > MAX_TENSORS:
         raise MalformedModel(path, f"{holder} {count:,} tensors, over the limit of {MAX_TENSORS:,}")
+
+
+def _check_names(path: Path, kind: str, names: list[str]) -> None:
+    """All names at once (one regex over them joined: 100,000 searches took 0.1 s), and
+    name by name only to say which one when some name fails."""
+    too_long = max(map(len, names), default=0) > MAX_NAME_CHARS
+    if too_long or UNSHOWABLE.search("".join(names)):
+        for name in names:
+            _check_name(path, kind, name)
 
 
 def _check_name(path: Path, kind: str, name: str) -> None:

@@ -40,9 +40,14 @@ def loads_strict(raw: bytes | str) -> Any:
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise DuplicateKey(key)
-        seen[key] = value
-    return seen
+    """Called for every object: ``dict()`` builds it in C (a header holds one per tensor), and
+    only an object that came out shorter than its pairs is searched for the repeated key."""
+    built = dict(pairs)
+    if len(built) < len(pairs):
+        raise DuplicateKey(_first_repeat(pairs))
+    return built
+
+
+def _first_repeat(pairs: list[tuple[str, Any]]) -> str:
+    seen: set[str] = set()
+    return next(key for key, _ in pairs if key in seen or seen.add(key))  # add() is None
