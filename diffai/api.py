@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import diffai.adapters
 import diffai.policy
 from diffai.comparison import CompareOptions, compare_models
 from diffai.errors import UsageError
-from diffai.formats import open_model
 from diffai.policy import MetricsFile, Policy, default_policy, policy_metric_files
 from diffai.policy.metrics import require_known_metrics
 from diffai.report import Gate, Report
@@ -31,6 +31,8 @@ def compare(
     metrics_baseline: str | Path | None = None,
     metrics_candidate: str | Path | None = None,
     on_bytes: ProgressCallback | None = None,
+    base: str | Path | None = None,
+    adapter: str | Path | None = None,
 ) -> Report:
     """Compare two model artifacts (files or folders, any supported format) tensor by tensor.
 
@@ -42,15 +44,19 @@ def compare(
     side has on every tensor (``diffai.pairing``); ``policy`` is a policy file or a
     loaded ``Policy`` (default: the documented default policy); ``metrics_*`` override
     the policy's metrics files; ``on_bytes`` is called with byte counts as tensors are read.
+    PEFT adapter folders compare by their updates (``diffai.adapters``): ``base`` sizes two
+    adapters' updates against a base model, and ``adapter`` verifies that ``candidate`` is
+    ``baseline`` with that adapter merged in.
     Raises ``DiffaiError`` subclasses for anything wrong with the inputs.
     """
     options = compare_options(
         epsilon, include, exclude, workers, shard, strip_prefixes, detect_prefixes
     )
     gate = load_gate(policy, metrics_baseline, metrics_candidate)
-    base_model = open_model(baseline, format)
-    cand_model = open_model(candidate, format)
-    return Report.build(compare_models(base_model, cand_model, options, on_bytes), gate)
+    base_model, cand_model, section = diffai.adapters.open_models(
+        baseline, candidate, format, base, adapter, bool(shard)
+    )
+    return Report.build(compare_models(base_model, cand_model, options, on_bytes), gate, section)
 
 
 def compare_options(

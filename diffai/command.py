@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from diffai import adapters
 from diffai.api import compare_options, load_gate
 from diffai.comparison import bytes_to_read, compare_models
-from diffai.formats import open_model
 from diffai.merge import merge_parts
 from diffai.renderers.analysis_lines import ANALYSIS_KEYS, LINE_KEYS, VERDICT_KEYS
 from diffai.renderers.html_report import render_html
@@ -47,11 +47,12 @@ def run(args: argparse.Namespace, progress_stream: TextIO) -> Report:
         args.epsilon, args.include, args.exclude, args.workers, shard, *_prefix_options(args)
     )
     gate = load_gate(args.policy, args.metrics_baseline, args.metrics_candidate)
-    baseline = open_model(args.baseline, args.format)
-    candidate = open_model(args.candidate, args.format)
+    baseline, candidate, adapter = adapters.open_models(
+        args.baseline, args.candidate, args.format, args.base, args.adapter, bool(shard)
+    )
     total = bytes_to_read(baseline, candidate, options)
     with _progress_bar(total, progress_stream, args.progress) as on_bytes:
-        return Report.build(compare_models(baseline, candidate, options, on_bytes), gate)
+        return Report.build(compare_models(baseline, candidate, options, on_bytes), gate, adapter)
 
 
 def _prefix_options(args: argparse.Namespace) -> tuple[list[str], bool]:

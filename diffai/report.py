@@ -59,10 +59,15 @@ class Report:
     document: dict[str, Any]
 
     @classmethod
-    def build(cls, comparison: Comparison, gate: Gate | None = None) -> Report:
-        """Measure, analyse, then judge: the policy reads the finished analyses."""
+    def build(
+        cls, comparison: Comparison, gate: Gate | None = None, adapter: dict[str, Any] | None = None
+    ) -> Report:
+        """Measure, analyse, then judge: the policy reads the finished analyses (and the
+        ``adapter`` section of ``diffai.adapters``, when adapters were compared)."""
         gate = gate or Gate()
         document = build_document(comparison)
+        if adapter is not None:
+            document["adapter"] = _finite(adapter)
         judged = evaluate(gate.policy, document, gate.metrics_baseline, gate.metrics_candidate)
         document.update(_finite(judged))
         return cls(comparison, document)

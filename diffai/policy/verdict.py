@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from diffai.policy import metrics, readiness, rules
+from diffai.policy.adapter import adapter_checks
 from diffai.policy.checks import Check, failed
 from diffai.policy.model import Policy, RegressionPolicy
 
@@ -46,6 +47,7 @@ def regression_test(
     scopes = rules.scopes(policy, document["tensors"])
     checks = rules.tensor_checks(scopes)
     checks += metrics.metric_checks(policy.metrics, baseline, candidate)
+    checks += adapter_checks(document)
     drop = metrics.worst_relative_drop(policy.metrics, baseline, candidate)
     drift = rules.drift_ratio(scopes) if drop is None else None
     return {

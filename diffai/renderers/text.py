@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from diffai.renderers.adapter import adapter_lines
 from diffai.renderers.analysis_lines import LINE_KEYS, analysis_lines
 from diffai.renderers.outcome import is_identical, verdict_lines
 from diffai.text import one_line, scalar_text
@@ -34,6 +35,7 @@ def render_text(
 ) -> str:
     lines = [*analysis_lines(document, analyses), summary_line(document["summary"])]
     lines += mapping_lines(document.get("mapping"))
+    lines += adapter_lines(document.get("adapter"))
     if is_identical(document["summary"]):
         lines.append("identical: no compared tensor or scalar differs")
     if show_verdict:
