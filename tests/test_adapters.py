@@ -225,3 +225,79 @@ def test_adapter_usage_errors(
     folder = runs["folder"]
     result = run_cli(*(folder / a if not a.startswith("--") else a for a in argv))
     assert result.code == 2 and problem in result.err and result.err.count("\n") == 1
+
+
+def test_conv_and_bin_adapters_follow_peft(
+    run_cli: Callable[..., Any], tmp_path: Path, validate_report: Any
+) -> None:
+    """A conv LoRA (B: out x r x 1 x 1, A: r x in x kh x kw), saved as adapter_model.bin."""
+
+    class Convs(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 5, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x)
+
+    torch.manual_seed(4)
+    base = Convs()
+    save_state(base, tmp_path / "base.safetensors")
+    model = lora_model(base, target_modules=["conv"], r=2)
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            torch.nn.init.normal_(parameter)
+    model.save_pretrained(tmp_path / "adapter", safe_serialization=False)
+    assert (tmp_path / "adapter" / "adapter_model.bin").is_file()
+    expected = deltas(model)["conv.weight"]
+    save_state(model.merge_and_unload(), tmp_path / "merged.safetensors")
+    _, document = report(run_cli, tmp_path, tmp_path / "base.safetensors", tmp_path / "adapter")
+    validate_report(document)
+    (module,) = document["adapter"]["modules"]
+    close(module["candidate"]["norm"], np.linalg.norm(expected))
+    close(module["candidate"]["mean"], expected.mean())
+    argv = [tmp_path / "base.safetensors", tmp_path / "merged.safetensors", "--adapter"]
+    _, merged = report(run_cli, tmp_path, *argv, tmp_path / "adapter")
+    assert merged["adapter"]["merge"]["merged"] == 1
+
+
+def hand_made_adapter(folder: Path, delta_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """A rank-1 adapter of one 4 x 6 module ``fc``, scale 2; returns its base weight and ΔW."""
+    from safetensors.numpy import save_file
+
+    folder.mkdir()
+    config = {"peft_type": "LORA", "r": 1, "lora_alpha": 2, "target_modules": ["fc"]}
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    a = np.linspace(-1, 1, 6, dtype=np.float32).reshape(1, 6) * delta_scale
+    b = np.linspace(1, 2, 4, dtype=np.float32).reshape(4, 1)
+    save_file({"base_model.model.fc.lora_A.weight": a, "base_model.model.fc.lora_B.weight": b},
+              folder / "adapter_model.safetensors")  # fmt: skip
+    base = np.arange(24, dtype=np.float32).reshape(4, 6) / 10 + 1
+    return base, 2 * b.astype(np.float64) @ a.astype(np.float64)
+
+
+@pytest.mark.parametrize(
+    ("scale", "merge", "dtype", "status", "verdict"),
+    [
+        pytest.param(1.0, 2.0, np.float32, "mismatch", "fail", id="merged-twice"),
+        pytest.param(1e-4, 1.0, "bf16", "unverifiable", "warn", id="below-bf16-rounding"),
+        pytest.param(1.0, 1.0, "bf16", "merged", "pass", id="bf16-merge"),
+    ],
+)
+def test_merge_statuses(
+    run_cli: Callable[..., Any], tmp_path: Path, validate_report: Any, scale: float,
+    merge: float, dtype: Any, status: str, verdict: str,
+) -> None:  # fmt: skip
+    import ml_dtypes
+    from safetensors.numpy import save_file
+
+    base, delta = hand_made_adapter(tmp_path / "adapter", scale)
+    stored = ml_dtypes.bfloat16 if dtype == "bf16" else dtype
+    save_file({"fc.weight": base.astype(stored)}, tmp_path / "base.safetensors")
+    merged = (base.astype(np.float64) + merge * delta).astype(stored)
+    save_file({"fc.weight": merged}, tmp_path / "merged.safetensors")
+    argv = [tmp_path / "base.safetensors", tmp_path / "merged.safetensors", "--adapter"]
+    _, document = report(run_cli, tmp_path, *argv, tmp_path / "adapter", "--verdict")
+    validate_report(document)
+    assert document["adapter"]["modules"][0]["status"] == status
+    assert document["verdict"] == verdict

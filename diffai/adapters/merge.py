@@ -7,11 +7,12 @@ Per module one streaming pass over base W, merged M and the expected update D
 
 A correct merge stored in M's dtype is off by at most its rounding, u·‖W + D‖ (u the
 unit roundoff: 2⁻²⁴ f32, 2⁻¹¹ f16, 2⁻⁸ bf16), plus the merge's own arithmetic, so
-it passes when error ≤ MERGE_RTOL·‖D‖ + 2u‖W + D‖. Statuses: ``merged``;
-``not_merged`` (M equals W bit for bit: the fuse did not take effect); ``mismatch``
-(M moved, but not by ΔW: merged twice, with another scale, another adapter);
-``missing`` (MERGED lacks the tensor or has another shape); ``unverifiable`` (‖D‖
-is below M's rounding: no merged file in that dtype can show it).
+it passes when error ≤ MERGE_RTOL·‖D‖ + 2u‖W + D‖. Statuses, in this order:
+``unverifiable`` (‖D‖ ≤ 2u‖W + D‖: no merged file in that dtype can show it; past
+that bound some element's update exceeds half its ulp, so a merge must move it);
+``not_merged`` (M equals W bit for bit: the fuse did not take effect); ``merged``;
+``mismatch`` (M moved, but not by ΔW: merged twice, with another scale, another
+adapter); and ``missing`` (MERGED lacks the tensor or has another shape).
 """
 
 from __future__ import annotations
@@ -120,11 +121,11 @@ def _judged(sums: _Sums, roundoff: float | None) -> dict[str, Any]:
 
 
 def _status(sums: _Sums, delta: float, error: float, rounding: float, tolerance: float) -> str:
+    if delta <= 2 * rounding and delta > 0.0:  # then even a correct merge may equal W
+        return "unverifiable"
     if sums.moved == 0.0 and delta > 0.0:
         return "not_merged"
-    if error <= tolerance:
-        return "merged"
-    return "unverifiable" if delta <= 2 * rounding else "mismatch"
+    return "merged" if error <= tolerance else "mismatch"
 
 
 def _totals(records: list[dict[str, Any]]) -> dict[str, Any]:
