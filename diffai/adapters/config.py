@@ -60,6 +60,13 @@ class AdapterConfig:
         rank = _pattern_value(self.rank_pattern, module, self.r)
         return rank, _pattern_value(self.alpha_pattern, module, self.lora_alpha)
 
+    def targets(self, module: str) -> bool:
+        """PEFT's rule for a list: the name, or a dotted suffix of it. A string is a regular
+        expression (or ``all-linear``) that diffai does not evaluate: it counts as a match."""
+        if not isinstance(self.target_modules, list):
+            return True
+        return any(module == t or module.endswith(f".{t}") for t in self.target_modules)
+
     def scale(self, rank: int, alpha: float) -> float:
         """alpha/r, or alpha/√r with rank-stabilised LoRA."""
         return alpha / (math.sqrt(rank) if self.use_rslora else rank)

@@ -17,13 +17,15 @@ from pathlib import Path
 
 from diffai.adapters.config import CONFIG_NAME, AdapterConfig, read_config
 from diffai.adapters.factors import LoraModule
+from diffai.comparison import model_order
 from diffai.errors import MalformedModel, UnreadableModel
 from diffai.model import Model, TensorRef
 
 FORMAT = "peft"
 EXTENSIONS: tuple[str, ...] = ()
-#: PEFT loads the safetensors file when both exist.
-WEIGHT_NAMES = ("adapter_model.safetensors", "adapter_model.bin")
+#: PEFT loads the safetensors file when both exist, with safetensors' own loader, else the
+#: .bin with torch.load: each is read by that format's reader, whatever its content.
+WEIGHT_FILES = {"adapter_model.safetensors": "safetensors", "adapter_model.bin": "pytorch"}
 WRAPPER = "base_model.model."
 LORA_KEY = re.compile(r"(?P<module>.+)\.lora_(?P<side>[AB])\.weight")
 EMBEDDING_KEY = re.compile(r"(?P<module>.+)\.lora_embedding_(?P<side>[AB])")
@@ -78,10 +80,10 @@ def adapter_of(model: AdapterModel) -> Adapter:
 def _weight_model(folder: Path) -> Model:
     from diffai.formats import choose_reader  # deferred: the reader registry imports this module
 
-    file = next((folder / name for name in WEIGHT_NAMES if (folder / name).is_file()), None)
-    if file is None:
-        raise UnreadableModel(folder, f"adapter folder has no {' or '.join(WEIGHT_NAMES)}")
-    return choose_reader(file).read(file)
+    name = next((name for name in WEIGHT_FILES if (folder / name).is_file()), None)
+    if name is None:
+        raise UnreadableModel(folder, f"adapter folder has no {' or '.join(WEIGHT_FILES)}")
+    return choose_reader(folder / name, WEIGHT_FILES[name]).read(folder / name)
 
 
 def _group(
@@ -89,8 +91,8 @@ def _group(
 ) -> tuple[dict[str, LoraModule], dict[str, TensorRef]]:
     factors: dict[tuple[str, bool], dict[str, TensorRef]] = {}
     saved: dict[str, TensorRef] = {}
-    for name, ref in tensors.items():
-        key = name.removeprefix(WRAPPER)
+    for name in model_order(tensors):  # layers.2 before layers.10
+        ref, key = tensors[name], name.removeprefix(WRAPPER)
         found = LORA_KEY.fullmatch(key) or EMBEDDING_KEY.fullmatch(key)
         if found:
             embedding = found.re is EMBEDDING_KEY
@@ -100,6 +102,14 @@ def _group(
         else:
             saved[SAVED_INFIX.sub(".", key)] = ref
     modules = [_module(file, config, *key, sides) for key, sides in factors.items()]
+    for module in modules:
+        if not config.targets(module.module):
+            # PeftModel.from_pretrained builds LoRA layers only for target_modules and drops
+            # other keys with a warning: comparing them would judge what users never load.
+            raise MalformedModel(
+                file, f"module {module.module!r} has LoRA tensors but the config's "
+                "target_modules does not name it, so PEFT would not load them",
+            )
     return {module.weight_name: module for module in modules}, saved
 
 
