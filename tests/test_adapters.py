@@ -161,8 +161,9 @@ def test_a_module_left_unmerged_fails_naming_it(
         "FAIL layers.1.up.weight: not_merged" in result.out
         and "the merge did not take effect" in result.out
     )
-    assert "error regression_test.adapter_merge: 1 tensor of the merged model do not hold" in (
-        result.out
+    assert (
+        "error regression_test.adapter_merge: 1 tensor of the merged model does not hold "
+        "BASE + ΔW: layers.1.up.weight" in result.out
     )
 
 

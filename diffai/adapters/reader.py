@@ -107,7 +107,8 @@ def _group(
             # PeftModel.from_pretrained builds LoRA layers only for target_modules and drops
             # other keys with a warning: comparing them would judge what users never load.
             raise MalformedModel(
-                file, f"module {module.module!r} has LoRA tensors but the config's "
+                file,
+                f"module {module.module!r} has LoRA tensors but the config's "
                 "target_modules does not name it, so PEFT would not load them",
             )
     return {module.weight_name: module for module in modules}, saved

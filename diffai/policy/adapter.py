@@ -12,24 +12,29 @@ from typing import Any
 
 from diffai.policy.checks import Check, make_check, outcome, tensors_text
 
+#: What the named tensors do, for one tensor and for several, then what follows.
+Problem = tuple[str, str, str]
+NOT_MERGED: Problem = ("does not hold", "do not hold", " BASE + ΔW")
+
 
 def adapter_checks(document: dict[str, Any]) -> list[Check]:
     merge = document.get("adapter", {}).get("merge")
     if merge is None:
         return []
     failed, unverifiable = merge["failed"], merge["unverifiable"]
-    checks = [_check("adapter_merge", "error", failed, "do not hold BASE + ΔW", merge)]
+    checks = [_check("adapter_merge", "error", failed, NOT_MERGED, merge)]
     if unverifiable:
-        reason = "have an update below the merged dtype's rounding"
+        reason: Problem = ("has", "have", " an update below the merged dtype's rounding")
         checks.append(_check("adapter_merge_verifiable", "warning", unverifiable, reason, merge))
     return checks
 
 
 def _check(
-    rule: str, severity: str, names: list[str], problem: str, merge: dict[str, Any]
+    rule: str, severity: str, names: list[str], problem: Problem, merge: dict[str, Any]
 ) -> Check:
     message = (
-        f"{tensors_text(len(names))} of the merged model {problem}: {', '.join(names)}"
+        f"{tensors_text(len(names))} of the merged model {problem[len(names) != 1]}"
+        f"{problem[2]}: {', '.join(names)}"
         if names
         else f"all {merge['checked']} adapter tensors are merged"
     )
