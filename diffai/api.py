@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import diffai.adapters
 import diffai.policy
 from diffai.comparison import CompareOptions, Comparison, compare_models
 from diffai.errors import UsageError
-from diffai.formats import open_models
 from diffai.functional import ProbeOptions, functional_section
 from diffai.policy import MetricsFile, Policy, default_policy, policy_metric_files
 from diffai.policy.metrics import require_known_metrics
@@ -34,6 +35,8 @@ def compare(
     metrics_candidate: str | Path | None = None,
     on_bytes: ProgressCallback | None = None,
     probes: ProbeOptions | None = None,
+    base: str | Path | None = None,
+    adapter: str | Path | None = None,
 ) -> Report:
     """Compare two model artifacts (files or folders, any supported format) tensor by tensor.
 
@@ -47,6 +50,9 @@ def compare(
     loaded ``Policy`` (default: the documented default policy); ``metrics_*`` override
     the policy's metrics files; ``on_bytes`` is called with byte counts as tensors are read;
     ``probes`` fixes probe shapes and values when the policy runs the models.
+    PEFT adapter folders compare by their updates (``diffai.adapters``): ``base`` sizes two
+    adapters' updates against a base model, and ``adapter`` verifies that ``candidate`` is
+    ``baseline`` with that adapter merged in.
     Raises ``DiffaiError`` subclasses for anything wrong with the inputs.
     """
     options = compare_options(
@@ -54,19 +60,27 @@ def compare(
         detect_renames,
     )  # fmt: skip
     gate = load_gate(policy, metrics_baseline, metrics_candidate)
-    base_model, cand_model = open_models(baseline, candidate, format)
-    return build_report(compare_models(base_model, cand_model, options, on_bytes), gate, probes)
+    base_model, cand_model, adapter_section = diffai.adapters.open_models(
+        baseline, candidate, format, base, adapter, bool(shard)
+    )
+    comparison = compare_models(base_model, cand_model, options, on_bytes)
+    return build_report(comparison, gate, probes, adapter_section)
 
 
-def build_report(comparison: Comparison, gate: Gate, probes: ProbeOptions | None = None) -> Report:
+def build_report(
+    comparison: Comparison,
+    gate: Gate,
+    probes: ProbeOptions | None = None,
+    adapter: dict[str, Any] | None = None,
+) -> Report:
     """The comparison judged; first both models run, when the policy asks for it
     (``regression_test.functional``, ONNX models only)."""
     policy = gate.policy.regression_test.functional
     if policy is None:
-        return Report.build(comparison, gate)
+        return Report.build(comparison, gate, adapter=adapter)
     baseline, candidate = comparison.baseline, comparison.candidate
     section = functional_section(baseline, candidate, policy, probes or ProbeOptions())
-    return Report.build(comparison, gate, section)
+    return Report.build(comparison, gate, functional=section, adapter=adapter)
 
 
 def compare_options(

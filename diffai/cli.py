@@ -20,7 +20,7 @@ MESSAGE_LIMIT = 1000
 #: The readers' names, spelled out so that --help needs no reader imported (a test checks them).
 FORMAT_NAMES = (
     "safetensors", "pytorch", "torchscript", "numpy", "matlab", "keras", "tensorflow", "folder",
-    "onnx", "gguf", "tflite",
+    "onnx", "gguf", "tflite", "peft",
 )  # fmt: skip
 
 EXAMPLES = """\
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("candidate", help="candidate model: as for the baseline")
     _add_output_options(parser)
     _add_comparison_options(parser)
+    _add_adapter_options(parser)
     _add_analysis_options(parser)
     _add_policy_options(parser)
     _add_probe_options(parser)
@@ -192,6 +193,22 @@ def _add_comparison_options(parser: argparse.ArgumentParser, shards: bool = True
             help="measure only slice I of N (for CI matrix jobs); combine with 'diffai merge'",
         )
     add("--workers", type=int, help="threads measuring tensors (default: cores, at most 8)")
+
+
+def _add_adapter_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "adapters",
+        "A PEFT LoRA adapter folder is a model: two adapters compare by their updates "
+        "ΔW = s·B·A; 'diffai BASE ADAPTER' compares the base with the adapter applied.",
+    )
+    group.add_argument(
+        "--base", metavar="MODEL", help="with two adapters: size each update against this base"
+    )
+    group.add_argument(
+        "--adapter",
+        metavar="DIR",
+        help="diffai BASE MERGED --adapter DIR: verify that MERGED is BASE with DIR merged in",
+    )
 
 
 def _add_analysis_options(parser: argparse.ArgumentParser) -> None:

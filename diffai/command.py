@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from diffai import adapters
 from diffai.api import build_report, compare_options, load_gate
 from diffai.comparison import bytes_to_read, compare_models
 from diffai.errors import UsageError
-from diffai.formats import open_models
 from diffai.functional import ProbeOptions
 from diffai.merge import merge_parts
 from diffai.renderers.analysis_lines import ANALYSIS_KEYS, LINE_KEYS, VERDICT_KEYS
@@ -53,11 +53,13 @@ def run(args: argparse.Namespace, progress_stream: TextIO) -> Report:
         args.epsilon, args.include, args.exclude, args.workers, shard, *_prefix_options(args)
     )
     gate = load_gate(args.policy, args.metrics_baseline, args.metrics_candidate)
-    baseline, candidate = open_models(args.baseline, args.candidate, args.format)
+    baseline, candidate, adapter = adapters.open_models(
+        args.baseline, args.candidate, args.format, args.base, args.adapter, bool(shard)
+    )
     total = bytes_to_read(baseline, candidate, options)
     with _progress_bar(total, progress_stream, args.progress) as on_bytes:
         comparison = compare_models(baseline, candidate, options, on_bytes)
-    return build_report(comparison, gate, probe_options(args))
+    return build_report(comparison, gate, probe_options(args), adapter)
 
 
 def probe_options(args: argparse.Namespace) -> ProbeOptions:

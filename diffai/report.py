@@ -65,15 +65,21 @@ class Report:
 
     @classmethod
     def build(
-        cls, comparison: Comparison, gate: Gate | None = None,
+        cls,
+        comparison: Comparison,
+        gate: Gate | None = None,
         functional: dict[str, Any] | None = None,
-    ) -> Report:  # fmt: skip
-        """Measure, analyse, then judge: the policy reads the finished analyses and, when the
-        models were run (``diffai.functional``), how their outputs moved."""
+        adapter: dict[str, Any] | None = None,
+    ) -> Report:
+        """Measure, analyse, then judge: the policy reads the finished analyses, how the
+        models' outputs moved when they were run (``diffai.functional``) and the ``adapter``
+        section of ``diffai.adapters`` when adapters were compared."""
         gate = gate or Gate()
         document = build_document(comparison)
         if functional is not None:
             document["functional"] = _finite(functional)
+        if adapter is not None:
+            document["adapter"] = _finite(adapter)
         judged = evaluate(gate.policy, document, gate.metrics_baseline, gate.metrics_candidate)
         document.update(_finite(judged))
         return cls(comparison, document)

@@ -102,7 +102,7 @@ def test_text_that_is_not_strictly_a_pointer_is_not_called_one(run_cli, tmp_path
     path = tmp_path / "notes.txt"
     path.write_text(text)
     problem = "unrecognized model format; force one with --format (folder, gguf, keras, matlab, "
-    problem += "numpy, onnx, pytorch, safetensors, tensorflow, tflite, torchscript)"
+    problem += "numpy, onnx, peft, pytorch, safetensors, tensorflow, tflite, torchscript)"
     assert_one_error(run_cli(path, path), path, problem)
 
 

@@ -12,6 +12,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from diffai.adapters import reader as peft
 from diffai.errors import UnreadableModel, UsageError
 from diffai.formats import (
     gguf,
@@ -49,11 +50,11 @@ class Reader(Protocol):
 
 
 READERS: dict[str, Reader] = {
-    # tensorflow first: the sharded reader takes any folder, a SavedModel's too
+    # tensorflow and peft first: the sharded reader takes any folder, theirs too
     module.FORMAT: module
     for module in (
-        tensorflow, sharded, safetensors, torchscript, pytorch, numpy, matlab, keras, onnx, gguf,
-        tflite,
+        tensorflow, peft, sharded, safetensors, torchscript, pytorch, numpy, matlab, keras, onnx,
+        gguf, tflite,
     )
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from diffai.policy import metrics, readiness, rules
+from diffai.policy.adapter import adapter_checks
 from diffai.policy.checks import Check, failed
 from diffai.policy.model import Policy, RegressionPolicy
 from diffai.policy.output_checks import functional_checks
@@ -48,6 +49,7 @@ def regression_test(
     checks = rules.tensor_checks(scopes)
     checks += metrics.metric_checks(policy.metrics, baseline, candidate)
     checks += functional_checks(policy.functional, document.get("functional"))
+    checks += adapter_checks(document)
     drop = metrics.worst_relative_drop(policy.metrics, baseline, candidate)
     drift = rules.drift_ratio(scopes) if drop is None else None
     return {

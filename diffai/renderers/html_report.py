@@ -33,6 +33,7 @@ from typing import Any
 
 from diffai.components import COMPONENT_LABELS
 from diffai.renderers import comment_view as view
+from diffai.renderers.adapter import adapter_view
 from diffai.renderers.analysis_lines import LINE_KEYS, analysis_lines
 from diffai.renderers.comment_view import plural
 from diffai.renderers.depth import DepthGrid, depth_grid, gained_non_finite
@@ -108,7 +109,18 @@ def page_data(document: dict[str, Any]) -> dict[str, Any]:
         "histogram": histogram(document["tensors"]),
         "statuses": list(STATUSES),
         "tensors": tensor_columns(document["tensors"]),
+        "adapter": _adapter(document.get("adapter")),
     }
+
+
+def _adapter(section: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The adapter rows as table cells: mark, tensor, status (and why), figures."""
+    shown = adapter_view(section)
+    if shown is None:
+        return None
+    cells = [[row["mark"], row["name"], " — ".join(filter(None, [row["status"], row["note"]])),
+              row["figures"]] for row in shown["rows"]]  # fmt: skip
+    return {"heading": shown["heading"], "rows": cells}
 
 
 def why_text(why: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 from diffai.components import COMPONENT_LABELS
 from diffai.renderers import comment_view as view
+from diffai.renderers.adapter import adapter_view
 from diffai.renderers.analysis_lines import LINE_KEYS, analysis_lines
 from diffai.renderers.comment_view import plural
 from diffai.renderers.depth import depth_grid
@@ -100,6 +101,7 @@ def _context(document: dict[str, Any], marker: str) -> dict[str, Any]:
         "labels": COMPONENT_LABELS,
         "band_legend": view.BAND_LEGEND,
         "functional": functional_view(document.get("functional")),
+        "adapter": adapter_view(document.get("adapter")),
     }
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from diffai.renderers.adapter import adapter_lines
 from diffai.renderers.analysis_lines import LINE_KEYS, analysis_lines
 from diffai.renderers.functional_lines import functional_lines
 from diffai.renderers.outcome import is_identical, verdict_lines
@@ -37,6 +38,7 @@ def render_text(
     lines += mapping_lines(document.get("mapping"))
     lines += rename_lines(document.get("renamed"))
     lines += functional_lines(document.get("functional"))
+    lines += adapter_lines(document.get("adapter"))
     if is_identical(document["summary"]):
         lines.append("identical: no compared tensor or scalar differs")
     if show_verdict:

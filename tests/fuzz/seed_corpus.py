@@ -29,7 +29,7 @@ import torch
 from safetensors.numpy import save
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.fuzz.targets import SCRIPT_CODE, SCRIPT_PICKLE, SENTINEL
+from tests.fuzz.targets import PEFT_CONFIG, SCRIPT_CODE, SCRIPT_PICKLE, SENTINEL, peft_factors
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 WHOLE_FILE, PICKLE_ONLY = b"\x00", b"\x01"  # the pytorch target's first byte
@@ -323,10 +323,15 @@ def keras_seeds() -> dict[str, bytes]:
     return seeds
 
 
+def peft_seeds() -> dict[str, bytes]:
+    """The target's valid config (odd first byte) and factors (even)."""
+    return {"config": b"\x01" + PEFT_CONFIG, "factors": b"\x00" + peft_factors()}
+
+
 SEEDS = {
     "safetensors": safetensors_seeds, "pytorch": pytorch_seeds, "policy": policy_seeds,
     "matlab": matlab_seeds, "torchscript": torchscript_seeds, "onnx": onnx_seeds,
-    "gguf": gguf_seeds, "tflite": tflite_seeds, "keras": keras_seeds,
+    "gguf": gguf_seeds, "tflite": tflite_seeds, "keras": keras_seeds, "peft": peft_seeds,
 }  # fmt: skip
 
 

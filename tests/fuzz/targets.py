@@ -24,6 +24,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
+from diffai.adapters import prepare
 from diffai.comparison import compare_models
 from diffai.dtypes import numpy_dtype
 from diffai.errors import DiffaiError, PolicyError
@@ -318,6 +321,47 @@ def policy_input(data: bytes, workdir: Path) -> None:
                 _one_line(exc)
 
 
+#: The peft target's fixed half: a valid config and factors (two modules, ranks 2 and 1).
+PEFT_CONFIG = (
+    b'{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "use_rslora": false, '
+    b'"rank_pattern": {"fc2": 1}, "alpha_pattern": {"fc2": 3}, "modules_to_save": ["head"]}'
+)
+
+
+def peft_factors() -> bytes:
+    from safetensors.numpy import save
+
+    ramp = np.linspace(-1, 1, 24, dtype=np.float32)
+    return save({
+        "base_model.model.fc1.lora_A.weight": ramp[:8].reshape(2, 4),
+        "base_model.model.fc1.lora_B.weight": ramp[8:14].reshape(3, 2),
+        "base_model.model.fc2.lora_A.weight": ramp[14:17].reshape(1, 3),
+        "base_model.model.fc2.lora_B.weight": ramp[17:19].reshape(2, 1),
+        "base_model.model.head.weight": ramp[19:23].reshape(2, 2),
+    })  # fmt: skip
+
+
+def peft_input(data: bytes, workdir: Path) -> None:
+    """Odd first byte: the rest is ``adapter_config.json`` beside valid factors; even: the rest
+    is ``adapter_model.safetensors`` beside a valid config. An adapter read is compared with
+    itself the way ``diffai A A`` does: closed forms, then its ΔW streamed and reported."""
+    folder = workdir / "adapter"
+    folder.mkdir(exist_ok=True)
+    config, factors = (data[1:], peft_factors()) if data[:1] and data[0] & 1 else (
+        PEFT_CONFIG, data[1:])  # fmt: skip
+    (folder / "adapter_config.json").write_bytes(config)
+    (folder / "adapter_model.safetensors").write_bytes(factors)
+    with no_code_runs():
+        try:
+            model = open_model(folder, "peft")
+            baseline, candidate, section = prepare(model, model)
+            report = Report.build(compare_models(baseline, candidate), adapter=section)
+            report.to_json()
+            render_markdown(report.document)
+        except DiffaiError as exc:
+            _one_line(exc)
+
+
 TARGETS: dict[str, Callable[[bytes, Path], None]] = {
     "safetensors": safetensors_input,
     "pytorch": pytorch_input,
@@ -329,4 +373,5 @@ TARGETS: dict[str, Callable[[bytes, Path], None]] = {
     "tflite": tflite_input,
     "keras": keras_input,
     "tensorflow": tensorflow_input,
+    "peft": peft_input,
 }

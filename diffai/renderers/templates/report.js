@@ -220,6 +220,13 @@
     rows($("checks").tBodies[0], data.checks.map((c) => [c[0], c[1], c[2], c[4], c[5], c[6]]));
   }
 
+  function adapter() {
+    if (!data.adapter) return;
+    $("adapter-section").hidden = false;
+    $("adapter-heading").textContent = data.adapter.heading;
+    rows($("adapter").tBodies[0], data.adapter.rows);
+  }
+
   function analyses() {
     const list = $("analyses");
     data.analyses.forEach(([key, line]) => { list.appendChild(el("dt", {}, key)); list.appendChild(el("dd", {}, line)); });
@@ -241,6 +248,7 @@
   heatmap();
   histogram();
   table();
+  adapter();
   checks();
   analyses();
   models();
