@@ -7,6 +7,7 @@ import numpy, the readers or the renderers.
 from __future__ import annotations
 
 import argparse
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace, progress_stream: TextIO) -> Report:
     baseline, candidate, adapter = adapters.open_models(
         args.baseline, args.candidate, args.format, args.base, args.adapter, bool(shard)
     )
-    total = bytes_to_read(baseline, candidate, options)
+    total = functools.partial(bytes_to_read, baseline, candidate, options)
     with _progress_bar(total, progress_stream, args.progress) as on_bytes:
         comparison = compare_models(baseline, candidate, options, on_bytes)
     return build_report(comparison, gate, probe_options(args), adapter)
@@ -242,9 +243,12 @@ COMMANDS = {
 class _progress_bar:
     """A byte-counting tqdm bar on an interactive stderr; a no-op in CI logs and pipes."""
 
-    def __init__(self, total: int, stream: TextIO, forced: bool) -> None:
-        visible = forced or (stream.isatty() and total >= PROGRESS_MIN_BYTES)
-        self._bar = _tqdm_bar(total, stream) if visible else None
+    def __init__(self, total: Callable[[], int], stream: TextIO, forced: bool) -> None:
+        """``total`` is asked only for a bar that may show: pairing 100,000 names twice
+        over (the total, then the comparison) cost a CI log, which shows no bar, 4 s."""
+        size = total() if forced or stream.isatty() else 0
+        visible = forced or size >= PROGRESS_MIN_BYTES
+        self._bar = _tqdm_bar(size, stream) if visible else None
         self._lock = threading.Lock()
 
     def __enter__(self) -> Callable[[int], None] | None:
