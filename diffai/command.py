@@ -57,8 +57,10 @@ def run(args: argparse.Namespace, progress_stream: TextIO) -> Report:
         return Report.build(compare_models(baseline, candidate, options, on_bytes), gate)
 
 
-def _prefix_options(args: argparse.Namespace) -> tuple[list[str], bool, bool]:
-    return args.strip_prefix, not args.keep_prefixes, not args.no_renames
+def _prefix_options(args: argparse.Namespace) -> tuple[list[str], bool, bool, list[str], bool]:
+    """How names pair: prefixes, renames, then name maps (``diffai.pairing``)."""
+    return (args.strip_prefix, not args.keep_prefixes, not args.no_renames, args.map,
+            not args.no_auto_map)
 
 
 def merge(args: argparse.Namespace, progress_stream: TextIO) -> Report:

@@ -27,6 +27,7 @@ from diffai.renderers.analysis_lines import LINE_KEYS, analysis_lines
 from diffai.renderers.comment_view import plural
 from diffai.renderers.depth import depth_grid
 from diffai.renderers.outcome import all_checks
+from diffai.renderers.text import mapping_sentences
 from diffai.text import escaped
 
 COMMENT_LIMIT = 65_536
@@ -68,6 +69,7 @@ def _context(document: dict[str, Any], marker: str) -> dict[str, Any]:
         "icon": ICONS[document["verdict"]],
         "why": view.why(document),
         "summary_sentence": view.summary_sentence(document["summary"]),
+        "names": mapping_sentences(document.get("mapping")),
         "failed_checks": view.failed_views(document),
         "grid": grid,
         "depth_rows": rows,
