@@ -46,9 +46,10 @@ def compare(
     side has on every tensor (``diffai.pairing``); ``detect_renames`` pairs removed and
     added tensors holding the same values as ``renamed``; ``maps`` are name map files or
     built-in map names (``gguf-llama``) applied first, and ``auto_maps`` picks a built-in
-    map that fits one side when none is given (``diffai.pairing.maps``); ``policy`` is a policy file or a
-    loaded ``Policy`` (default: the documented default policy); ``metrics_*`` override
-    the policy's metrics files; ``on_bytes`` is called with byte counts as tensors are read.
+    map that fits one side when none is given (``diffai.pairing.maps``); ``policy`` is a
+    policy file or a loaded ``Policy`` (default: the documented default policy);
+    ``metrics_*`` override the policy's metrics files; ``on_bytes`` is called with byte
+    counts as tensors are read.
     Raises ``DiffaiError`` subclasses for anything wrong with the inputs.
     """
     options = compare_options(

@@ -153,9 +153,9 @@ def test_the_mapping_section_states_the_map_and_every_tensor_it_renamed(
     assert renamed["blk.1.attn_v.weight"]["transform"] is None
 
 
-def test_without_the_map_nothing_pairs(run_cli, tmp_path, conversion) -> None:
+def test_without_the_map_nothing_pairs_by_name(run_cli, tmp_path, conversion) -> None:
     source_path, gguf_path, source = conversion
-    report = report_of(run_cli, tmp_path, source_path, gguf_path, "--no-auto-map")
+    report = report_of(run_cli, tmp_path, source_path, gguf_path, "--no-auto-map", "--no-renames")
     assert report["mapping"]["maps"] == []
     assert report["summary"]["removed"] == report["summary"]["added"] == len(source)
 
