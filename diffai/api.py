@@ -11,6 +11,7 @@ import diffai.policy
 from diffai.comparison import CompareOptions, Comparison, compare_models
 from diffai.errors import UsageError
 from diffai.functional import ProbeOptions, functional_section
+from diffai.pairing import check_maps
 from diffai.policy import MetricsFile, Policy, default_policy, policy_metric_files
 from diffai.policy.metrics import require_known_metrics
 from diffai.report import Gate, Report
@@ -30,6 +31,8 @@ def compare(
     strip_prefixes: Sequence[str] = (),
     detect_prefixes: bool = True,
     detect_renames: bool = True,
+    maps: Sequence[str] = (),
+    auto_maps: bool = True,
     policy: str | Path | Policy | None = None,
     metrics_baseline: str | Path | None = None,
     metrics_candidate: str | Path | None = None,
@@ -46,9 +49,12 @@ def compare(
     ``diffai.merge``); ``strip_prefixes`` are taken off the names before they pair, and
     ``detect_prefixes`` takes off wrapper prefixes such as DDP's ``module.`` that one
     side has on every tensor (``diffai.pairing``); ``detect_renames`` pairs removed and
-    added tensors holding the same values as ``renamed``; ``policy`` is a policy file or a
-    loaded ``Policy`` (default: the documented default policy); ``metrics_*`` override
-    the policy's metrics files; ``on_bytes`` is called with byte counts as tensors are read;
+    added tensors holding the same values as ``renamed``; ``maps`` are name map files or
+    built-in map names (``gguf-llama``) applied first, and ``auto_maps`` picks a built-in
+    map that fits one side when none is given (``diffai.pairing.maps``); ``policy`` is a
+    policy file or a loaded ``Policy`` (default: the documented default policy);
+    ``metrics_*`` override the policy's metrics files; ``on_bytes`` is called with byte
+    counts as tensors are read;
     ``probes`` fixes probe shapes and values when the policy runs the models.
     PEFT adapter folders compare by their updates (``diffai.adapters``): ``base`` sizes two
     adapters' updates against a base model, and ``adapter`` verifies that ``candidate`` is
@@ -57,7 +63,7 @@ def compare(
     """
     options = compare_options(
         epsilon, include, exclude, workers, shard, strip_prefixes, detect_prefixes,
-        detect_renames,
+        detect_renames, maps, auto_maps,
     )  # fmt: skip
     gate = load_gate(policy, metrics_baseline, metrics_candidate)
     base_model, cand_model, adapter_section = diffai.adapters.open_models(
@@ -92,6 +98,8 @@ def compare_options(
     strip_prefixes: Sequence[str] = (),
     detect_prefixes: bool = True,
     detect_renames: bool = True,
+    maps: Sequence[str] = (),
+    auto_maps: bool = True,
 ) -> CompareOptions:
     if not epsilon >= 0.0:
         raise UsageError(f"epsilon must be a non-negative number, got {epsilon}")
@@ -99,9 +107,10 @@ def compare_options(
         raise UsageError(f"workers must be at least 1, got {workers}")
     if any(not prefix for prefix in strip_prefixes):
         raise UsageError("--strip-prefix needs a prefix, such as 'module.'")
+    check_maps(maps)
     return CompareOptions(
         epsilon, tuple(include), tuple(exclude), workers, shard, tuple(strip_prefixes),
-        detect_prefixes, detect_renames,
+        detect_prefixes, detect_renames, tuple(maps), auto_maps,
     )  # fmt: skip
 
 

@@ -28,6 +28,7 @@ examples:
   diffai base.safetensors tuned.safetensors
   diffai epoch_1.pt epoch_10.pt --sort-by-change-magnitude
   diffai fp32/ bf16/ --include 'encoder.*' --show-layer-impact
+  diffai model.safetensors model-q8_0.gguf   (a Llama GGUF conversion: names mapped, Q/K unpermuted)
   diffai model.pt model.safetensors -o json --report report.json
   for m in runs/*.pt; do diffai base.pt "$m" -o jsonl --exit-zero >> runs.jsonl; done
   diffai base/ tuned/ --policy policy.yaml --markdown comment.md --junit junit.xml
@@ -174,6 +175,20 @@ def _add_comparison_options(parser: argparse.ArgumentParser, shards: bool = True
         "--no-renames",
         action="store_true",
         help="do not pair removed and added tensors that hold the same values as renamed",
+    )
+    add(
+        "--map",
+        metavar="FILE|NAME",
+        action="append",
+        default=[],
+        help="rename one side's tensors before names pair: a YAML name map (docs/name-maps.md) "
+        "or a built-in map (gguf-llama); repeatable, applied in order",
+    )
+    add(
+        "--no-auto-map",
+        action="store_true",
+        help="do not apply a built-in name map on its own (as for a Llama GGUF file against "
+        "its Hugging Face source)",
     )
     add(
         "--epsilon",

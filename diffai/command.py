@@ -89,8 +89,10 @@ def _shape(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def _prefix_options(args: argparse.Namespace) -> tuple[list[str], bool, bool]:
-    return args.strip_prefix, not args.keep_prefixes, not args.no_renames
+def _prefix_options(args: argparse.Namespace) -> tuple[list[str], bool, bool, list[str], bool]:
+    """How names pair: prefixes, renames, then name maps (``diffai.pairing``)."""
+    return (args.strip_prefix, not args.keep_prefixes, not args.no_renames, args.map,
+            not args.no_auto_map)
 
 
 def merge(args: argparse.Namespace, progress_stream: TextIO) -> Report:

@@ -21,7 +21,7 @@ from diffai.change import RelativeChange, relative_changes
 from diffai.dtypes import is_complex
 from diffai.errors import DiffaiError, UnreadableModel
 from diffai.model import Model, Scalar, TensorRef
-from diffai.pairing import Mapping, align
+from diffai.pairing import Mapping, align, apply_maps
 from diffai.pairing.confirm import find_renames
 from diffai.pairing.fingerprint import Fingerprint, fingerprinter
 from diffai.pairing.renames import Rename, RenameSearch
@@ -86,6 +86,8 @@ class CompareOptions:
     strip_prefixes: Sequence[str] = ()  # taken off every name that has them (diffai.pairing)
     detect_prefixes: bool = True  # take off wrapper prefixes one side has throughout
     detect_renames: bool = True  # pair removed and added tensors by content (diffai.pairing)
+    maps: Sequence[str] = ()  # name map files or built-in map names, applied first, in order
+    auto_maps: bool = True  # with no maps given, a built-in map that fits one side
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,11 @@ def bytes_to_read(baseline: Model, candidate: Model, options: CompareOptions) ->
 def _aligned(
     baseline: Model, candidate: Model, options: CompareOptions
 ) -> tuple[Model, Model, Mapping]:
-    return align(baseline, candidate, options.strip_prefixes, options.detect_prefixes)
+    baseline, candidate, maps = apply_maps(baseline, candidate, options.maps, options.auto_maps)
+    baseline, candidate, mapping = align(
+        baseline, candidate, options.strip_prefixes, options.detect_prefixes
+    )
+    return baseline, candidate, dataclasses.replace(mapping, maps=maps)
 
 
 Pair = tuple[str, "TensorRef | None", "TensorRef | None"]

@@ -8,6 +8,7 @@
     │   ├── MissingExtra          reading it needs an optional package (torch, scipy, h5py)
     │   └── RemoteUnavailable     a remote store refused or failed to serve it (after any retries)
     ├── PolicyError               a policy or metrics file is missing, unreadable or invalid
+    ├── MapError                  a name map (--map) is missing, invalid, or does not fit the models
     ├── ReportError               the report could not be written
     └── GitHubError               a GitHub (or GitLab) API call failed for good (after any retries)
         └── CannotComment         the token may not do it (read-only fork token, missing permission)
@@ -70,6 +71,11 @@ class RemoteUnavailable(UnreadableModel):
 
 class PolicyError(DiffaiError):
     """A policy or metrics file cannot be used; the message names the file, line and key."""
+
+
+class MapError(DiffaiError):
+    """A name map cannot be used; the message names the map (file and line, or built-in name),
+    the rule, and what is wrong."""
 
 
 class ReportError(DiffaiError):

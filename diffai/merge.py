@@ -81,6 +81,7 @@ def _rebuild(documents: list[dict[str, Any]]) -> Comparison:
                 "include": tuple(options["include"]),
                 "exclude": tuple(options["exclude"]),
                 "strip_prefixes": tuple(options.get("strip_prefixes", ())),
+                "maps": tuple(options.get("maps", ())),
             }
         )
     tensors = [_tensor(records[name], prints.get(name)) for name in names]

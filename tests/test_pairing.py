@@ -119,6 +119,11 @@ def test_shards_merge_with_the_mapping_of_one_run(run_cli, tmp_path, ddp_state) 
     torch.save(base.state_dict(), tmp_path / "tuned.pt")
     pair = (tmp_path / "ddp.pt", tmp_path / "tuned.pt")
     _, whole = report_of(run_cli, tmp_path, *pair)
+    assert_shards_merge_to(whole, run_cli, tmp_path, pair)
+
+
+def assert_shards_merge_to(whole: dict, run_cli, tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    """Two shards of the pair, merged, give the unsplit run's mapping and summary."""
     parts = [tmp_path / f"part-{index}.json" for index in (1, 2)]
     for index, part in enumerate(parts, start=1):
         assert run_cli(*pair, "--shard", f"{index}/2", "--report", part).code in (0, 1)

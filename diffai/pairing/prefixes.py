@@ -27,6 +27,7 @@ from typing import Any
 
 from diffai.errors import UsageError
 from diffai.model import Model
+from diffai.pairing.maps import AppliedMap
 
 #: The prefixes training wrappers put on every key, in the order they nest outside in.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
@@ -39,10 +40,12 @@ class Mapping:
     baseline_prefixes: tuple[str, ...] = ()
     candidate_prefixes: tuple[str, ...] = ()
     given: tuple[str, ...] = ()
+    #: Name maps applied before the prefixes (``diffai.pairing.maps``), in order.
+    maps: tuple[AppliedMap, ...] = ()
 
     @property
     def changed(self) -> bool:
-        return bool(self.baseline_prefixes or self.candidate_prefixes or self.given)
+        return bool(self.baseline_prefixes or self.candidate_prefixes or self.given or self.maps)
 
     @classmethod
     def from_json(cls, record: dict[str, Any] | None) -> Mapping:
@@ -50,8 +53,9 @@ class Mapping:
         if not record:
             return cls()
         detected = record["detected"]
+        maps = tuple(AppliedMap.from_json(applied) for applied in record.get("maps", ()))
         return cls(tuple(detected["baseline"]), tuple(detected["candidate"]),
-                   tuple(record["strip_prefixes"]))  # fmt: skip
+                   tuple(record["strip_prefixes"]), maps)  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,6 +64,7 @@ class Mapping:
                 "baseline": list(self.baseline_prefixes),
                 "candidate": list(self.candidate_prefixes),
             },
+            "maps": [applied.to_json() for applied in self.maps],
         }
 
 

@@ -57,16 +57,22 @@ class Lines:
 def load_policy(path: str | Path) -> Policy:
     """The policy in a YAML file, checked against the shipped schema."""
     source = str(path)
-    lines, document = _parse_yaml(source, _read_text(source, "policy", MAX_YAML_BYTES))
-    if lines is None:
-        raise PolicyError(f'{source}: the policy file is empty; start it with "version: 1"')
-    if not isinstance(document, dict):
-        raise PolicyError(
-            f"{source}:{lines.root_line}: expected a mapping of policy keys at the top level, "
-            f"got {shown(document)}"
-        )
+    lines, document = parse_yaml_mapping(source, "policy", "policy keys")
     _raise_first_problem(source, lines, document)
     return build_policy(document, source)
+
+
+def parse_yaml_mapping(source: str, what: str, keys: str) -> tuple[_LineMap, dict[str, Any]]:
+    """A YAML configuration file (a policy, a name map): a mapping of ``keys`` at the top."""
+    lines, document = _parse_yaml(source, _read_text(source, what, MAX_YAML_BYTES))
+    if lines is None:
+        raise PolicyError(f'{source}: the {what} file is empty; start it with "version: 1"')
+    if not isinstance(document, dict):
+        raise PolicyError(
+            f"{source}:{lines.root_line}: expected a mapping of {keys} at the top level, "
+            f"got {shown(document)}"
+        )
+    return lines, document
 
 
 def load_metrics(path: str | Path) -> MetricsFile:
@@ -193,13 +199,15 @@ def _first_line(exc: Exception) -> str:
     return str(exc).split(";")[0].splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def _raise_first_problem(source: str, lines: _LineMap, document: dict[str, Any]) -> None:
+def _raise_first_problem(
+    source: str, lines: _LineMap, document: dict[str, Any], problems: list[Problem] | None = None
+) -> None:
     """Raise the problem nearest the top of the file, so fixing them in order works.
 
     Missing keys come last: a misspelt key is reported as unknown *and* as
     missing, and the unknown key is the one that says what to fix.
     """
-    problems = lines.duplicates + schema_problems(document)
+    problems = lines.duplicates + (schema_problems(document) if problems is None else problems)
     if problems:
         first = min(problems, key=lambda p: (p.absent, lines.line_of(p)))
         raise _problem_error(source, lines, first)

@@ -46,9 +46,13 @@ class Problem:
 
 
 @cache
+def shipped_schema(package: str, name: str) -> dict[str, Any]:
+    """A JSON Schema shipped in the package, such as ``diffai/policy/policy.schema.json``."""
+    return json.loads(files(package).joinpath(name).read_text("utf-8"))
+
+
 def policy_schema() -> dict[str, Any]:
-    """The JSON Schema shipped in the package (``diffai/policy/policy.schema.json``)."""
-    return json.loads(files("diffai.policy").joinpath("policy.schema.json").read_text("utf-8"))
+    return shipped_schema("diffai.policy", "policy.schema.json")
 
 
 def _finite_number(checker: Any, instance: Any) -> bool:
@@ -61,20 +65,25 @@ def _finite_number(checker: Any, instance: Any) -> bool:
 
 
 @cache
-def _validator() -> jsonschema.protocols.Validator:
-    # Imported here: it costs 60 ms of start-up, and only policy files need it.
+def validator_for(package: str, name: str) -> jsonschema.protocols.Validator:
+    """A shipped schema's validator, numbers finite (policy files, name map files)."""
+    # Imported here: it costs 60 ms of start-up, and only policy and map files need it.
     import jsonschema
 
     checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("number", _finite_number)
     cls = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)
-    return cls(policy_schema())
+    return cls(shipped_schema(package, name))
 
 
-def schema_problems(document: Any) -> list[Problem]:
-    """Every schema violation of ``document``, one ``Problem`` each (unknown keys one per key)."""
+def schema_problems(
+    document: Any, validator: jsonschema.protocols.Validator | None = None
+) -> list[Problem]:
+    """Every schema violation of ``document``, one ``Problem`` each (unknown keys one per key);
+    against the policy schema unless another ``validator`` is given."""
+    chosen = validator or validator_for("diffai.policy", "policy.schema.json")
     return [
         problem
-        for error in _validator().iter_errors(document)
+        for error in chosen.iter_errors(document)
         for problem in _translate(error, _key_path(document, error.absolute_path))
     ]
 

@@ -38,6 +38,7 @@ from diffai.renderers.analysis_lines import LINE_KEYS, analysis_lines
 from diffai.renderers.comment_view import plural
 from diffai.renderers.depth import DepthGrid, depth_grid, gained_non_finite
 from diffai.renderers.outcome import all_checks
+from diffai.renderers.text import mapping_sentences
 
 STATUSES = (
     "changed", "unchanged", "added", "removed", "shape_changed", "dtype_changed", "renamed",
@@ -96,6 +97,7 @@ def page_data(document: dict[str, Any]) -> dict[str, Any]:
         "verdict": document["verdict"],
         "why": why_text(view.why(document)),
         "summary": view.summary_sentence(document["summary"]),
+        "names": mapping_sentences(document.get("mapping")),
         "policy": document["policy"]["source"],
         "readiness": document["deployment_readiness"]["readiness"],
         "risk": document["deployment_readiness"]["risk"],

@@ -36,6 +36,7 @@ from diffai.renderers.functional_lines import (
     probes_sentence,
 )
 from diffai.renderers.outcome import all_checks
+from diffai.renderers.text import mapping_sentences
 from diffai.text import escaped
 
 COMMENT_LIMIT = 65_536
@@ -87,6 +88,7 @@ def _context(document: dict[str, Any], marker: str) -> dict[str, Any]:
         "icon": ICONS[document["verdict"]],
         "why": view.why(document),
         "summary_sentence": view.summary_sentence(document["summary"]),
+        "names": mapping_sentences(document.get("mapping")),
         "failed_checks": view.failed_views(document),
         "grid": grid,
         "depth_rows": rows,

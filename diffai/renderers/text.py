@@ -62,16 +62,38 @@ def summary_line(summary: dict[str, int]) -> str:
 
 
 def mapping_lines(mapping: dict[str, Any] | None) -> list[str]:
-    """How names were paired, when anything was taken off them: a reviewer must know."""
+    """How names were paired, when anything was done to them: a reviewer must know."""
+    return ["names: " + sentence for sentence in mapping_sentences(mapping)]
+
+
+def mapping_sentences(mapping: dict[str, Any] | None) -> list[str]:
+    """One sentence per name map applied, then one for the prefixes taken off, if any
+    (text, markdown and HTML say the same); names and paths already on one line."""
     if not mapping:
         return []
+    sentences = [_map_sentence(applied) for applied in mapping.get("maps", ())]
     taken = [f"{one_line(p)!r} off both sides (--strip-prefix)" for p in mapping["strip_prefixes"]]
     for side in ("baseline", "candidate"):
         taken += [
             f"{one_line(p)!r} off every {side} tensor name (detected)"
             for p in mapping["detected"][side]
         ]
-    return ["names: took " + "; ".join(taken)] if taken else []
+    return sentences + (["took " + "; ".join(taken)] if taken else [])
+
+
+def _map_sentence(applied: dict[str, Any]) -> str:
+    """``mapped the candidate's names by gguf-llama (built-in, automatic: ...): 22 tensors
+    mapped, 4 of them transformed (permute_rotary(...))``"""
+    kind = "built-in" if applied["kind"] == "builtin" else "map file"
+    why = f": {applied['reason']}" if applied["reason"] else ""
+    tensors = applied["tensors"]
+    transforms = sorted({t["transform"] for t in tensors if t["transform"]})
+    transformed = sum(1 for t in tensors if t["transform"])
+    done = f", {transformed} of them transformed ({'; '.join(transforms)})" if transformed else ""
+    return (
+        f"mapped the {applied['side']}'s names by {one_line(applied['source'])} ({kind}, "
+        f"{applied['chosen']}{one_line(why)}): {len(tensors)} tensors mapped{done}"
+    )
 
 
 def rename_lines(renamed: dict[str, Any] | None) -> list[str]:

@@ -287,6 +287,22 @@ def gguf_seeds() -> dict[str, bytes]:
         }
 
 
+def name_maps_seeds() -> dict[str, bytes]:
+    """A Llama GGUF file as llama.cpp writes one: Q/K permuted (4 and 2 heads), Q8_0 and f32."""
+    from tests.gguf_files import Q, write_gguf
+    from tests.test_name_maps_gguf import rotary_permuted
+
+    rng = np.random.default_rng(0)
+    q, k = rng.standard_normal((8, 32), np.float32), rng.standard_normal((4, 32), np.float32)
+    tensors = {"token_embd.weight": (rng.standard_normal((8, 32), np.float32), Q.Q8_0),
+               "blk.0.attn_q.weight": (rotary_permuted(q, 4), Q.Q8_0),
+               "blk.0.attn_k.weight": rotary_permuted(k, 2),
+               "blk.0.attn_norm.weight": np.ones(32, np.float32)}  # fmt: skip
+    keys = {"llama.attention.head_count": 4, "llama.attention.head_count_kv": 2}
+    with tempfile.TemporaryDirectory() as folder:
+        return {"llama": write_gguf(Path(folder) / "llama.gguf", tensors, keys).read_bytes()}
+
+
 def tflite_seeds() -> dict[str, bytes]:
     """A float and a per-axis int8 constant, and the real int8 model (93 KB)."""
     from tests.real_models import REAL
@@ -332,6 +348,7 @@ SEEDS = {
     "safetensors": safetensors_seeds, "pytorch": pytorch_seeds, "policy": policy_seeds,
     "matlab": matlab_seeds, "torchscript": torchscript_seeds, "onnx": onnx_seeds,
     "gguf": gguf_seeds, "tflite": tflite_seeds, "keras": keras_seeds, "peft": peft_seeds,
+    "name_maps": name_maps_seeds,
 }  # fmt: skip
 
 

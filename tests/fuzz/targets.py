@@ -27,14 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from diffai.adapters import prepare
-from diffai.comparison import compare_models
+from diffai.comparison import CompareOptions, compare_models
 from diffai.dtypes import numpy_dtype
 from diffai.errors import DiffaiError, PolicyError
 from diffai.formats import keras, matlab, open_model
 from diffai.formats.limits import check_model
 from diffai.functional import probes
 from diffai.functional.graph import admit
-from diffai.model import Model
+from diffai.model import Model, TensorRef
 from diffai.policy.functional import FunctionalPolicy
 from diffai.policy.load import load_metrics, load_policy
 from diffai.renderers.markdown import render_markdown
@@ -304,6 +304,33 @@ def script_zip(pickle_bytes: bytes, code: bytes) -> bytes:
     return buffer.getvalue()
 
 
+#: The Hugging Face side a fuzzed GGUF file meets through ``gguf-llama``: the seed's shapes.
+LLAMA_SOURCE = Model("source.safetensors", "safetensors", 0, {
+    name: TensorRef(name, shape, "f32", load=lambda shape=shape: np.ones(shape, np.float32))
+    for name, shape in {
+        "model.embed_tokens.weight": (8, 32),
+        "model.layers.0.self_attn.q_proj.weight": (8, 32),
+        "model.layers.0.self_attn.k_proj.weight": (4, 32),
+        "model.layers.0.input_layernorm.weight": (32,),
+    }.items()
+})  # fmt: skip
+
+
+def name_maps_input(data: bytes, workdir: Path) -> None:
+    """A whole .gguf file against a Hugging Face Llama model through the ``gguf-llama`` map:
+    its names renamed, its Q/K rows un-permuted by the head counts it states, measured."""
+    path = workdir / "fuzz.gguf"
+    path.write_bytes(data)
+    import gguf.quants  # noqa: F401 -- imported before watching, as the gguf target does
+
+    with no_code_runs():
+        try:
+            options = CompareOptions(maps=("gguf-llama",))
+            Report.build(compare_models(LLAMA_SOURCE, open_model(path, "gguf"), options)).to_json()
+        except DiffaiError as exc:
+            _one_line(exc)
+
+
 def policy_input(data: bytes, workdir: Path) -> None:
     """The same bytes as a policy, as YAML metrics and as JSON metrics."""
     loaders: list[tuple[str, Callable[[Path], object]]] = [
@@ -370,6 +397,7 @@ TARGETS: dict[str, Callable[[bytes, Path], None]] = {
     "matlab": matlab_input,
     "onnx": onnx_input,
     "gguf": gguf_input,
+    "name_maps": name_maps_input,
     "tflite": tflite_input,
     "keras": keras_input,
     "tensorflow": tensorflow_input,

@@ -8,6 +8,7 @@
     $("why").textContent = data.why;
     $("summary").textContent = data.summary + ". Readiness " + data.readiness.toFixed(2) +
       " (" + data.risk + " risk); policy " + data.policy + ".";
+    $("names").textContent = data.names.map((sentence) => "Names: " + sentence + ".").join(" ");
     $("footer").textContent = "diffai " + data.version +
       " · every number measured from the tensors · this page is self-contained and fetches nothing";
   }
