@@ -6,6 +6,7 @@ each) keep every core busy while memory stays bounded by one chunk per worker.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import itertools
 import math
