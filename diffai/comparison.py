@@ -172,6 +172,8 @@ def _pairs(
 def _ordered_names(base: dict[str, TensorRef], cand: dict[str, TensorRef]) -> list[str]:
     """Baseline order, then the candidate's new names in its order."""
     base_names = model_order(base)
+    if all(name in base for name in cand):  # the usual case: no sort of the candidate's names
+        return base_names
     return base_names + [name for name in model_order(cand) if name not in base]
 
 
