@@ -16,6 +16,7 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,10 +57,12 @@ def check_unambiguous(path: Path, archive: zipfile.ZipFile) -> None:
 class ZipMembers:
     """An open zip archive whose members are handed out as uint8 arrays."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, ranged: Any = None) -> None:
+        """``ranged``: the file as something that slices and reads like it (a remote zip,
+        ``pytorch.zipranges.RangedZip``), in place of mapping ``path``, then only a name."""
         self.path = path
         try:
-            self.archive = zipfile.ZipFile(path)
+            self.archive = zipfile.ZipFile(path if ranged is None else ranged)
         except OPEN_ERRORS as exc:
             raise MalformedModel(path, f"not a readable zip archive: {one_line(exc)}") from exc
         try:
@@ -67,8 +70,8 @@ class ZipMembers:
         except MalformedModel:
             self.archive.close()
             raise
-        size = path.stat().st_size
-        self._file = map_bytes(path) if size else None
+        size = path.stat().st_size if ranged is None else ranged.size
+        self._file = ranged if ranged is not None else map_bytes(path) if size else None
         self._inflate_budget = byte_budget(size)
         self._inflated: set[str] = set()
 
