@@ -7,6 +7,7 @@ remotely in the same words.
 
 from __future__ import annotations
 
+import os
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 import torch
 
 from diffai.formats import open_model
+from tests.hostile.conftest import Call
 from tests.hostile.test_pytorch_zip_hostile import ZIP_CASES, good_records, zipped
 from tests.remote_servers import RangeServer
 from tests.test_remote import _fast_settings, _report, _serve, _without_paths
@@ -128,3 +130,28 @@ def test_what_needs_more_than_ranges_says_it_needs_a_local_copy(
     result = run_cli(url, url)
     assert result.code == 2
     assert result.err.startswith(f"diffai: error: {url}: {problem}"), result.err
+
+
+def test_a_pickle_that_reaches_code_is_refused_remotely_and_nothing_runs(
+    server: RangeServer, run_cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    sentinel = tmp_path / "PWNED"
+    hostile = tmp_path / "hostile.pt"
+    torch.save({"w": torch.ones(3), "x": Call(os.system, f"touch {sentinel}")}, hostile)
+    (url,) = _serve(server, hostile)
+    result = run_cli(url, url)
+    assert result.code == 2 and result.err.count("\n") == 1
+    assert result.err.strip().endswith(
+        "refused to load pickled global 'posix.system' (not on the allow-list): loading it would "
+        "run code; nothing was executed; torch.load(weights_only=True) is tried only on a local "
+        "copy"
+    ), result.err
+    assert not sentinel.exists()
+
+
+def test_a_remote_torch_zip_is_read_without_torch(
+    server: RangeServer, pair: tuple[Path, Path], run_without_torch: Callable[..., Any]
+) -> None:
+    result = run_without_torch(*_serve(server, *pair), "--output", "json")
+    assert result.code in (0, 1), result.err
+    assert '"head.weight"' in result.out and '"decoder.weight"' in result.out

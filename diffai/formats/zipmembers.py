@@ -25,7 +25,7 @@ from diffai.formats.limits import byte_budget
 from diffai.formats.mapped import map_bytes
 from diffai.text import one_line
 
-_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
+LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _LOCAL_SIGNATURE = b"PK\x03\x04"
 #: How zipfile fails on a damaged directory: ValueError for a name flagged UTF-8 that is
 #: not, NotImplementedError for a "zip file version" it does not know.
@@ -125,10 +125,10 @@ class ZipMembers:
             ) from exc
 
     def _data_offset(self, info: zipfile.ZipInfo) -> int:
-        header_end = info.header_offset + _LOCAL_HEADER.size
+        header_end = info.header_offset + LOCAL_HEADER.size
         if self._file is None or header_end > self._file.size:
             raise UnreadableModel(self.path, f"zip member {info.filename!r} has no local header")
-        fields = _LOCAL_HEADER.unpack(bytes(self._file[info.header_offset : header_end]))
+        fields = LOCAL_HEADER.unpack(bytes(self._file[info.header_offset : header_end]))
         if fields[0] != _LOCAL_SIGNATURE:
             raise MalformedModel(self.path, f"zip member {info.filename!r} has a bad local header")
         name_len, extra_len = fields[9], fields[10]

@@ -27,6 +27,7 @@ from diffai.formats.pytorch.quantized import PickledQTensor
 from diffai.formats.pytorch.sparse import PickledSparse
 from diffai.formats.pytorch.unpickler import PickledTensor
 from diffai.formats.pytorch.zipranges import RangedZip, Span
+from diffai.formats.zipmembers import LOCAL_HEADER
 from diffai.model import Model, TensorRef, iter_chunks
 from diffai.sources import ByteSource, whole_elements
 
@@ -58,6 +59,11 @@ def read_source(source: ByteSource) -> Model | None:
 
 
 class _RangedArchive(TorchArchive):
+    def __init__(self, path: Path, ranged: RangedZip) -> None:
+        super().__init__(path, ranged)
+        headers = (info.header_offset for info in self.archive.infolist())
+        ranged.prefetch((at, at + LOCAL_HEADER.size) for at in headers if at < ranged.size)
+
     def member_array(self, name: str) -> Any:
         """A stored member's ``Span``; a compressed one would be inflated whole into memory."""
         info = self._info(name)

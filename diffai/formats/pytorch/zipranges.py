@@ -7,6 +7,7 @@ byte array (``data[a:b]``, ``data.size``) and hand it to ``zipfile`` as a file.
 - at once, the end of the file as far as miniz searches for the end record
   (``zipdir.search_start``: 69,584 bytes at most), which holds the end record,
   the zip64 locator and, in most archives, the whole central directory;
+- then every member's 30-byte local header, all at once (``prefetch``);
 - then each range a reader turns into ``bytes`` (the directory when it is not in
   that tail, a local header, the pickle, the small records), kept, so that
   ``zipfile`` and ``zipdir`` reading the same directory fetch it once;
@@ -22,7 +23,8 @@ archive costs one request.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 
 from diffai.formats.pytorch.zipdir import search_start
 from diffai.sources import ByteSource
@@ -59,21 +61,33 @@ class RangedZip(io.RawIOBase):
         """From a kept range holding it whole, or fetched and kept (a range that overlaps
         one only in part is fetched whole: headers and records are small)."""
         end = min(end, self.size)
+        data = self._held(start, end)
+        if data is None:
+            data = self.source.read(start, end) if start < end else b""
+            self._kept.append((start, data))
+        return data
+
+    def _held(self, start: int, end: int) -> bytes | None:
+        end = min(end, self.size)
         for at, data in self._kept:
             if at <= start and end <= at + len(data):
                 return data[start - at : end - at]
-        data = self.source.read(start, end) if start < end else b""
-        self._kept.append((start, data))
-        return data
+        return None
 
     def stream(self, start: int, end: int) -> Iterator[bytes]:
-        """Fetched up to the kept tail, then from it (the last storage often ends there)."""
+        """Fetched up to the kept tail, then from it (the last storage often ends there); the
+        first request goes out now, as ``Client.stream``'s do, so tensors' latencies overlap."""
         tail_start, tail = self._kept[0]
         cut = max(start, min(end, tail_start))
-        if start < cut:
-            yield from self.source.stream(start, cut)
-        if cut < end:
-            yield tail[cut - tail_start : end - tail_start]
+        fetched = self.source.stream(start, cut) if start < cut else iter(())
+        held = [tail[cut - tail_start : end - tail_start]] if cut < end else []
+        return itertools.chain(fetched, held)
+
+    def prefetch(self, ranges: Iterable[tuple[int, int]]) -> None:
+        """Ranges fetched all at once and kept: the members' local headers, which the reader
+        then asks for one by one (one request each, in turn, would add up their latencies)."""
+        streams = [(a, self.source.stream(a, b)) for a, b in ranges if self._held(a, b) is None]
+        self._kept.extend((start, b"".join(pieces)) for start, pieces in streams)
 
     # --- what zipfile needs of a file ------------------------------------------------------
 
