@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import pytest
 import torch
@@ -21,6 +22,7 @@ from diffai.formats import open_model
 from tests.hostile.conftest import Call
 from tests.hostile.test_pytorch_zip_hostile import ZIP_CASES, good_records, zipped
 from tests.remote_servers import RangeServer
+from tests.test_format_pytorch import StorageRecord, tensor_call, write_archive
 from tests.test_remote import _fast_settings, _report, _serve, _without_paths
 
 #: What a remote read fetches besides tensors: the kept head holds the pickle and the small
@@ -67,6 +69,27 @@ def test_a_torch_zip_pair_reports_as_the_local_pair_fetching_about_its_tensors(
     for path in pair:
         tensors = sum(ref.nbytes for ref in open_model(path).tensors.values())
         assert server.bytes_sent(f"/{path.name}") <= 1.02 * tensors + HEAD_AND_TAIL
+
+
+def test_a_big_endian_archive_reports_as_the_local_one(
+    server: RangeServer, tmp_path: Path
+) -> None:
+    """Big-endian f32 (a transposed and an offset view of one storage) and bf16 pieces are
+    swapped as they stream, as the local reader swaps its mapped views."""
+    values = np.linspace(-3, 3, 12, dtype=np.float32)
+    halves = values.astype(ml_dtypes.bfloat16).view(np.uint16).astype(">u2")
+    records = [StorageRecord(kind, key, 12) for kind, key in
+               ((torch.FloatStorage, "0"), (torch.BFloat16Storage, "1"))]  # fmt: skip
+    checkpoint = {
+        "t": tensor_call(records[0], 0, (4, 3), (1, 4)),
+        "rows": tensor_call(records[0], 4, (2, 4), (4, 1)),
+        "h": tensor_call(records[1], 2, (10,), (1,)),
+    }
+    storages = {"0": values.astype(">f4").tobytes(), "1": halves.tobytes()}
+    local = write_archive(tmp_path / "big.pt", checkpoint, storages, b"big")
+    (url,) = _serve(server, local)
+    remote = _report(url, url, _fast_settings())
+    assert _without_paths(remote) == _without_paths(_report(local, local))
 
 
 def _remote_and_local(run_cli: Callable[..., Any], server: RangeServer,

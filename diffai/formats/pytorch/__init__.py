@@ -57,6 +57,7 @@ FORMAT = "pytorch"
 EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt")
 
 ZIP_MAGIC = b"PK\x03\x04"
+NOT_PYTORCH = "not a PyTorch file: neither a zip archive nor a legacy torch pickle"
 #: How a legacy file starts: protocol 2, then LONG1 of torch's magic number 0x1950a86a20f9469cfc6c.
 _LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 #: "GLOBAL x.y was not an allowed global", or "unsupported GLOBAL x.y whose module x is blocked".
@@ -86,9 +87,7 @@ def read(path: Path) -> Model:
         if torch is not None:
             check_legacy_budget(path)
         return torch_fallback(path, torch, None)
-    raise MalformedModel(
-        path, "not a PyTorch file: neither a zip archive nor a legacy torch pickle"
-    )
+    raise MalformedModel(path, NOT_PYTORCH)
 
 
 def _check_declared_bytes(path: Path) -> None:

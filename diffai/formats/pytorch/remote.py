@@ -19,7 +19,7 @@ from typing import Any, cast
 import numpy as np
 
 from diffai.dtypes import numpy_dtype
-from diffai.errors import UnreadableModel, UnsafePickle
+from diffai.errors import MalformedModel, UnreadableModel, UnsafePickle
 from diffai.formats import pytorch
 from diffai.formats.pytorch.archive import TorchArchive
 from diffai.formats.pytorch.numpy_values import PickledArray
@@ -45,8 +45,10 @@ def read_source(source: ByteSource) -> Model | None:
     """The model, or None for a zip that is not a ``torch.save`` file (no ``data.pkl``)."""
     head = source.read(0, min(source.size, 16))
     name = cast(Path, source.name)  # a URL, named in messages only (a Path would fold its //)
-    if not head.startswith(pytorch.ZIP_MAGIC):
+    if pytorch.is_legacy(head):
         raise UnreadableModel(name, f"a legacy (pre-zip) PyTorch file {LOCAL_COPY}")
+    if not head.startswith(pytorch.ZIP_MAGIC):
+        raise MalformedModel(name, pytorch.NOT_PYTORCH)
     members = _RangedArchive(name, RangedZip(source))
     if pytorch.pickle_member(members.names()) is None:
         members.archive.close()
@@ -87,8 +89,8 @@ def _tensor_ref(name: str, tensor: PickledTensor, byteorder: str) -> TensorRef:
 
     def strided() -> Iterator[np.ndarray]:
         """A view that skips or repeats elements: its span fetched whole, then viewed."""
-        view = pytorch.strided_view(tensor, stored, storage.archive.source.read(
-            storage.start + begin, storage.start + end), 0)  # fmt: skip
+        span = b"".join(storage.stream(begin, end))
+        view = pytorch.strided_view(tensor, stored, span, 0)
         return (as_values(chunk) for chunk in iter_chunks(view))
 
     return TensorRef(name, tuple(tensor.shape), tensor.dtype, stream=strided)
@@ -103,9 +105,11 @@ def _contiguous(storage: Span, begin: int, end: int, stored: np.dtype,
 
 def _converter(stored: np.dtype, values: np.dtype,
                bits: frozenset[str]) -> Callable[[np.ndarray], np.ndarray]:  # fmt: skip
-    """Stored pieces as values: big-endian bf16 swapped (it maps as uint16), lazy bits resolved."""
+    """Stored pieces as values: big-endian ones swapped (bf16 maps as uint16), lazy bits
+    resolved."""
+
     def convert(piece: np.ndarray) -> np.ndarray:
-        if piece.dtype.newbyteorder("<") != values:
+        if piece.dtype != values:
             piece = piece.astype(piece.dtype.newbyteorder("<")).view(values)
         return pytorch.resolve_bits(piece, bits)
 
