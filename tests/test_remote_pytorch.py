@@ -131,6 +131,10 @@ def _npz(path: Path) -> None:
         np.savez(handle, w=np.ones(3))
 
 
+def _script(path: Path) -> None:
+    torch.jit.script(torch.nn.Linear(3, 2)).save(str(path))
+
+
 @pytest.mark.parametrize(
     ("write", "problem"),
     [
@@ -141,6 +145,8 @@ def _npz(path: Path) -> None:
         pytest.param(_npz, "diffai reads only safetensors, GGUF, .npy and uncompressed PyTorch "
                      "zip files (and folders and indexes of safetensors shards) remotely; this one "
                      "needs a local copy", id="npz"),
+        pytest.param(_script, "diffai reads only safetensors, GGUF, .npy and uncompressed "
+                     "PyTorch zip files", id="torchscript"),
     ],
 )  # fmt: skip
 def test_what_needs_more_than_ranges_says_it_needs_a_local_copy(

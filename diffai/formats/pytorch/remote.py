@@ -21,6 +21,7 @@ import numpy as np
 from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel, UnreadableModel, UnsafePickle
 from diffai.formats import pytorch
+from diffai.formats.pytorch import torchscript
 from diffai.formats.pytorch.archive import TorchArchive
 from diffai.formats.pytorch.numpy_values import PickledArray
 from diffai.formats.pytorch.quantized import PickledQTensor
@@ -42,7 +43,8 @@ def matches(_path: PurePosixPath, head: bytes) -> bool:
 
 
 def read_source(source: ByteSource) -> Model | None:
-    """The model, or None for a zip that is not a ``torch.save`` file (no ``data.pkl``)."""
+    """The model, or None for a zip that is not a ``torch.save`` checkpoint (no ``data.pkl``,
+    or a TorchScript archive, whose code and constants are read only from a local copy)."""
     head = source.read(0, min(source.size, 16))
     name = cast(Path, source.name)  # a URL, named in messages only (a Path would fold its //)
     if pytorch.is_legacy(head):
@@ -50,7 +52,8 @@ def read_source(source: ByteSource) -> Model | None:
     if not head.startswith(pytorch.ZIP_MAGIC):
         raise MalformedModel(name, pytorch.NOT_PYTORCH)
     members = _RangedArchive(name, RangedZip(source))
-    if pytorch.pickle_member(members.names()) is None:
+    names = members.names()
+    if pytorch.pickle_member(names) is None or torchscript.is_script_archive(names):
         members.archive.close()
         return None
     try:
