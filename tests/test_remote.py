@@ -230,9 +230,9 @@ def test_a_format_that_needs_random_access_says_to_use_a_local_copy(
     result = run_cli(url, url)
     assert result.code == 2
     assert result.err.strip().endswith(
-        "model.onnx: diffai reads only safetensors, GGUF and .npy files (and folders and indexes "
-        "of safetensors shards) remotely; this one needs a local copy: download it and compare the "
-        "files"
+        "model.onnx: diffai reads only safetensors, GGUF, .npy and uncompressed PyTorch zip files "
+        "(and folders and indexes of safetensors shards) remotely; this one needs a local copy: "
+        "download it and compare the files"
     )
 
 

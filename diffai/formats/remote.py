@@ -16,15 +16,18 @@ from pathlib import PurePosixPath
 
 from diffai.errors import MalformedModel, UnreadableModel
 from diffai.formats import gguf, identify, numpy, safetensors, sharded
+from diffai.formats.pytorch import remote as pytorch
 from diffai.model import Model, TensorRef
 from diffai.sources import ByteSource, Folder, locate
 from diffai.sources.remote import Settings
 from diffai.sources.tee import Tee
 
-#: The readers that read from byte ranges, by format name.
-READERS = {module.FORMAT: module for module in (safetensors, numpy, gguf)}
+#: The readers that read from byte ranges, by format name, tried in this order (PyTorch's
+#: takes every zip; its ``read_source`` gives None for one not made by ``torch.save``).
+READERS = {module.FORMAT: module for module in (pytorch, safetensors, numpy, gguf)}
 REMOTE_FORMATS = (
-    "safetensors, GGUF and .npy files (and folders and indexes of safetensors shards)"
+    "safetensors, GGUF, .npy and uncompressed PyTorch zip files (and folders and indexes of "
+    "safetensors shards)"
 )
 
 
@@ -47,13 +50,13 @@ def open_remote(text: str, format: str | None, settings: Settings) -> RemoteMode
 
 def _open_file(source: ByteSource, format: str | None) -> RemoteModel:
     reader = READERS.get(format or "") if format else _reader_by_content(source)
-    if reader is None:
+    model = reader.read_source(source) if reader is not None else None
+    if model is None:
         raise UnreadableModel(
             source.name,
             f"diffai reads only {REMOTE_FORMATS} remotely; this one needs a local copy: "
             "download it and compare the files",
         )
-    model = reader.read_source(source)
     return RemoteModel(model, dict.fromkeys(model.tensors, source))
 
 

@@ -16,6 +16,7 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from diffai.formats.limits import byte_budget
 from diffai.formats.mapped import map_bytes
 from diffai.text import one_line
 
-_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
+LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _LOCAL_SIGNATURE = b"PK\x03\x04"
 #: How zipfile fails on a damaged directory: ValueError for a name flagged UTF-8 that is
 #: not, NotImplementedError for a "zip file version" it does not know.
@@ -56,10 +57,12 @@ def check_unambiguous(path: Path, archive: zipfile.ZipFile) -> None:
 class ZipMembers:
     """An open zip archive whose members are handed out as uint8 arrays."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, ranged: Any = None) -> None:
+        """``ranged``: the file as something that slices and reads like it (a remote zip,
+        ``pytorch.zipranges.RangedZip``), in place of mapping ``path``, then only a name."""
         self.path = path
         try:
-            self.archive = zipfile.ZipFile(path)
+            self.archive = zipfile.ZipFile(path if ranged is None else ranged)
         except OPEN_ERRORS as exc:
             raise MalformedModel(path, f"not a readable zip archive: {one_line(exc)}") from exc
         try:
@@ -67,8 +70,8 @@ class ZipMembers:
         except MalformedModel:
             self.archive.close()
             raise
-        size = path.stat().st_size
-        self._file = map_bytes(path) if size else None
+        size = path.stat().st_size if ranged is None else ranged.size
+        self._file = ranged if ranged is not None else map_bytes(path) if size else None
         self._inflate_budget = byte_budget(size)
         self._inflated: set[str] = set()
 
@@ -122,10 +125,10 @@ class ZipMembers:
             ) from exc
 
     def _data_offset(self, info: zipfile.ZipInfo) -> int:
-        header_end = info.header_offset + _LOCAL_HEADER.size
+        header_end = info.header_offset + LOCAL_HEADER.size
         if self._file is None or header_end > self._file.size:
             raise UnreadableModel(self.path, f"zip member {info.filename!r} has no local header")
-        fields = _LOCAL_HEADER.unpack(bytes(self._file[info.header_offset : header_end]))
+        fields = LOCAL_HEADER.unpack(bytes(self._file[info.header_offset : header_end]))
         if fields[0] != _LOCAL_SIGNATURE:
             raise MalformedModel(self.path, f"zip member {info.filename!r} has a bad local header")
         name_len, extra_len = fields[9], fields[10]

@@ -56,7 +56,8 @@ from diffai.text import one_line
 FORMAT = "pytorch"
 EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt")
 
-_ZIP_MAGIC = b"PK\x03\x04"
+ZIP_MAGIC = b"PK\x03\x04"
+NOT_PYTORCH = "not a PyTorch file: neither a zip archive nor a legacy torch pickle"
 #: How a legacy file starts: protocol 2, then LONG1 of torch's magic number 0x1950a86a20f9469cfc6c.
 _LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 #: "GLOBAL x.y was not an allowed global", or "unsupported GLOBAL x.y whose module x is blocked".
@@ -68,27 +69,25 @@ _TORCH_SAME_SIZE = {"bf16": "int16", "f8_e4m3": "uint8", "f8_e5m2": "uint8"}
 
 def matches(path: Path, head: bytes) -> bool:
     """A zip holding ``data.pkl`` (npz zips hold only ``.npy``), or a legacy torch pickle."""
-    if head.startswith(_ZIP_MAGIC):
-        return _pickle_member(_zip_names(path)) is not None
-    return _is_legacy(head)
+    if head.startswith(ZIP_MAGIC):
+        return pickle_member(_zip_names(path)) is not None
+    return is_legacy(head)
 
 
 def read(path: Path) -> Model:
     head = _read_head(path)
-    if head.startswith(_ZIP_MAGIC):
+    if head.startswith(ZIP_MAGIC):
         try:
             return _read_zip(path)
         except UnsafePickle as refused:
             _check_declared_bytes(path)
             return torch_fallback(path, _import_torch(), refused)
-    if _is_legacy(head):
+    if is_legacy(head):
         torch = _import_torch()
         if torch is not None:
             check_legacy_budget(path)
         return torch_fallback(path, torch, None)
-    raise MalformedModel(
-        path, "not a PyTorch file: neither a zip archive nor a legacy torch pickle"
-    )
+    raise MalformedModel(path, NOT_PYTORCH)
 
 
 def _check_declared_bytes(path: Path) -> None:
@@ -97,7 +96,7 @@ def _check_declared_bytes(path: Path) -> None:
     size = path.stat().st_size
     try:
         declared = sum(info.file_size for info in members.archive.infolist())
-        pickled = _pickle_member(members.names())
+        pickled = pickle_member(members.names())
         if pickled is not None:
             check_pickle_budget(path, members.read_bytes(pickled, MAX_PICKLE_BYTES), size)
     finally:
@@ -111,7 +110,7 @@ def _check_declared_bytes(path: Path) -> None:
         )
 
 
-def _is_legacy(head: bytes) -> bool:
+def is_legacy(head: bytes) -> bool:
     return head[:1] == b"\x80" and head[2:14] == _LEGACY_MAGIC
 
 
@@ -131,7 +130,7 @@ def _zip_names(path: Path) -> list[str]:
         return []
 
 
-def _pickle_member(names: list[str]) -> str | None:
+def pickle_member(names: list[str]) -> str | None:
     """``<archive>/data.pkl``: torch writes every record under one top-level folder."""
     for name in names:
         folder, _, base = name.rpartition("/")
@@ -144,7 +143,13 @@ def _pickle_member(names: list[str]) -> str | None:
 
 
 def _read_zip(path: Path) -> Model:
-    members = TorchArchive(path)
+    return read_archive(path, TorchArchive(path), path.stat().st_size, _MAPPERS)
+
+
+def read_archive(path: Path, members: TorchArchive, size: int,
+                 mappers: Mappers) -> Model:  # fmt: skip
+    """The checks and the pickle of an open archive (mapped, or remote: ``pytorch.remote``),
+    each tensor made by its kind's entry of ``mappers``."""
     try:
         folder = archive_folder(path, members)
         check_version(path, members, folder)
@@ -154,20 +159,24 @@ def _read_zip(path: Path) -> Model:
     finally:
         members.archive.close()
     metadata = {"torch_format": "zip", "byteorder": order}
-    return _model_from_pickle(path, checkpoint, order, metadata)
+    return _model_from_pickle(path, checkpoint, order, metadata, size, mappers)
 
 
 def _model_from_pickle(
-    path: Path, checkpoint: Any, byteorder: str, metadata: dict[str, Any]
-) -> Model:
+    path: Path, checkpoint: Any, byteorder: str, metadata: dict[str, Any],
+    size: int | None = None, mappers: Mappers | None = None,
+) -> Model:  # fmt: skip
     found, scalars = _flatten(path, checkpoint, _is_pickled_tensor)
     found, scalars = expand_packed(path, found, scalars)
     check_tensor_count(path, "its pickle holds", len(found))
-    tensors = {name: _pickled_ref(path, name, t, byteorder) for name, t in found.items()}
+    tensors = {
+        name: _pickled_ref(path, name, t, byteorder, mappers or _MAPPERS)
+        for name, t in found.items()
+    }
     return Model(
         path=str(path),
         format=FORMAT,
-        size_bytes=path.stat().st_size,
+        size_bytes=path.stat().st_size if size is None else size,
         tensors=tensors,
         scalars=scalars,
         metadata=metadata,
@@ -195,16 +204,17 @@ def _flatten(
         raise MalformedModel(path, "the checkpoint holds an integer too long to show") from exc
 
 
-def _pickled_ref(path: Path, name: str, tensor: Any, byteorder: str) -> TensorRef:
+def _pickled_ref(path: Path, name: str, tensor: Any, byteorder: str,
+                 mappers: Mappers) -> TensorRef:  # fmt: skip
     """Checked and mapped now, so a bad tensor fails the read instead of a later comparison."""
     try:
-        return _MAPPERS[type(tensor)](name, tensor, byteorder)
+        return mappers[type(tensor)](name, tensor, byteorder)
     except (ValueError, OverflowError) as exc:
         raise MalformedModel(path, f"tensor {name!r}: {one_line(exc)}") from exc
 
 
 def _tensor_ref(name: str, tensor: PickledTensor, byteorder: str) -> TensorRef:
-    view = _strided_view(tensor, _stored_dtype(tensor.dtype, byteorder))
+    view = _strided_view(tensor, stored_dtype(tensor.dtype, byteorder))
     load = _loader(view, numpy_dtype(tensor.dtype))
     return TensorRef(name, view.shape, tensor.dtype, _resolved(load, tensor.bits))
 
@@ -217,7 +227,7 @@ def _sparse_ref(name: str, sparse: PickledSparse, byteorder: str) -> TensorRef:
     return sparse_ref(name, sparse.layout, sparse.size, parts, sparse.coalesced)
 
 
-def _array_ref(name: str, pickled: PickledArray, _byteorder: str) -> TensorRef:
+def array_ref(name: str, pickled: PickledArray, _byteorder: str) -> TensorRef:
     """A numpy array pickled the numpy way (``np.random.get_state()``'s): its bytes, as data."""
     array = pickled.array
     dtype = canonical_name(array.dtype) if array is not None else None
@@ -227,19 +237,20 @@ def _array_ref(name: str, pickled: PickledArray, _byteorder: str) -> TensorRef:
 
 
 def _qtensor_ref(name: str, tensor: PickledQTensor, byteorder: str) -> TensorRef:
-    return qtensor_ref(name, tensor, lambda t, d: _strided_view(t, _stored_dtype(d, byteorder)))
+    return qtensor_ref(name, tensor, lambda t, d: _strided_view(t, stored_dtype(d, byteorder)))
 
 
-#: What each kind of tensor the pickle holds becomes.
-_MAPPERS: dict[type, Callable[[str, Any, str], TensorRef]] = {
+#: What each kind of tensor the pickle holds becomes (name, pickled tensor, byte order).
+Mappers = dict[type, Callable[[str, Any, str], TensorRef]]
+_MAPPERS: Mappers = {
     PickledTensor: _tensor_ref,
     PickledQTensor: _qtensor_ref,
     PickledSparse: _sparse_ref,
-    PickledArray: _array_ref,
+    PickledArray: array_ref,
 }
 
 
-def _stored_dtype(dtype: str, byteorder: str) -> np.dtype:
+def stored_dtype(dtype: str, byteorder: str) -> np.dtype:
     """The dtype of the stored bytes; big-endian bf16 has no numpy spelling, so maps as uint16."""
     native = numpy_dtype(dtype)
     if byteorder == "little" or native.itemsize == 1:
@@ -264,21 +275,27 @@ _BIT_RESOLVERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 def _resolved(load: Callable[[], np.ndarray], bits: frozenset[str]) -> Callable[[], np.ndarray]:
     """Values with torch's ``conj`` then ``neg`` applied: a copy, as torch makes on reading."""
-    resolvers = [_BIT_RESOLVERS[bit] for bit in ("conj", "neg") if bit in bits]
-    if not resolvers:
+    if not bits & _BIT_RESOLVERS.keys():
         return load
+    return lambda: resolve_bits(load(), bits)
 
-    def resolve() -> np.ndarray:
-        values = load()
-        for resolver in resolvers:
-            values = resolver(values)
-        return values
 
-    return resolve
+def resolve_bits(values: np.ndarray, bits: frozenset[str]) -> np.ndarray:
+    for bit in ("conj", "neg"):
+        if bit in bits:
+            values = _BIT_RESOLVERS[bit](values)
+    return values
 
 
 def _strided_view(tensor: PickledTensor, dtype: np.dtype) -> np.ndarray:
     """A read-only view of the storage bytes with torch's offset, size and stride (in elements)."""
+    begin, _ = storage_span(tensor, dtype)
+    return strided_view(tensor, dtype, tensor.storage.data, begin)
+
+
+def storage_span(tensor: PickledTensor, dtype: np.dtype) -> tuple[int, int]:
+    """The bytes ``begin..end`` of its storage the tensor's offset, size and stride reach,
+    checked to be there."""
     offset, shape, stride = tensor.offset, tensor.shape, tensor.stride
     if not (
         is_count(offset) and are_counts(shape) and are_counts(stride) and len(shape) == len(stride)
@@ -295,6 +312,12 @@ def _strided_view(tensor: PickledTensor, dtype: np.dtype) -> np.ndarray:
             f"needs bytes [{begin}, {end}) of storage {tensor.storage.key!r}, "
             f"which holds {data.size}"
         )
+    return begin, end
+
+
+def strided_view(tensor: PickledTensor, dtype: np.dtype, data: Any, begin: int) -> np.ndarray:
+    """The view over ``data`` (the storage, or its span from ``begin`` fetched remotely)."""
+    shape, stride = tensor.shape, tensor.stride
     # Built as opaque items, typed after (ml_dtypes types such as f8_e5m2 need it), straight
     # from the buffer: as_strided costs 40 us a tensor, a minute for 10**6 of them.
     strides = tuple(s * dtype.itemsize for s in stride)

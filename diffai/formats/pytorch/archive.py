@@ -22,6 +22,7 @@ from __future__ import annotations
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 from diffai.errors import MalformedModel
 from diffai.formats.pytorch.zipdir import Entry, read_directory
@@ -40,8 +41,8 @@ _DOS_DIRECTORY = 0x10
 class TorchArchive(ZipMembers):
     """Zip members as torch would read them, refused wherever torch and ``zipfile`` part ways."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
+    def __init__(self, path: Path, ranged: Any = None) -> None:
+        super().__init__(path, ranged)
         try:
             self._folded = self._agreed_entries()
         except MalformedModel:

@@ -69,9 +69,11 @@ _NOT_READ_BY_JIT = frozenset({"APPEND", "EMPTY_SET", "SHORT_BINSTRING"})
 
 def matches(path: Path, head: bytes) -> bool:
     """A torch zip with ``constants.pkl`` and ``code/`` beside its ``data.pkl``."""
-    if not head.startswith(_ZIP_MAGIC):
-        return False
-    names = _zip_names(path)
+    return head.startswith(_ZIP_MAGIC) and is_script_archive(_zip_names(path))
+
+
+def is_script_archive(names: list[str]) -> bool:
+    """Whether a torch zip's member names are a TorchScript archive's."""
     folders = {name.partition("/")[0] for name in names if name.endswith(f"/{PICKLE_MEMBER}")}
     return any(
         f"{folder}/constants.pkl" in names

@@ -93,14 +93,20 @@ def _locate_end(data: np.ndarray) -> int:
     """The last end-record signature with a whole record after it, in miniz's search window."""
     if data.size < _END.size:
         raise _Refused("not a ZIP archive", f"{data.size} bytes are fewer than an end record")
-    start = max(data.size - _WINDOW, 0)
-    while start and data.size - start < _SEARCHED:
-        start = max(start - (_WINDOW - 3), 0)
+    start = search_start(data.size)
     tail = bytes(data[start:])
     found = tail.rfind(struct.pack("<I", _END_SIGNATURE), 0, len(tail) - _END.size + 4)
     if found < 0:
         raise _Refused("failed finding central directory", "no end record")
     return start + found
+
+
+def search_start(size: int) -> int:
+    """Where miniz's search for the end record starts, in a file of ``size`` bytes."""
+    start = max(size - _WINDOW, 0)
+    while start and size - start < _SEARCHED:
+        start = max(start - (_WINDOW - 3), 0)
+    return start
 
 
 def _zip64_end(data: np.ndarray, end_offset: int) -> tuple[int, int, int, int, int, int] | None:
