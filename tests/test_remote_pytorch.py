@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffai.formats import open_model
+from diffai.errors import MalformedModel
+from diffai.formats import open_model, open_models
 from tests.hostile.conftest import Call
 from tests.hostile.test_pytorch_zip_hostile import ZIP_CASES, good_records, zipped
 from tests.remote_servers import RangeServer
@@ -184,3 +185,18 @@ def test_a_remote_torch_zip_is_read_without_torch(
     result = run_without_torch(*_serve(server, *pair), "--output", "json")
     assert result.code in (0, 1), result.err
     assert '"head.weight"' in result.out and '"decoder.weight"' in result.out
+
+
+def test_a_directory_of_too_many_members_is_refused_before_their_headers_are_fetched(
+    server: RangeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each member costs a header request; the cap (lowered here from 200,016) comes first."""
+    import diffai.formats.pytorch.remote as remote_pytorch
+
+    monkeypatch.setattr(remote_pytorch, "MAX_MEMBERS", 8)
+    path = tmp_path / "many.pt"
+    torch.save({f"t{i}": torch.full((4,), float(i)) for i in range(12)}, path)
+    (url,) = _serve(server, path)
+    with pytest.raises(MalformedModel, match=r"lists 1[0-9] members, over the 8 a checkpoint"):
+        open_models(url, url, settings=_fast_settings())
+    assert server.requests <= 2  # the head and the tail, no header of a member

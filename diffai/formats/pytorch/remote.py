@@ -21,6 +21,7 @@ import numpy as np
 from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel, UnreadableModel, UnsafePickle
 from diffai.formats import pytorch
+from diffai.formats.limits import MAX_TENSORS
 from diffai.formats.pytorch import torchscript
 from diffai.formats.pytorch.archive import TorchArchive
 from diffai.formats.pytorch.numpy_values import PickledArray
@@ -63,10 +64,21 @@ def read_source(source: ByteSource) -> Model | None:
         raise UnsafePickle(name, refused.global_name, problem) from refused
 
 
+#: Members a remote checkpoint may list: one storage per tensor at most, and torch's records.
+#: Each costs a header request, so a crafted directory must not ask for millions of them.
+MAX_MEMBERS = MAX_TENSORS + 16
+
+
 class _RangedArchive(TorchArchive):
     def __init__(self, path: Path, ranged: RangedZip) -> None:
         super().__init__(path, ranged)
-        headers = (info.header_offset for info in self.archive.infolist())
+        members = self.archive.infolist()
+        if len(members) > MAX_MEMBERS:
+            raise MalformedModel(
+                path, f"its zip directory lists {len(members):,} members, over the {MAX_MEMBERS:,}"
+                f" a checkpoint of at most {MAX_TENSORS:,} tensors can hold"
+            )
+        headers = (info.header_offset for info in members)
         ranged.prefetch((at, at + LOCAL_HEADER.size) for at in headers if at < ranged.size)
 
     def member_array(self, name: str) -> Any:
