@@ -189,9 +189,14 @@ def kept_section(page: Path) -> str:
 
 
 def write_section(page: Path, figures: dict[str, float], command: str) -> None:
+    """This suite's section replaced, up to the next heading or marked section (the MoE
+    suite's, ``<!-- moe suite: start -->``, follows it and must survive a remote rerun)."""
     text = page.read_text()
-    head = text.split(HEADING, 1)[0].rstrip("\n") + "\n"
-    page.write_text(head + section(figures, command))
+    head, _, rest = text.partition(HEADING)
+    following = re.search(r"\n(## |<!-- )", rest)
+    tail = rest[following.start() + 1 :] if following else ""
+    body = section(figures, command).rstrip("\n") + "\n"
+    page.write_text(head.rstrip("\n") + "\n" + body + ("\n" + tail if tail else ""))
 
 
 def section(figures: dict[str, float], command: str) -> str:
