@@ -6,7 +6,6 @@ each) keep every core busy while memory stays bounded by one chunk per worker.
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import itertools
 import math
@@ -22,7 +21,7 @@ from diffai.change import RelativeChange, relative_changes
 from diffai.dtypes import is_complex
 from diffai.errors import DiffaiError, UnreadableModel
 from diffai.model import Model, Scalar, TensorRef
-from diffai.pairing import Mapping, align, apply_maps
+from diffai.pairing import Mapping, prepare
 from diffai.pairing.confirm import find_renames
 from diffai.pairing.fingerprint import Fingerprint, fingerprinter
 from diffai.pairing.renames import Rename, RenameSearch
@@ -126,7 +125,7 @@ def compare_models(
 ) -> Comparison:
     """Compare every tensor and scalar the filters select; results in model order."""
     options = options or CompareOptions()
-    baseline, candidate, mapping = _aligned(baseline, candidate, options)
+    baseline, candidate, mapping = prepare(baseline, candidate, options)
     names, pairs = _pairs(baseline, candidate, options)
     tensors = _measure_all(pairs, options, on_bytes)
     tensors, renames = find_renames(tensors, baseline, candidate, options)
@@ -138,18 +137,8 @@ def compare_models(
 
 def bytes_to_read(baseline: Model, candidate: Model, options: CompareOptions) -> int:
     """Total tensor bytes ``compare_models`` will stream, for a progress bar."""
-    baseline, candidate, _ = _aligned(baseline, candidate, options)
+    baseline, candidate, _ = prepare(baseline, candidate, options)
     return sum(_pair_bytes(base, cand) for _, base, cand in _pairs(baseline, candidate, options)[1])
-
-
-def _aligned(
-    baseline: Model, candidate: Model, options: CompareOptions
-) -> tuple[Model, Model, Mapping]:
-    baseline, candidate, maps = apply_maps(baseline, candidate, options.maps, options.auto_maps)
-    baseline, candidate, mapping = align(
-        baseline, candidate, options.strip_prefixes, options.detect_prefixes
-    )
-    return baseline, candidate, dataclasses.replace(mapping, maps=maps)
 
 
 Pair = tuple[str, "TensorRef | None", "TensorRef | None"]

@@ -203,6 +203,25 @@ def test_merge_pairs_renames_across_shards_and_confirms_them_from_the_files(
     assert (unread["summary"]["removed"], unread["summary"]["added"]) == (1, 1)
 
 
+def test_merge_confirms_a_rename_of_a_mapped_run_under_the_mapped_names(
+    write_safetensors: Callable[..., Path], run_cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    """The shards measured the names after the map; reopening the files must map them too."""
+    rng = np.random.default_rng(6)
+    big, small = init(rng, (64, 64)), init(rng, (8, 16))
+    base = write_safetensors("a.safetensors", {"old.weight": big, "kept": small})
+    cand = write_safetensors("b.safetensors", {"net.new.weight": big, "net.kept": small})
+    names = tmp_path / "names.yaml"
+    names.write_text('version: 1\nrules:\n  - pattern: "net\\\\.(.*)"\n    replacement: "\\\\1"\n')
+    parts = [tmp_path / f"part-{index}.json" for index in (1, 2)]
+    for index, part in enumerate(parts, 1):
+        run_cli(base, cand, "--map", names, "--shard", f"{index}/2", "--report", part)
+    run_cli("merge", *parts, "--report", tmp_path / "merged.json")
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    assert renamed_pairs(merged) == {("old.weight", "new.weight"): "exact"}
+    assert merged["renamed"]["unconfirmed"] == []
+
+
 def test_markdown_and_html_show_the_rename(
     write_safetensors: Callable[..., Path], run_cli: Callable[..., CliResult], tmp_path: Path
 ) -> None:

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from diffai.errors import DiffaiError, UnreadableModel
 from diffai.model import Model, TensorRef
-from diffai.pairing.prefixes import align
 from diffai.pairing.renames import TRANSPOSE_BYTES, Confirm, RenameSearch, pair_renames
 from diffai.stats import DiffStats, measure_pair
 
@@ -67,9 +66,9 @@ def _reopened(
         baseline, candidate = open_model(baseline_path), open_model(candidate_path)
     except DiffaiError:
         return None
-    baseline, candidate, _ = align(
-        baseline, candidate, options.strip_prefixes, options.detect_prefixes
-    )
+    from diffai.pairing import prepare  # the maps too: the shards measured mapped names
+
+    baseline, candidate, _ = prepare(baseline, candidate, options)
     same = [inventory(baseline), inventory(candidate)] == [measured["baseline"],
                                                           measured["candidate"]]  # fmt: skip
     return (baseline, candidate) if same else None
