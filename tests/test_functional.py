@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -346,3 +347,21 @@ def test_the_action_gates_a_classifier_pr_on_top1_and_comments_outputs_beside_we
     weights = comment.body.index("### Most-changed layers")
     assert outputs < weights and "256 probes in 8 runs (seed 0" in comment.body
     assert code("regression_test.functional.min_top1_agreement") in comment.body
+
+
+def test_a_child_answering_fewer_runs_than_were_written_fails_the_gate(
+    models, gate, judged, monkeypatch
+) -> None:
+    """A candidate child that ran the graph is untrusted: an answer of 0 runs compares nothing."""
+    import diffai.functional as functional
+
+    honest = functional.run_model
+
+    def lying(path, reader, *args):
+        answered = honest(path, reader, *args)
+        return dataclasses.replace(answered, runs=0) if reader == "candidate" else answered
+
+    monkeypatch.setattr(functional, "run_model", lying)
+    result, document = judged(models["cnn"], models["cnn"], gate())
+    assert document["functional"]["status"] == "candidate_failed" and result.code == 1
+    assert "the candidate's run answered 0 probe runs of 8" in document["functional"]["reason"]

@@ -110,10 +110,10 @@ def _run_both(
     digest = probes.write_runs(plan, folder / "probes")
     section = _probes_record(plan, digest)
     started = time.monotonic()
-    base = run_model(paths[0], "baseline", folder / "probes", folder / "baseline", policy)
+    base = _every_run(paths[0], "baseline", folder, policy, plan)
     seconds = {"baseline": time.monotonic() - started}
     try:
-        cand = run_model(paths[1], "candidate", folder / "probes", folder / "candidate", policy)
+        cand = _every_run(paths[1], "candidate", folder, policy, plan)
     except UnreadableModel as exc:
         reason = f"the candidate did not run: {exc.problem}"
         return {**section, "status": "candidate_failed", "reason": reason}
@@ -121,6 +121,19 @@ def _run_both(
     memory = {"baseline": base.peak_rss_bytes, "candidate": cand.peak_rss_bytes}
     measured = {"status": "compared", "seconds": seconds, "peak_rss_bytes": memory}
     return {**section, **measured, **compare_outputs(base, cand, policy)}
+
+
+def _every_run(
+    path: Path, side: str, folder: Path, policy: FunctionalPolicy, plan: probes.Plan
+) -> Outputs:
+    """A side's outputs, which must answer every probe run diffai wrote: the child ran an
+    untrusted graph, and an answer of fewer runs would compare nothing and pass."""
+    outputs = run_model(path, side, folder / "probes", folder / side, policy)
+    if outputs.runs != len(plan.runs):
+        raise UnreadableModel(
+            path, f"the {side}'s run answered {outputs.runs} probe runs of {len(plan.runs)}"
+        )
+    return outputs
 
 
 def _probes_record(plan: probes.Plan, digest: str) -> dict[str, Any]:
