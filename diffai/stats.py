@@ -306,8 +306,9 @@ def measure_small_pairs(
         sums = _PairSums()
         sums.merge(*chunks, next(measured))
         results.append(sums.result(base, cand))
-    _report(on_bytes, sum(base.nbytes + cand.nbytes for base, cand in pairs))
-    return results
+    measured_pairs = (pair for pair, result in zip(pairs, results, strict=True) if result)
+    _report(on_bytes, sum(base.nbytes + cand.nbytes for base, cand in measured_pairs))
+    return results  # a None pair's bytes are reported by the measure_pair that reads it
 
 
 def _whole_chunks(base: TensorRef, cand: TensorRef) -> tuple[_KernelChunk, _KernelChunk] | None:

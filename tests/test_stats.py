@@ -205,3 +205,18 @@ def test_tensor_ref_chunks_are_the_values_in_c_order(elements) -> None:
     chunks = list(ref(values, "f32").chunks(elements))
     assert all(chunk.ndim == 1 and chunk.size <= max(elements, 1) for chunk in chunks)
     np.testing.assert_array_equal(np.concatenate(chunks), values.ravel())
+
+
+def test_batched_pairs_report_only_the_bytes_they_read() -> None:
+    """A pair the batch declines (over one chunk) is reported by measure_pair, once."""
+    from diffai.stats import measure_small_pairs
+
+    def mapped(name: str, values: np.ndarray) -> TensorRef:
+        return TensorRef(name, values.shape, "f32", load=lambda: values)
+
+    small = np.ones((4, 4), np.float32)
+    large = np.ones(CHUNK_ELEMENTS + 1, np.float32)
+    refs = [(mapped("s", small), mapped("s", small)), (mapped("l", large), mapped("l", large))]
+    counted: list[int] = []
+    results = measure_small_pairs(refs, 0.0, counted.append)
+    assert results[1] is None and sum(counted) == 2 * small.nbytes
