@@ -140,6 +140,7 @@ class HubServer(RangeServer):
         super().__init__()
         self.cdn = cdn
         self.repos: dict[str, dict[str, dict[str, bytes]]] = {}
+        self.api_calls: list[str] = []  # "paths-info" or "tree", one per API request
 
     def add(self, repo: str, revision: str, path: str, data: bytes) -> None:
         self.repos.setdefault(repo, {}).setdefault(revision, {})[path] = data
@@ -163,6 +164,7 @@ class HubServer(RangeServer):
 
     def _api(self, handler: BaseHTTPRequestHandler, repo: str, kind: str, revision: str,
              folder: str) -> None:  # fmt: skip
+        self.api_calls.append(kind)
         files = self.repos.get(repo, {}).get(revision)
         if files is None:
             return _answer(handler, 404, b'{"error": "Repository not found"}')

@@ -296,6 +296,7 @@ def test_a_hub_token_goes_to_the_hub_only_never_to_the_cdn(
     assert _without_paths(remote) == _without_paths(_report(*pair))
     assert "Bearer hf_secret" in hub.authorizations
     assert set(hub.cdn.authorizations) == {""}
+    assert hub.api_calls == ["paths-info", "paths-info"]  # one look-up per file, not two
     home = Path(os.environ["HF_HOME"])
     assert not home.exists() or not any(home.rglob("*"))  # no cache, no xet chunks: no disk
 

@@ -116,7 +116,9 @@ def locate(text: str, settings: Settings) -> tuple[HubFolder, str | None]:
     if not _is_file(info):
         return _folder(where, settings, root), None
     parent, _, name = where.path.rpartition("/")
-    return _folder(HubPath(where.repo, where.revision, parent), settings, root), name
+    folder = _folder(HubPath(where.repo, where.revision, parent), settings, root)
+    folder.files[name] = info  # so open() does not ask the API for it again
+    return folder, name
 
 
 def _folder(where: HubPath, settings: Settings, like: HubFolder | None = None) -> HubFolder:
