@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from diffai import _kernel
 from diffai.formats import open_model
 from diffai.renderers.markdown import COMMENT_LIMIT, SUMMARY_LIMIT, render_markdown
 from diffai.stats import measure_pair
@@ -36,8 +37,16 @@ def _pair(count: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
 
 
 def test_100000_tensors_stay_bounded_and_exact(
-    run_cli, write_safetensors, validate_report, tmp_path
+    run_cli, write_safetensors, validate_report, tmp_path, monkeypatch
 ):
+    batched: list[int] = []  # pairs the one-call kernel path measured (a fallback is silent)
+    kernel_call = _kernel.measure_pairs
+
+    def counted(batch, epsilon):
+        batched.append(len(batch))
+        return kernel_call(batch, epsilon)
+
+    monkeypatch.setattr(_kernel, "measure_pairs", counted)
     base, cand = _pair(TENSORS)
     base_path = write_safetensors("base.safetensors", base)
     cand_path = write_safetensors("cand.safetensors", cand)
@@ -47,6 +56,7 @@ def test_100000_tensors_stay_bounded_and_exact(
         "--junit", out["xml"],
     )  # fmt: skip
     assert result.code == 1, result.err
+    assert sum(batched) == TENSORS
     document = json.loads(out["json"].read_text())
     validate_report(document)
     summary = document["summary"]
