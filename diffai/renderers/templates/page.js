@@ -1,7 +1,7 @@
 // Shared by diffai's self-contained pages (report.js, series.js): element builders, number
 // formats and the colour scale. Every untrusted string (names, paths, metadata, messages)
 // reaches a page through textContent or setAttribute only, never innerHTML.
-// html_report.page wraps this file and the page's own script in one strict function.
+// html_report.self_contained_page wraps this file and the page's own script in one strict function.
   const SVG = "http://www.w3.org/2000/svg";
   const $ = (id) => document.getElementById(id);
   const data = JSON.parse($("diffai-data").textContent);
