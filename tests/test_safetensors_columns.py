@@ -97,6 +97,9 @@ OUTSIDE_TEXTS = {
     "escaped name": '{"\\u0061":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}',
     "escaped quote": '{"a\\"":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}',
     "not an object": '["a"]',
+    "offsets shifted across entries": '{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},'
+    ':[1,2]},"b":{"dtype":"U8","shape":[1],"data_offsets""c":{"dtype":"U8","shape":[1],'
+    '"data_offsets":[2,3]}}',
 }
 
 

