@@ -184,42 +184,62 @@ def tensor_record(tensor: TensorComparison, change: RelativeChange | None) -> di
 def stats_record(stats: TensorStats | None) -> dict[str, Any] | None:
     if stats is None:
         return None
-    record = _flat_record(stats)
+    record = vars(stats).copy()
     record["shape"] = list(stats.shape)
     if stats.layout is None:  # a dense tensor: the sparse fields are left out
         del record["layout"], record["nnz"]
-    if stats.quantization is None:  # only dequantized tensors carry the key
-        del record["quantization"]
-    else:
+    if stats.quantization is not None:
         record["quantization"] = _finite(stats.quantization)
-    return record
+    else:  # only dequantized tensors carry the key
+        del record["quantization"]
+    return _strict(record, _STATS_FLOATS)
 
 
 def diff_record(diff: DiffStats | None, change: RelativeChange | None) -> dict[str, Any] | None:
     if diff is None:
         return None
-    record = _flat_record(diff)
-    record["relative_change"] = change.value if change else None
-    record["relative_basis"] = change.basis if change else "none"
-    return record
+    record = vars(diff).copy()
+    if change is None:
+        record["relative_change"], record["relative_basis"] = None, "none"
+    else:
+        record["relative_change"], record["relative_basis"] = change.value, change.basis
+    return _strict(record, _DIFF_FLOATS)
 
 
 def _flat_record(measured: TensorStats | DiffStats | LayerImpact) -> dict[str, Any]:
-    """A flat dataclass as a strict-JSON dict; ``dataclasses.asdict`` deep-copies and took
-    3 of 5 seconds on a 10,000-tensor model, checking every field 0.27 of 2 s (now only the
-    float fields are looked at, through one ``itemgetter``: 0.02 s)."""
-    record = dict(vars(measured))
-    floats = [value for value in _float_fields(type(measured))(record) if value is not None]
-    if not math.isfinite(sum(floats)):
-        # Some value is inf or NaN (or finite ones overflowed the sum): null those alone.
-        for key, value in record.items():
-            if isinstance(value, float) and not math.isfinite(value):
-                record[key] = None
+    """A flat dataclass as a strict-JSON dict, in its fields' order.
+
+    ``dataclasses.asdict`` deep-copies (3 of 5 s at 10,000 tensors); ``vars().copy()``
+    clones the dict's table where ``dict(vars())`` inserts key by key (0.7 against 2.0 µs
+    per record here).
+    """
+    return _strict(vars(measured).copy(), _float_fields(type(measured)))
+
+
+FloatGetter = Callable[[dict[str, Any]], tuple[Any, ...]]
+
+
+def _strict(record: dict[str, Any], floats: FloatGetter) -> dict[str, Any]:
+    """``record`` with its non-finite floats made None, so the document stays strict JSON.
+
+    Done for every side, diff and layer (500,000 records at 100,000 tensors), so the
+    common case is one ``sum``: it is finite exactly when every float field is, and a
+    ``None`` among them (no value to measure) stops it with a ``TypeError`` (per record
+    0.15 µs, against 1.0 µs for filtering the ``None`` out first).
+    """
+    try:
+        if math.isfinite(sum(floats(record))):
+            return record
+    except TypeError:  # a None among them: look at each
+        pass
+    for key, value in record.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            record[key] = None
     return record
 
 
 @cache
-def _float_fields(kind: type) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+def _float_fields(kind: type) -> FloatGetter:
     """The getter of a record type's float fields (``float`` or ``float | None``), as a tuple."""
     names = [f.name for f in dataclasses.fields(kind) if f.type in _FLOAT_TYPES]
     getter = operator.itemgetter(*names)
@@ -227,6 +247,8 @@ def _float_fields(kind: type) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
 
 
 _FLOAT_TYPES = frozenset({"float", "float | None"})
+_STATS_FLOATS = _float_fields(TensorStats)
+_DIFF_FLOATS = _float_fields(DiffStats)
 
 
 def json_scalar(value: Scalar) -> Any:
