@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from diffai import jsontext
 from diffai._version import __version__
@@ -93,11 +93,14 @@ class Report:
         return self.document["verdict"]
 
     def to_json(self) -> str:
-        # No indent (`jq .` pretty-prints it): orjson, or else json's C encoder (diffai.jsontext).
-        return jsontext.dumps(self.document) + "\n"
+        return self.to_json_bytes().decode("ascii")
+
+    def to_json_bytes(self) -> bytes:
+        """The report file's content, ASCII; no indent (``jq .`` pretty-prints it)."""
+        return jsontext.encode_line(self.document)
 
     def write(self, path: str | Path) -> None:
-        write_atomically(Path(path), self.to_json())
+        write_atomically(Path(path), self.to_json_bytes())
 
 
 def build_document(comparison: Comparison) -> dict[str, Any]:
@@ -271,7 +274,7 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def write_atomically(path: Path, text: str) -> bool:
+def write_atomically(path: Path, content: str | bytes) -> bool:
     """Write via a temporary file in the same folder, so readers never see half a report.
 
     Returns whether a file was put at ``path``. A FIFO or a character device
@@ -280,13 +283,13 @@ def write_atomically(path: Path, text: str) -> bool:
     SIGTERM) removes the temporary file before the exception goes on.
     """
     if _is_stream(path):
-        _write_stream(path, text)
+        _write_stream(path, content)
         return False
     temp = None
     try:
         handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
+        with _opened(handle, content) as out:
+            out.write(content)
         os.chmod(temp, 0o644)  # mkstemp's 0600 would hide the artifact from other CI users
         os.replace(temp, path)
         temp = None
@@ -308,9 +311,16 @@ def _is_stream(path: Path) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 
 
-def _write_stream(path: Path, text: str) -> None:
+def _write_stream(path: Path, content: str | bytes) -> None:
     try:
-        with open(path, "w", encoding="utf-8") as out:
-            out.write(text)
+        with _opened(path, content) as out:
+            out.write(content)
     except OSError as exc:
         raise ReportError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+
+
+def _opened(file: int | Path, content: str | bytes) -> IO[Any]:
+    """``file`` opened for writing ``content``: bytes as they are, text as UTF-8."""
+    if isinstance(content, bytes):
+        return open(file, "wb")
+    return open(file, "w", encoding="utf-8")
