@@ -18,6 +18,7 @@ import operator
 import os
 import stat
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -107,15 +108,17 @@ def build_document(comparison: Comparison) -> dict[str, Any]:
     baseline, candidate = comparison.baseline, comparison.candidate
     changes = comparison.relative_changes
     weights = [t for t in comparison.tensors if t.role == "weight"]
+    # Each a pass over the model's tensors (0.4 us per tensor here): counted once, used twice.
+    parameters = baseline.parameters, candidate.parameters
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "diffai", "version": __version__},
-        "baseline": _artifact(baseline),
-        "candidate": _artifact(candidate),
+        "baseline": _artifact(baseline, parameters[0]),
+        "candidate": _artifact(candidate, parameters[1]),
         "options": dataclasses.asdict(comparison.options),
         "mapping": comparison.mapping.to_json(),
         "renamed": comparison.renames.to_json(comparison.tensors),
-        "summary": _summary(comparison),
+        "summary": _summary(comparison, parameters),
         "tensors": [tensor_record(t, changes.get(t.name)) for t in comparison.tensors],
         "scalars": [
             {
@@ -147,27 +150,31 @@ def shard_section(comparison: Comparison) -> dict[str, Any]:
     }
 
 
-def _artifact(model: Model) -> dict[str, Any]:
+def _artifact(model: Model, parameters: int) -> dict[str, Any]:
     return {
         "path": model.path,
         "format": model.format,
         "bytes": model.size_bytes,
         "tensors": len(model.tensors),
-        "parameters": model.parameters,
+        "parameters": parameters,
         "metadata": _finite(model.metadata),
         **({"source": model.source} if model.source else {}),
     }
 
 
-def _summary(comparison: Comparison) -> dict[str, int]:
-    counts = {status: comparison.count(status) for status in STATUSES}
+def _summary(comparison: Comparison, parameters: tuple[int, int]) -> dict[str, int]:
+    """The counts per status in one pass (``Comparison.count`` is one pass per status)."""
+    counted = Counter(map(_status, comparison.tensors))
     return {
         "tensors_compared": len(comparison.tensors),
-        **counts,
+        **{status: counted[status] for status in STATUSES},
         "scalars_changed": len(comparison.scalars),
-        "parameters_baseline": comparison.baseline.parameters,
-        "parameters_candidate": comparison.candidate.parameters,
+        "parameters_baseline": parameters[0],
+        "parameters_candidate": parameters[1],
     }
+
+
+_status = operator.attrgetter("status")
 
 
 def tensor_record(tensor: TensorComparison, change: RelativeChange | None) -> dict[str, Any]:
