@@ -4,13 +4,21 @@ only right while every offender of every rule is a suspect, which these tests ho
 from __future__ import annotations
 
 import itertools
+from fnmatch import fnmatchcase
 from functools import cache
 from typing import Any
 
 import pytest
 
 from diffai.policy import default_policy
-from diffai.policy.rules import SWITCH_RULES, _suspect, _switch_check, scopes, tensor_checks
+from diffai.policy.rules import (
+    SWITCH_RULES,
+    _globs_matcher,
+    _suspect,
+    _switch_check,
+    scopes,
+    tensor_checks,
+)
 from tests.test_policy_rules import tensor
 
 STATUSES = ("unchanged", "changed", "added", "removed", "shape_changed", "dtype_changed", "renamed")
@@ -57,3 +65,22 @@ def test_the_switch_checks_over_the_suspects_are_those_over_every_tensor() -> No
     assert [c for c in tensor_checks([scope]) if c["rule"] in {c["rule"] for c in over_all}] == (
         over_all
     )
+
+
+NAMES = ("a.num_batches_tracked", "num_batches_tracked", "x.num_batches_trackedx", "a\n.b", "a.b",
+         "", "[x]", "w*", "encoder.layer.0.weight", "a?b", "ab", "a.bias")  # fmt: skip
+
+
+GLOB_SETS = [(), ("*.num_batches_tracked",), ("*",), ("*[x]",), ("*.b", "a*"), ("",), ("*\\*",),
+             ("a?b", "*.bias"), ("*w*",), ("[a]*",), ("*.weight", "*.bias", "enc*")]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "globs",
+    GLOB_SETS,
+)
+def test_ignore_globs_match_the_names_fnmatchcase_matches(globs: tuple[str, ...]) -> None:
+    """Suffix globs go to ``str.endswith``, the others to one regex: the same names."""
+    matches = _globs_matcher(globs)
+    for name in NAMES:
+        assert bool(matches(name)) == any(fnmatchcase(name, glob) for glob in globs), name
