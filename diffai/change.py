@@ -53,11 +53,16 @@ SCRAMBLED_COSINE = 0.5
 SCRAMBLE_MIN_ELEMENTS = 256
 
 
+def may_be_scrambled(shape: Sequence[int]) -> bool:
+    """Whether a tensor of this shape is judged at all: a matrix or kernel big enough."""
+    return len(shape) >= 2 and math.prod(shape) >= SCRAMBLE_MIN_ELEMENTS
+
+
 def is_scrambled(
     shape: Sequence[int], cosine: float | None, relative_change: float | None, basis: str
 ) -> bool:
     """Whether a weight's values were replaced rather than trained (rule in the docstring above)."""
-    if len(shape) < 2 or math.prod(shape) < SCRAMBLE_MIN_ELEMENTS or basis != "self":
+    if not may_be_scrambled(shape) or basis != "self":
         return False
     if cosine is None:  # the baseline has a norm, so the candidate has none: all zero now
         return bool(relative_change)

@@ -94,8 +94,8 @@ def _root_sums(groups: np.ndarray, squares: list[float], count: int) -> list[flo
 def relative_change(tensors: Iterable[TensorComparison]) -> tuple[float, float, int]:
     """(sqrt(Σ‖c−b‖²), sqrt(Σ‖b‖²), pairs measured) over the same-shaped pairs."""
     diffs = [t.diff for t in tensors if t.diff is not None and t.diff.l2 is not None]
-    change = math.sqrt(sum(d.l2**2 for d in diffs))  # type: ignore[operator]
-    size = math.sqrt(sum((d.baseline_l2 or 0.0) ** 2 for d in diffs))
+    change = math.sqrt(sum([d.l2**2 for d in diffs]))  # type: ignore[operator]
+    size = math.sqrt(sum([(d.baseline_l2 or 0.0) ** 2 for d in diffs]))
     return change, size, len(diffs)
 
 

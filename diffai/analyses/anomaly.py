@@ -12,9 +12,13 @@ legitimately grow by orders of magnitude.
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
 
+import numpy as np
+
 from diffai.analyses.common import (
+    FLOAT_DTYPES,
     SEVERITIES,
     is_float,
     max_abs,
@@ -38,7 +42,8 @@ Finding = dict[str, Any]
 
 
 def analyze(comparison: Comparison) -> dict[str, Any]:
-    findings = [finding for tensor in comparison.tensors for finding in tensor_findings(tensor)]
+    suspects = _suspects(comparison.tensors)
+    findings = [finding for tensor in suspects for finding in tensor_findings(tensor)]
     worst = max(findings, key=lambda f: SEVERITIES.index(f["severity"]), default=None)
     severity = worst_severity(f["severity"] for f in findings)
     return {
@@ -48,6 +53,51 @@ def analyze(comparison: Comparison) -> dict[str, Any]:
         "action": ACTIONS[severity],
         "findings": findings,
     }
+
+
+def _suspects(tensors: list[TensorComparison]) -> list[TensorComparison]:
+    """The tensors some check may flag, found over columns: the checks one tensor at a time
+    cost 4.5 us a tensor at 100,000 tensors, almost none with a finding; columns 1.5 us.
+    A superset: each condition is one a check needs, computed as the check computes it, so
+    ``tensor_findings`` still decides."""
+    pairs = [(t, t.baseline or _NO_BASELINE) for t in tensors if t.candidate is not None]
+    if not pairs:
+        return []
+    cand = [t.candidate for t, _ in pairs]
+    judged = np.array(
+        [b is not _NO_BASELINE and c.dtype in FLOAT_DTYPES and t.role == "weight"
+         for (t, b), c in zip(pairs, cand, strict=True)],
+        bool,
+    )  # fmt: skip
+    before_std, before_max = _sizes([b for _, b in pairs])
+    after_std, after_max = _sizes(cand)  # type: ignore[arg-type]
+    with np.errstate(invalid="ignore", over="ignore"):
+        size = (
+            (_column(cand, "zeros") == _column(cand, "elements"))  # collapsed
+            | (after_std == 0)  # constant
+            | (after_max > EXPLODE_RATIO * before_max)  # exploding
+            | (after_std > EXPLODE_RATIO * before_std)
+            | (after_std < COLLAPSE_RATIO * before_std)  # std_collapse
+        )
+    gained = (_column(cand, "nan") > 0) | (_column(cand, "inf") > 0)  # NaN or inf now
+    return [pairs[i][0] for i in np.flatnonzero(gained | (judged & size)).tolist()]
+
+
+def _column(sides: list[TensorStats], field: str) -> np.ndarray:
+    """An integer field of every side (``np.fromiter`` over ``attrgetter``: 0.1 us a side)."""
+    return np.fromiter(map(attrgetter(field), sides), np.int64, len(sides))
+
+
+def _sizes(sides: list[TensorStats]) -> tuple[np.ndarray, np.ndarray]:
+    """std and max |x| of every side, NaN where unknown, as ``max_abs`` computes it."""
+    std, low, high = (
+        np.array(list(map(attrgetter(f), sides)), np.float64) for f in ("std", "min", "max")
+    )
+    return std, np.maximum(np.abs(low), np.abs(high))
+
+
+#: What a tensor added in the candidate is measured against: no NaN, no inf, no sizes.
+_NO_BASELINE = TensorStats((), "", "", 0, 0, None, None, None, None, 0, 0, 0)
 
 
 def tensor_findings(tensor: TensorComparison) -> list[Finding]:

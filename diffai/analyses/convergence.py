@@ -20,7 +20,7 @@ import statistics
 from typing import Any
 
 from diffai.analyses.common import weight_tensors
-from diffai.change import RelativeChange, is_scrambled
+from diffai.change import RelativeChange, is_scrambled, may_be_scrambled
 from diffai.comparison import Comparison, TensorComparison
 from diffai.layers import relative_change
 
@@ -35,12 +35,11 @@ def analyze(comparison: Comparison) -> dict[str, Any]:
         return {"status": "unknown", "stability": None, "update_magnitude": None,
                 "spread_decades": None, "tensors_measured": 0, "scrambled": []}  # fmt: skip
     measured = comparison.relative_changes
-    changes = {t.name: measured[t.name] for t in paired if t.name in measured}
+    changes = {t.name: change for t in paired if (change := measured.get(t.name)) is not None}
     update = _update_magnitude(paired)
     spread = _spread(_own_relative(changes))
     scrambled = scrambled_weights(paired, changes)
-    trained = [t for t in paired if t.name not in scrambled]
-    rest = _update_magnitude(trained) if trained else 0.0
+    rest = _update_magnitude(_trained(paired, scrambled)) if scrambled else update
     return {
         "status": _status(rest, spread, _gained_non_finite(paired), bool(scrambled)),
         "stability": 1.0 / (1.0 + spread),
@@ -55,11 +54,18 @@ def analyze(comparison: Comparison) -> dict[str, Any]:
 def scrambled_weights(
     paired: list[TensorComparison], changes: dict[str, RelativeChange]
 ) -> list[str]:
-    """The weight matrices whose values were replaced rather than trained."""
+    """The weight matrices whose values were replaced rather than trained.
+
+    Only shapes that may be scrambled are looked at (asked once a shape): the rule for
+    each of 100,000 small tensors cost 2 us a tensor."""
+    judged = {
+        shape: may_be_scrambled(shape) for shape in {t.baseline.shape for t in paired if t.baseline}
+    }
     return [
         t.name
         for t in paired
         if t.baseline
+        and judged[t.baseline.shape]
         and t.diff
         and t.name in changes
         and is_scrambled(
@@ -68,7 +74,16 @@ def scrambled_weights(
     ]
 
 
-def _update_magnitude(paired: list[TensorComparison]) -> float | None:
+def _trained(paired: list[TensorComparison], scrambled: list[str]) -> list[TensorComparison] | None:
+    """The weights that were not scrambled, None when there are none."""
+    replaced = set(scrambled)
+    return [t for t in paired if t.name not in replaced] or None
+
+
+def _update_magnitude(paired: list[TensorComparison] | None) -> float | None:
+    """U over the weights (0 over none)."""
+    if paired is None:
+        return 0.0
     change, size, _ = relative_change(paired)
     if not size:
         return 0.0 if not change else math.inf
@@ -93,10 +108,9 @@ def _median(changes: dict[str, RelativeChange]) -> float | None:
 
 def _gained_non_finite(paired: list[TensorComparison]) -> bool:
     return any(
-        t.candidate
-        and t.baseline
-        and (t.candidate.nan + t.candidate.inf) > (t.baseline.nan + t.baseline.inf)
+        (c.nan + c.inf) > (b.nan + b.inf)
         for t in paired
+        if (c := t.candidate) is not None and (b := t.baseline) is not None
     )
 
 
