@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from functools import lru_cache
 from typing import Any
 
 from diffai.analyses.common import weight_tensors
@@ -30,12 +31,15 @@ UNSTABLE_SPREAD = 1.0
 
 
 def analyze(comparison: Comparison) -> dict[str, Any]:
-    paired = [t for t in weight_tensors(comparison) if t.diff is not None and t.diff.l2 is not None]
+    paired = [
+        t
+        for t in weight_tensors(comparison)
+        if t.diff is not None and t.diff.l2 is not None
+    ]
     if not paired:
         return {"status": "unknown", "stability": None, "update_magnitude": None,
                 "spread_decades": None, "tensors_measured": 0, "scrambled": []}  # fmt: skip
-    measured = comparison.relative_changes
-    changes = {t.name: change for t in paired if (change := measured.get(t.name)) is not None}
+    changes = _weight_changes(comparison, paired)
     update = _update_magnitude(paired)
     spread = _spread(_own_relative(changes))
     scrambled = scrambled_weights(paired, changes)
@@ -51,30 +55,51 @@ def analyze(comparison: Comparison) -> dict[str, Any]:
     }
 
 
+def _weight_changes(
+    comparison: Comparison, paired: list[TensorComparison]
+) -> dict[str, RelativeChange]:
+    """The relative changes of the measured weights: all of them when every tensor is a
+    weight and every one was measured (the usual case; picking them out by name cost 1.4 us
+    a tensor at 100,000 tensors). Their order does not matter: S and the median do not
+    depend on it, and ``scrambled_weights`` looks them up by name."""
+    measured = comparison.relative_changes
+    if len(paired) == len(comparison.tensors) == len(measured):
+        return measured
+    return {
+        t.name: change for t in paired if (change := measured.get(t.name)) is not None
+    }
+
+
 def scrambled_weights(
     paired: list[TensorComparison], changes: dict[str, RelativeChange]
 ) -> list[str]:
     """The weight matrices whose values were replaced rather than trained.
 
-    Only shapes that may be scrambled are looked at (asked once a shape): the rule for
+    Only shapes that may be scrambled are looked at, asked once a shape: the rule for
     each of 100,000 small tensors cost 2 us a tensor."""
-    judged = {
-        shape: may_be_scrambled(shape) for shape in {t.baseline.shape for t in paired if t.baseline}
-    }
     return [
         t.name
         for t in paired
         if t.baseline
-        and judged[t.baseline.shape]
+        and _may_be_scrambled(t.baseline.shape)
         and t.diff
         and t.name in changes
         and is_scrambled(
-            t.baseline.shape, t.diff.cosine, changes[t.name].value, changes[t.name].basis
+            t.baseline.shape,
+            t.diff.cosine,
+            changes[t.name].value,
+            changes[t.name].basis,
         )
     ]
 
 
-def _trained(paired: list[TensorComparison], scrambled: list[str]) -> list[TensorComparison] | None:
+#: ``may_be_scrambled`` once a shape (models hold a few hundred shapes at most).
+_may_be_scrambled = lru_cache(maxsize=1024)(may_be_scrambled)
+
+
+def _trained(
+    paired: list[TensorComparison], scrambled: list[str]
+) -> list[TensorComparison] | None:
     """The weights that were not scrambled, None when there are none."""
     replaced = set(scrambled)
     return [t for t in paired if t.name not in replaced] or None
@@ -114,7 +139,9 @@ def _gained_non_finite(paired: list[TensorComparison]) -> bool:
     )
 
 
-def _status(update: float | None, spread: float, non_finite: bool, scrambled: bool) -> str:
+def _status(
+    update: float | None, spread: float, non_finite: bool, scrambled: bool
+) -> str:
     if non_finite or (update is not None and update > DIVERGING_UPDATE):
         return "diverging"
     if scrambled:
