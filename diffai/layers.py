@@ -60,10 +60,10 @@ def layer_impact(tensors: Iterable[TensorComparison]) -> list[LayerImpact]:
     groups = np.array([index[layer] for layer in layers], np.intp)
     count = len(index)
     measured = np.array([l2 is not None for l2 in change_l2], bool)
-    change = _root_sums(groups[measured], [c**2 for c in change_l2 if c is not None], count)
+    change = _root_sums(groups[measured], [square(c) for c in change_l2 if c is not None], count)
     size = _root_sums(
         groups[measured],
-        [(b or 0.0) ** 2 for c, b in zip(change_l2, baseline_l2, strict=True) if c is not None],
+        [square(b or 0.0) for c, b in zip(change_l2, baseline_l2, strict=True) if c is not None],
         count,
     )
     totals = np.zeros(count, np.int64)
@@ -91,9 +91,19 @@ def _root_sums(groups: np.ndarray, squares: list[float], count: int) -> list[flo
 def relative_change(tensors: Iterable[TensorComparison]) -> tuple[float, float, int]:
     """(sqrt(Σ‖c−b‖²), sqrt(Σ‖b‖²), pairs measured) over the same-shaped pairs."""
     diffs = [t.diff for t in tensors if t.diff is not None and t.diff.l2 is not None]
-    change = math.sqrt(sum([d.l2**2 for d in diffs]))  # type: ignore[operator]
-    size = math.sqrt(sum([(d.baseline_l2 or 0.0) ** 2 for d in diffs]))
+    change = math.sqrt(sum([square(d.l2) for d in diffs]))  # type: ignore[arg-type]
+    size = math.sqrt(sum([square(d.baseline_l2 or 0.0) for d in diffs]))
     return change, size, len(diffs)
+
+
+def square(norm: float) -> float:
+    """``norm ** 2`` (not ``norm * norm``: the figures were always summed from ``**``), inf
+    past the float range, where ``**`` raises: a norm read from a shard report
+    (``diffai merge``) can be any float."""
+    try:
+        return norm**2
+    except OverflowError:
+        return math.inf
 
 
 def _parameters(tensor: TensorComparison) -> int:
