@@ -8,11 +8,14 @@ the strict parse refuses, so a refusal always keeps its message.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from diffai.errors import MalformedModel
 from diffai.formats import open_model, safetensors
@@ -155,3 +158,141 @@ def test_compact_and_spaced_files_open_alike(tmp_path: Path) -> None:
             other.tensors[name].nbytes,
         )
         assert ref.array().tobytes() == other.tensors[name].array().tobytes()
+
+
+def assert_agrees(text: str, data_len: int) -> None:
+    """The contract: ``compact_entries`` answers None, or exactly the strict parse's entries
+    (``repr`` too, so an ``np.int64`` where the strict parse holds an ``int`` shows)."""
+    fast = compact_entries(text, data_len)
+    if fast is None:
+        return
+    strict = strict_entries(text, data_len)
+    assert fast == strict, f"{text!r} (data_len {data_len}): {fast!r} against {strict!r}"
+    assert repr(fast) == repr(strict)
+    assert isinstance(strict, Entries)
+    assert list(fast.metadata.items()) == list(strict.metadata.items())
+
+
+def _header(*entries: str, after: str = "") -> str:
+    """A compact header of the given ``name":{...}`` pairs (each from ``_pair``)."""
+    return "{" + ",".join(entries) + "}" + after
+
+
+def _pair(name: str, dtype: str, shape: str, offsets: str) -> str:
+    return f'"{name}":{{"dtype":"{dtype}","shape":[{shape}],"data_offsets":[{offsets}]}}'
+
+
+ONE = _pair("a", "U8", "1", "0,1")
+#: Edges of the contract tried by hand: the compact reader answers, as the strict parse does.
+ANSWERED = {
+    "empty name": (_header(_pair("", "U8", "1", "0,1")), 1),
+    "JSON punctuation in a name": (_header(_pair("a:{},[] ", "U8", "1", "0,1")), 1),
+    "names that are entry keys": (
+        _header(_pair("dtype", "U8", "1", "0,1"), _pair("data_offsets", "U8", "1", "1,2")),
+        2,
+    ),
+    "zero-size tensors sharing an offset": (
+        _header(
+            _pair("a", "F32", "0", "1,1"),
+            _pair("b", "U8", "1", "0,1"),
+            _pair("c", "I8", "2,0", "1,1"),
+        ),
+        1,
+    ),
+    "spaced and escaped metadata": ('{"__metadata__":{ "k\\n" : "v\\u00e9" },' + ONE + "}", 1),
+    "1,025-character name (check_model's limit, for both)": (
+        _header(_pair("n" * 1025, "U8", "1", "0,1")),
+        1,
+    ),
+    "padded with every JSON whitespace": (_header(ONE, after=" \t\r\n  "), 1),
+    "separators and C1 controls in a name": (_header(_pair("\u2028\x85é", "U8", "1", "0,1")), 1),
+}
+
+#: Edges the compact reader leaves to the strict parse (which accepts some of them).
+DECLINED = {
+    "minus zero (the safetensors library refuses it)": (
+        _header(_pair("a", "U8", "-0", "0,0")),
+        0,
+    ),
+    "plus sign": (_header(_pair("a", "U8", "1", "+0,1")), 1),
+    "exponent": (_header(_pair("a", "U8", "1e0", "0,1")), 1),
+    "byte order mark": ("\ufeff" + _header(ONE), 1),
+    "NUL after the header": (_header(ONE, after="\x00"), 1),
+    "form feed after the header": (_header(ONE, after="\x0c"), 1),
+    "ideographic space after the header": (_header(ONE, after="\u3000"), 1),
+    "metadata repeated last": ('{"__metadata__":{},' + ONE + ',"__metadata__":{}}', 1),
+    "tensor named __metadata__ after the metadata": (
+        '{"__metadata__":{},' + _pair("__metadata__", "U8", "1", "0,1") + "}",
+        1,
+    ),
+    "nested metadata": ('{"__metadata__":{"k":{"x":"y"}},' + ONE + "}", 1),
+    "space before the comma after the metadata": ('{"__metadata__":{} ,' + ONE + "}", 1),
+    "lowercase dtype": (_header(_pair("a", "u8", "1", "0,1")), 1),
+    "key repeated in an entry": (
+        '{"a":{"dtype":"U8","dtype":"U8","shape":[1],"data_offsets":[0,1]}}',
+        1,
+    ),
+    "zero-size tensor past the data": (_header(_pair("a", "U8", "0", "5,5")), 0),
+    "data length past int64": (_header(ONE), 2**70),
+}
+
+
+@pytest.mark.parametrize(("text", "data_len"), ANSWERED.values(), ids=ANSWERED)
+def test_edges_the_compact_reader_answers_as_the_strict_parse(text: str, data_len: int) -> None:
+    assert compact_entries(text, data_len) is not None
+    assert_agrees(text, data_len)
+
+
+@pytest.mark.parametrize(("text", "data_len"), DECLINED.values(), ids=DECLINED)
+def test_edges_the_compact_reader_leaves_to_the_strict_parse(text: str, data_len: int) -> None:
+    assert compact_entries(text, data_len) is None
+
+
+#: Characters that mean something to JSON, to the column split or to the name checks.
+NASTY = '"\\:,{}[] _a\x00\x1f\x7f\u2028é層'
+#: The same without what only the strict parse reads (escapes, control characters), so
+#: that the compact reader answers for a good share of the headers.
+PLAIN = ":,{}[] _a\u2028é層"
+_DTYPE_NAMES = [*safetensors.DTYPES, *safetensors.DTYPES, "F128", "f32", ""]
+
+
+@st.composite
+def _compact_header(draw: st.DrawFn) -> tuple[str, int]:
+    """A compact header of random entries, written pair by pair (so a name may repeat),
+    mostly tiling its data, and the data length it implies, give or take a byte."""
+    names = st.one_of(
+        st.text(PLAIN, max_size=4), st.text(NASTY, max_size=4), st.sampled_from(["__metadata__"])
+    )
+    pieces, position = [], 0
+    for _ in range(draw(st.integers(1, 4))):
+        dtype = draw(st.sampled_from(_DTYPE_NAMES))
+        shape = draw(st.lists(st.integers(-1, 3), max_size=3))  # -1: refused
+        size = math.prod(shape) * safetensors.ITEMSIZES.get(dtype, 1)
+        begin = position + draw(st.sampled_from([0] * 8 + [1, -1]))
+        body = json.dumps(entry(dtype, shape, begin, begin + size), **COMPACT)
+        escaped = draw(st.sampled_from([False] * 3 + [True]))  # non-ASCII as \\u escapes
+        pieces.append(json.dumps(draw(names), ensure_ascii=escaped) + ":" + body)
+        position = begin + size
+    if draw(st.booleans()):
+        strings = st.text(NASTY, max_size=3)
+        values = st.one_of(strings, strings, strings, st.integers(), st.none())
+        metadata = st.dictionaries(strings, values, max_size=3)
+        pieces.insert(0, '"__metadata__":' + json.dumps(draw(metadata), **COMPACT))
+    text = "{" + ",".join(pieces) + "}" + draw(st.sampled_from(["", "  ", "\n"]))
+    return text, position + draw(st.sampled_from([0] * 8 + [1]))
+
+
+def _mutated(draw: st.DrawFn, text: str) -> str:
+    """One character deleted, inserted or replaced, anywhere."""
+    at = draw(st.integers(0, len(text) - 1))
+    character = draw(st.sampled_from(NASTY + "0159-e\t"))
+    kept = draw(st.sampled_from(["", text[at]])) + draw(st.sampled_from(["", character]))
+    return text[:at] + (kept if kept != text[at] else character) + text[at + 1 :]
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_random_compact_headers_and_their_mutations_keep_the_contract(data: st.DataObject) -> None:
+    text, data_len = data.draw(_compact_header())
+    assert_agrees(text, data_len)
+    assert_agrees(_mutated(data.draw, text), data_len)

@@ -42,9 +42,10 @@ def main(target: str) -> None:
 
 def _targets() -> dict[str, Callable[[bytes, Path], None]]:
     from tests.fuzz.differential import DIFFERENTIAL_TARGETS
+    from tests.fuzz.header_differential import HEADER_TARGETS
     from tests.fuzz.targets import TARGETS
 
-    return {**TARGETS, **DIFFERENTIAL_TARGETS}
+    return {**TARGETS, **DIFFERENTIAL_TARGETS, **HEADER_TARGETS}
 
 
 def _with_defaults(argv: list[str], artifact_prefix: str) -> list[str]:
