@@ -29,6 +29,7 @@ from diffai.formats.safetensors_header import (
     METADATA,
     Entries,
     compact_entries,
+    encodable,
     entries_of,
 )
 from diffai.formats.strictjson import DuplicateKey, InvalidJson, loads_strict
@@ -124,7 +125,7 @@ def _entries(path: str | Path, raw: bytes, data_len: int) -> Entries:
 
 def _parse_header_json(path: str | Path, text: str) -> dict[str, Any]:
     try:
-        header = loads_strict(text)
+        header = loads_strict(text, parse_int=_as_the_library_reads)
     except InvalidJson as exc:
         problem = f"safetensors header is not valid JSON: {one_line(exc)}"
         raise MalformedModel(path, problem) from exc
@@ -136,11 +137,22 @@ def _parse_header_json(path: str | Path, text: str) -> dict[str, Any]:
     return header
 
 
+def _as_the_library_reads(digits: str) -> int | float:
+    """``-0`` is the float -0.0 to the safetensors library (serde), which then refuses it as a
+    size or offset; Python's int 0 would let diffai pass a file the library cannot load."""
+    return -0.0 if digits == "-0" else int(digits)
+
+
 def _check_metadata(path: str | Path, metadata: Any) -> None:
     if metadata is None:
         return
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise MalformedModel(path, "safetensors __metadata__ must map strings to strings")
+    if not encodable(metadata):
+        raise MalformedModel(
+            path, "safetensors __metadata__ holds a lone surrogate escape (such as \\ud800), "
+            "which the safetensors library refuses"
+        )  # fmt: skip
 
 
 def _tensor_entries(path: str | Path, header: dict[str, Any]) -> dict[str, dict[str, Any]]:

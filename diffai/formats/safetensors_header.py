@@ -17,6 +17,7 @@ keeps its message (``tests/test_safetensors_columns.py`` holds the two side by s
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Hashable, Iterable
@@ -115,7 +116,18 @@ def _metadata(header: str) -> tuple[dict[str, str], int] | None:
     except (DuplicateKey, InvalidJson):
         return None
     strings = isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
-    return (metadata, end) if strings and header.startswith(",", end) else None
+    accepted = strings and encodable(metadata)
+    return (metadata, end) if accepted and header.startswith(",", end) else None
+
+
+def encodable(metadata: dict[str, str]) -> bool:
+    """Whether every key and value is text UTF-8 can hold: JSON's ``\\ud800`` escapes decode
+    to lone surrogates in Python, where the safetensors library refuses the header."""
+    try:
+        "".join(itertools.chain.from_iterable(metadata.items())).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _layouts(dtypes: list[str], shapes: list[str]) -> list[Layout] | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,13 +23,14 @@ class InvalidJson(ValueError):
     """Not JSON, or JSON that Python cannot hold: nested past the stack, a 5,000-digit number."""
 
 
-def loads_strict(raw: bytes | str) -> Any:
+def loads_strict(raw: bytes | str, parse_int: Callable[[str], Any] | None = None) -> Any:
     """Parse JSON; ``DuplicateKey`` on a repeated object key, ``InvalidJson`` on bad JSON.
 
-    Bytes must be UTF-8 (``UnicodeDecodeError`` otherwise).
+    Bytes must be UTF-8 (``UnicodeDecodeError`` otherwise). ``parse_int`` reads integers
+    as a format's own reader does (``json.loads``' hook).
     """
     with _strict_errors():
-        return json.loads(raw, object_pairs_hook=_reject_duplicate_keys)
+        return json.loads(raw, object_pairs_hook=_reject_duplicate_keys, parse_int=parse_int)
 
 
 def decode_prefix(text: str, start: int) -> tuple[Any, int]:
