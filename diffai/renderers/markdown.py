@@ -13,13 +13,14 @@ pointing at the JSON report.
 from __future__ import annotations
 
 import bisect
-import heapq
 import itertools
 import re
 from collections import Counter
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     from jinja2 import Template
@@ -76,7 +77,7 @@ def _walked(
     nothing to measure, then by relative change, unchanged last; ties in report order).
 
     One walk over the tensors fills the grid and finds the order's groups; only the
-    measured ones are ranked, by ``heapq.nlargest`` (stable, as a sort is). Sorting all
+    measured ones are ranked (``_largest_first``). Sorting all
     100,000 tensors for the 2,400 rows a comment can show, after a walk of their own for
     the grid, took 0.9 s.
     """
@@ -97,10 +98,18 @@ def _walked(
             measured.append(tensor)
             values.append(value)
     first = (flagged + unmeasured)[:most]
-    first += map(measured.__getitem__, heapq.nlargest(
-        most - len(first), range(len(values)), key=values.__getitem__
-    ))  # fmt: skip
+    first += map(measured.__getitem__, _largest_first(values, most - len(first)))
     return cells.grid(), first + unchanged[: most - len(first)]
+
+
+def _largest_first(values: list[float], count: int) -> list[int]:
+    """The indices of the ``count`` largest values, largest first, ties in their order: a
+    stable numpy argsort of 100,000 values takes 15 ms, where ``heapq.nlargest`` of the
+    33,000 a step summary may show took 0.5 s (and ``sorted`` 90 ms)."""
+    if count <= 0:
+        return []
+    order = np.argsort(-np.array(values, dtype=np.float64), kind="stable")
+    return order[:count].tolist()  # type: ignore[no-any-return]
 
 
 def _most_rows(tensors: list[dict[str, Any]], limit: int) -> int:
