@@ -96,14 +96,15 @@ def merge(args: argparse.Namespace, progress_stream: TextIO) -> Report:
     return Report.build(merge_parts(args.parts), gate)
 
 
-#: A file the user asked for (None: not asked), and how to render it.
-Outputs = list[tuple[str | None, Callable[[], str]]]
+#: A file the user asked for (None: not asked), and how to render it (text, or the bytes
+#: of an ASCII file such as the JSON report: no decode and re-encode of 100 MB).
+Outputs = list[tuple[str | None, Callable[[], str | bytes]]]
 
 
 def report_outputs(report: Report, args: argparse.Namespace) -> Outputs:
     """Each renderer is imported only when its file is asked for: the three cost 25 ms."""
     return [
-        (args.report, report.to_json),
+        (args.report, report.to_json_bytes),
         (args.markdown, lambda: _markdown(report.document)),
         (args.junit, lambda: _junit(report.document)),
         (args.html, lambda: _html(report.document)),
@@ -137,8 +138,8 @@ def write_outputs(outputs: Outputs) -> None:
     rendered = [(Path(path), render()) for path, render in outputs if path]
     written: list[Path] = []
     try:
-        for path, text in rendered:
-            if write_atomically(path, text):
+        for path, content in rendered:
+            if write_atomically(path, content):
                 written.append(path)
     except BaseException:
         for path in written:
