@@ -10,9 +10,9 @@ import diffai.adapters
 import diffai.policy
 from diffai.comparison import CompareOptions, Comparison, compare_models
 from diffai.errors import UsageError
-from diffai.functional import ProbeOptions, functional_section
 from diffai.pairing import check_maps
 from diffai.policy import MetricsFile, Policy, default_policy, policy_metric_files
+from diffai.policy.functional import ProbeOptions
 from diffai.policy.metrics import require_known_metrics
 from diffai.report import Gate, Report
 from diffai.stats import ProgressCallback
@@ -84,6 +84,8 @@ def build_report(
     policy = gate.policy.regression_test.functional
     if policy is None:
         return Report.build(comparison, gate, adapter=adapter)
+    from diffai.functional import functional_section  # the runner: only when models run
+
     baseline, candidate = comparison.baseline, comparison.candidate
     section = functional_section(baseline, candidate, policy, probes or ProbeOptions())
     return Report.build(comparison, gate, functional=section, adapter=adapter)

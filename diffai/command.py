@@ -12,29 +12,22 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from diffai import adapters
 from diffai.api import build_report, compare_options, load_gate
 from diffai.comparison import bytes_to_read, compare_models
 from diffai.errors import UsageError
-from diffai.functional import ProbeOptions
-from diffai.merge import merge_parts
+from diffai.policy.functional import ProbeOptions
 from diffai.renderers.analysis_lines import ANALYSIS_KEYS, LINE_KEYS, VERDICT_KEYS
-from diffai.renderers.html_report import render_html
-from diffai.renderers.junit import render_junit
-from diffai.renderers.markdown import render_markdown
 from diffai.renderers.records import change_records, render_json, render_jsonl, render_yaml
-from diffai.renderers.series import (
-    render_series_html,
-    render_series_markdown,
-    render_series_text,
-)
 from diffai.renderers.text import render_text
 from diffai.report import Report, write_atomically
-from diffai.series import Series, audit_series
 from diffai.shard import parse_shard
 from diffai.text import one_line
+
+if TYPE_CHECKING:
+    from diffai.series import Series
 
 EXIT_SAME, EXIT_DIFFERENT = 0, 1
 #: Below this many bytes a run is too quick for a progress bar to help.
@@ -97,6 +90,8 @@ def _prefix_options(args: argparse.Namespace) -> tuple[list[str], bool, bool, li
 
 def merge(args: argparse.Namespace, progress_stream: TextIO) -> Report:
     """``diffai merge``: the shard reports combined and judged as one run."""
+    from diffai.merge import merge_parts
+
     gate = load_gate(args.policy, args.metrics_baseline, args.metrics_candidate)
     return Report.build(merge_parts(args.parts), gate)
 
@@ -107,12 +102,31 @@ Outputs = list[tuple[str | None, Callable[[], str | bytes]]]
 
 
 def report_outputs(report: Report, args: argparse.Namespace) -> Outputs:
+    """Each renderer is imported only when its file is asked for: the three cost 25 ms."""
     return [
         (args.report, report.to_json_bytes),
-        (args.markdown, lambda: render_markdown(report.document)),
-        (args.junit, lambda: render_junit(report.document)),
-        (args.html, lambda: render_html(report.document)),
+        (args.markdown, lambda: _markdown(report.document)),
+        (args.junit, lambda: _junit(report.document)),
+        (args.html, lambda: _html(report.document)),
     ]
+
+
+def _markdown(document: dict[str, Any]) -> str:
+    from diffai.renderers.markdown import render_markdown
+
+    return render_markdown(document)
+
+
+def _junit(document: dict[str, Any]) -> str:
+    from diffai.renderers.junit import render_junit
+
+    return render_junit(document)
+
+
+def _html(document: dict[str, Any]) -> str:
+    from diffai.renderers.html_report import render_html
+
+    return render_html(document)
 
 
 def write_outputs(outputs: Outputs) -> None:
@@ -186,6 +200,8 @@ def change_magnitude(tensor: dict[str, Any]) -> float:
 
 
 def audit(args: argparse.Namespace, progress_stream: TextIO) -> Series:
+    from diffai.series import audit_series
+
     options = compare_options(
         args.epsilon, args.include, args.exclude, args.workers, None, *_prefix_options(args)
     )
@@ -205,6 +221,8 @@ def _checkpoint_progress(stream: TextIO) -> Callable[[int, int, str], None]:
 def render_series_stdout(series: Series, args: argparse.Namespace) -> str:
     if args.quiet:
         return ""
+    from diffai.renderers.series import render_series_text
+
     document = series.to_document()
     if args.output == "json":
         return render_json(document)
@@ -212,10 +230,12 @@ def render_series_stdout(series: Series, args: argparse.Namespace) -> str:
 
 
 def series_outputs(series: Series, args: argparse.Namespace) -> Outputs:
+    from diffai.renderers import series as renderers
+
     return [
         (args.report, series.to_json),
-        (args.markdown, lambda: render_series_markdown(series.to_document())),
-        (args.html, lambda: render_series_html(series.to_document())),
+        (args.markdown, lambda: renderers.render_series_markdown(series.to_document())),
+        (args.html, lambda: renderers.render_series_html(series.to_document())),
     ]
 
 

@@ -20,8 +20,8 @@ Not to be confused with ``diffai.roles``: a role says what a tensor is *for*
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 COMPONENTS: tuple[str, ...] = (
     "embedding", "attention", "mlp", "experts", "norm", "head", "other",
@@ -51,8 +51,10 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class Placement:
+class Placement(NamedTuple):
+    """A named tuple, not a frozen dataclass: made once per tensor name, it was a fifth of
+    placing 100,000 names."""
+
     stack: str | None  # "model.layers"; None outside the blocks
     block: int | None
     component: str
@@ -62,22 +64,26 @@ class Placement:
 def placement(name: str) -> Placement:
     """The stack, block index and component of the tensor ``name``."""
     segments = name.split(".")
-    digit = next((i for i, part in enumerate(segments) if part.isdigit()), None)
     component = component_of(segments[:-1] or segments)
-    if digit is None:
-        return Placement(None, None, component)
-    return Placement(".".join(segments[:digit]), int(segments[digit]), component)
+    for digit, part in enumerate(segments):
+        if part.isdigit():
+            return Placement(".".join(segments[:digit]), int(part), component)
+    return Placement(None, None, component)
 
 
 def component_of(segments: list[str]) -> str:
-    """The first rule that matches any module segment (the leaf, ``weight``, says nothing)."""
-    return _component(".".join(segments).lower())
+    """The first rule that matches any module segment (the leaf, ``weight``, says nothing).
+
+    That is the segment whose own first rule comes first, so each distinct segment is
+    matched once: a mixture-of-experts model's 100,000 module names hold a few hundred
+    segments, and matching every name's segments took 1.8 s of the PR comment.
+    """
+    first = min(map(_first_rule, segments))
+    return _RULES[first][0] if first < len(_RULES) else "other"
 
 
 @cache
-def _component(module: str) -> str:
-    lowered = module.split(".")
-    for component, pattern in _RULES:
-        if any(pattern.search(part) for part in lowered):
-            return component
-    return "other"
+def _first_rule(segment: str) -> int:
+    """The index of the first rule that matches ``segment``, ``len(_RULES)`` when none does."""
+    lowered = segment.lower()
+    return next((i for i, (_, rule) in enumerate(_RULES) if rule.search(lowered)), len(_RULES))

@@ -52,6 +52,11 @@ _COMMAND_START = re.compile(r"\A\s*:(?=:)")
 def one_line(text: object) -> str:
     """``str(text)`` shown safely on a log line, wherever it stands there: ``escaped``, and a
     leading ``::`` spelled ``\\x3a:``."""
+    if type(text) is str and text.isascii() and text.isprintable() and ":" not in text:
+        # Nothing to escape (the escaped characters are controls or beyond ASCII) and no
+        # command to defuse: most names, returned as they are. The two substitutions took
+        # 0.5 s of the text output's 100,000 lines.
+        return text
     return _COMMAND_START.sub(lambda found: found.group()[:-1] + "\\x3a", escaped(text), count=1)
 
 

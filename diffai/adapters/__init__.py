@@ -42,10 +42,26 @@ def prepare(
 ) -> tuple[Model, Model, dict[str, Any] | None]:
     """Adapter vs adapter: their ΔW; base vs adapter: base vs base + ΔW; with ``adapter``
     (base vs merged): the models as they are, and the merge verified."""
-    from diffai.adapters import merge, models, section
     from diffai.adapters.reader import is_adapter
 
     kinds = (is_adapter(baseline), is_adapter(candidate))
+    if adapter is None and kinds == (False, False):  # two plain models: the common case
+        _require(base is None, BASE_USAGE)
+        return baseline, candidate, None
+    return _with_adapters(baseline, candidate, base, adapter, kinds)
+
+
+def _with_adapters(
+    baseline: Model,
+    candidate: Model,
+    base: Model | None,
+    adapter: Model | None,
+    kinds: tuple[bool, bool],
+) -> tuple[Model, Model, dict[str, Any] | None]:
+    """``prepare`` when an adapter takes part: only then are the ΔW modules imported."""
+    from diffai.adapters import merge, models, section
+    from diffai.adapters.reader import is_adapter
+
     if adapter is not None:
         _require(not any(kinds) and base is None and is_adapter(adapter), MERGE_USAGE)
         return baseline, candidate, merge.merge_verification(baseline, candidate, adapter)
@@ -54,10 +70,8 @@ def prepare(
         return models.delta_model(baseline), models.delta_model(candidate), found  # type: ignore[arg-type]
     _require(base is None, BASE_USAGE)
     _require(kinds != (True, False), ORDER_USAGE)
-    if kinds == (False, True):
-        found = section.base_and_adapter(baseline, candidate)  # type: ignore[arg-type]
-        return baseline, models.applied_model(baseline, candidate), found  # type: ignore[arg-type]
-    return baseline, candidate, None
+    found = section.base_and_adapter(baseline, candidate)  # type: ignore[arg-type]
+    return baseline, models.applied_model(baseline, candidate), found  # type: ignore[arg-type]
 
 
 MERGE_USAGE = (

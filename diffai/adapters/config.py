@@ -24,7 +24,6 @@ from typing import Any
 from diffai.errors import MalformedModel
 from diffai.formats.strictjson import DuplicateKey, InvalidJson, loads_strict
 
-CONFIG_NAME = "adapter_config.json"
 MAX_CONFIG_BYTES = 1 << 20
 #: Real adapters use ranks up to a few hundred; two r x r float64 Gram matrices of this
 #: rank take 256 MiB, the most one module's closed form may hold.

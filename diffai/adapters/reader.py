@@ -14,14 +14,20 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from diffai.adapters.config import CONFIG_NAME, AdapterConfig, read_config
-from diffai.adapters.factors import LoraModule
-from diffai.comparison import model_order
 from diffai.errors import MalformedModel, UnreadableModel
 from diffai.model import Model, TensorRef
 
+if TYPE_CHECKING:
+    from diffai.adapters.config import AdapterConfig
+    from diffai.adapters.factors import LoraModule
+
 FORMAT = "peft"
+#: The file that makes a folder an adapter. The reader registry asks every folder, and
+#: every model file, whether it is one: the config's parser and the factors are imported
+#: only to read an adapter (5 ms of every run's start).
+CONFIG_NAME = "adapter_config.json"
 EXTENSIONS: tuple[str, ...] = ()
 #: PEFT loads the safetensors file when both exist, with safetensors' own loader, else the
 #: .bin with torch.load: each is read by that format's reader, whatever its content.
@@ -55,6 +61,8 @@ def matches(path: Path, head: bytes) -> bool:
 
 
 def read(path: Path) -> AdapterModel:
+    from diffai.adapters.config import read_config
+
     config = read_config(path / CONFIG_NAME)
     weights = _weight_model(path)
     modules, saved = _group(Path(weights.path), weights.tensors, config)
@@ -89,6 +97,8 @@ def _weight_model(folder: Path) -> Model:
 def _group(
     file: Path, tensors: dict[str, TensorRef], config: AdapterConfig
 ) -> tuple[dict[str, LoraModule], dict[str, TensorRef]]:
+    from diffai.comparison import model_order
+
     factors: dict[tuple[str, bool], dict[str, TensorRef]] = {}
     saved: dict[str, TensorRef] = {}
     for name in model_order(tensors):  # layers.2 before layers.10
@@ -131,6 +141,8 @@ def _module(
             f"module {module!r}: its update would have shape {list(shape)}, "
             f"{math.prod(shape):,} values, over the limit of {MAX_DELTA_ELEMENTS:,}",
         )
+    from diffai.adapters.factors import LoraModule
+
     scale = config.scale(rank, alpha)
     return LoraModule(module, a, b, rank, float(alpha), scale, transposed, shape)
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +23,9 @@ from diffai.functional.drift import Drift
 from diffai.functional.graph import Port, Signature, admit
 from diffai.functional.runner import THREADS, Outputs, require_runner, run_model
 from diffai.model import Model
-from diffai.policy.functional import FunctionalPolicy, InputSpec
+from diffai.policy.functional import FunctionalPolicy, InputSpec, ProbeOptions
 
 RUNNABLE = "onnx"
-
-
-@dataclass(frozen=True)
-class ProbeOptions:
-    """What the command line fixes about the probes, on top of the policy's ``inputs``."""
-
-    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
-    values: Mapping[str, float] = field(default_factory=dict)
-    inputs_file: Path | None = None
 
 
 def functional_section(

@@ -36,6 +36,7 @@ removed tensor, whatever the file does.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -266,7 +267,11 @@ def _candidates(
 
 # --- near-equal: locality-sensitive hashing of the samples, then the element-wise diff ---
 
-_PLANES = np.random.default_rng(15).standard_normal((BANDS * BAND_BITS, SAMPLE))
+@functools.cache
+def _planes() -> np.ndarray:
+    """The random hyperplanes of ``_lsh``, fixed by their seed. Made on first use: importing
+    ``numpy.random`` was 20 ms of every run's start, and most runs hash no sample."""
+    return np.random.default_rng(15).standard_normal((BANDS * BAND_BITS, SAMPLE))
 
 
 def _near_ready(tensor: TensorComparison) -> bool:
@@ -325,7 +330,7 @@ def _lsh(samples: np.ndarray) -> np.ndarray:
     they share at least one band with probability 1 − (1 − p¹⁶)¹⁶: 0.99997 at r = 0.99,
     0.96 at 0.95, 0.76 at 0.9; an unrelated pair 0.0002.
     """
-    signs = samples @ _PLANES[:, : samples.shape[1]].T > 0
+    signs = samples @ _planes()[:, : samples.shape[1]].T > 0
     packed = np.packbits(signs.reshape(len(samples), BANDS, BAND_BITS), axis=2)
     return packed.view(">u2").reshape(len(samples), BANDS)
 

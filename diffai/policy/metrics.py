@@ -15,7 +15,6 @@ Decisions a reviewer can rely on:
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -94,6 +93,8 @@ def require_known_metrics(
 
 
 def _unknown_metric(index: int, metric: str, baseline: Metrics, candidate: Metrics) -> str:
+    import difflib  # here: only a misspelt metric needs it
+
     names = [
         _file_label(values, side)
         for values, side in ((baseline, "baseline"), (candidate, "candidate"))

@@ -9,13 +9,11 @@ it too, so the two never disagree. jsonschema's own messages speak JSON
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
-from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -48,6 +46,8 @@ class Problem:
 @cache
 def shipped_schema(package: str, name: str) -> dict[str, Any]:
     """A JSON Schema shipped in the package, such as ``diffai/policy/policy.schema.json``."""
+    from importlib.resources import files  # here: the default policy needs no schema
+
     return json.loads(files(package).joinpath(name).read_text("utf-8"))
 
 
@@ -117,6 +117,8 @@ def _unknown_keys(error: ValidationError, path: KeyPath) -> Iterator[Problem]:
 
 
 def _unknown_key_text(key: str, known: list[str]) -> str:
+    import difflib  # here: only a misspelt key needs it
+
     close = difflib.get_close_matches(key, known, n=1)
     if close:
         return f"unknown key, did you mean {close[0]}?"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffai.components import COMPONENT_LABELS
-from diffai.renderers.depth import Cell, DepthGrid, Row, gained_non_finite, tensor_change
+from diffai.renderers.depth import Cell, DepthGrid, Row, gained_non_finite
 from diffai.renderers.outcome import failed_checks
 
 #: Names shown per failed check and per kind of anomaly before "and N more".
@@ -242,12 +242,3 @@ def tensor_status(tensor: dict[str, Any]) -> str:
         return f"{status} {side['shape']} {side['dtype']}"
     return status
 
-
-def table_order(tensor: dict[str, Any]) -> tuple[int, float]:
-    """NaN/Inf and structural changes first, then by relative change, unchanged last."""
-    if gained_non_finite(tensor):
-        return (0, 0.0)
-    if tensor["status"] == "unchanged":
-        return (3, 0.0)
-    value = tensor_change(tensor)
-    return (1, 0.0) if value is None else (2, -value)

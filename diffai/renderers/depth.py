@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from diffai.components import BLOCK_COMPONENTS, COMPONENTS, placement
+from diffai.components import BLOCK_COMPONENTS, COMPONENTS, Placement, placement
 
 MIN_BLOCKS = 3
 
@@ -36,13 +36,6 @@ class Cell:
         if other.largest is not None and (self.largest is None or other.largest > self.largest):
             self.largest, self.worst = other.largest, other.worst
 
-    def add(self, tensor: dict[str, Any]) -> None:
-        self.tensors += 1
-        self.changed += tensor["status"] != "unchanged"
-        self.non_finite |= gained_non_finite(tensor)
-        value = tensor_change(tensor)
-        if value is not None and (self.largest is None or value > self.largest):
-            self.largest, self.worst = value, tensor["name"]
 
 
 @dataclass
@@ -107,26 +100,51 @@ def gained_non_finite(tensor: dict[str, Any]) -> bool:
 
 def depth_grid(tensors: list[dict[str, Any]]) -> DepthGrid | None:
     """The grid of the stack with the most blocks, or None when no stack has ``MIN_BLOCKS``."""
-    stacks: dict[str, set[int]] = {}
+    cells = GridCells()
     for tensor in tensors:
-        where = placement(tensor["name"])
-        if where.stack is not None:
-            stacks.setdefault(where.stack, set()).add(where.block)  # type: ignore[arg-type]
-    stack = max(stacks, key=lambda name: len(stacks[name]), default=None)
-    if stack is None or len(stacks[stack]) < MIN_BLOCKS:
-        return None
-    return _fill(DepthGrid(stack, sorted(stacks[stack]), [], {}), tensors)
+        cells.add(tensor, gained_non_finite(tensor), tensor_change(tensor))
+    return cells.grid()
 
 
-def _fill(grid: DepthGrid, tensors: list[dict[str, Any]]) -> DepthGrid:
-    for tensor in tensors:
-        where = placement(tensor["name"])
-        if where.stack == grid.stack:
-            key = (where.block, where.component)
-            grid.cells.setdefault(key, Cell()).add(tensor)  # type: ignore[arg-type]
-        elif where.stack is None:
-            grid.outside.setdefault(where.component, Cell()).add(tensor)
-    present = {component for _, component in grid.cells}
-    grid.components = [c for c in BLOCK_COMPONENTS if c in present]
-    grid.outside = {c: grid.outside[c] for c in COMPONENTS if c in grid.outside}
-    return grid
+class GridCells:
+    """The cells of every stack (a model has one or two), filled tensor by tensor as a
+    renderer walks them once; ``grid`` keeps the deepest stack's. Placing 100,000 names in
+    two walks, and measuring each tensor again for the comment's table, cost 0.5 s."""
+
+    def __init__(self) -> None:
+        self._cells: dict[Placement, Cell] = {}
+
+    def add(self, tensor: dict[str, Any], gained: bool, value: float | None) -> None:
+        """Take in one tensor, whose ``gained_non_finite`` and ``tensor_change`` are given."""
+        name = tensor["name"]
+        where = placement(name)
+        cell = self._cells.get(where)
+        if cell is None:
+            cell = self._cells[where] = Cell()
+        cell.tensors += 1
+        cell.changed += tensor["status"] != "unchanged"
+        cell.non_finite |= gained
+        if value is not None and (cell.largest is None or value > cell.largest):
+            cell.largest, cell.worst = value, name
+
+    def grid(self) -> DepthGrid | None:
+        stacks: dict[str, set[int]] = {}
+        for stack, block, _ in self._cells:
+            if stack is not None:
+                stacks.setdefault(stack, set()).add(block)  # type: ignore[arg-type]
+        stack = max(stacks, key=lambda name: len(stacks[name]), default=None)
+        if stack is None or len(stacks[stack]) < MIN_BLOCKS:
+            return None
+        return self._kept(DepthGrid(stack, sorted(stacks[stack]), [], {}))
+
+    def _kept(self, grid: DepthGrid) -> DepthGrid:
+        """The grid's own cells and those outside every stack, in the order their tensors came."""
+        for (stack, block, component), cell in self._cells.items():
+            if stack == grid.stack:
+                grid.cells[(block, component)] = cell  # type: ignore[index]
+            elif stack is None:
+                grid.outside[component] = cell
+        present = {component for _, component in grid.cells}
+        grid.components = [c for c in BLOCK_COMPONENTS if c in present]
+        grid.outside = {c: grid.outside[c] for c in COMPONENTS if c in grid.outside}
+        return grid

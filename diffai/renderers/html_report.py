@@ -26,7 +26,6 @@ import base64
 import hashlib
 import json
 import math
-import os
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -46,9 +45,12 @@ STATUSES = (
 #: Histogram bins: 4 per decade of relative change from 1e-5 to 10 (0.001% to 1000%).
 BINS_PER_DECADE = 4
 LOWEST_DECADE, HIGHEST_DECADE = -5, 1
-_JSON_ESCAPES = str.maketrans(
-    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
-)
+#: Replaced one by one (``str.replace`` runs in C): ``str.translate`` with a table took
+#: 0.5 s over the 5 MB block of 100,000 tensors. No replacement holds what another replaces.
+_JSON_ESCAPES = (
+    ("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+    ("\u2028", "\\u2028"), ("\u2029", "\\u2029"),
+)  # fmt: skip
 
 
 def render_html(document: dict[str, Any]) -> str:
@@ -75,7 +77,9 @@ def self_contained_page(title: str, name: str, data: Any) -> str:
 def embedded_json(data: Any) -> str:
     """JSON that cannot end the ``<script>`` block it sits in nor start an HTML comment."""
     text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return text.translate(_JSON_ESCAPES)
+    for character, escape in _JSON_ESCAPES:
+        text = text.replace(character, escape)
+    return text
 
 
 def _csp(style: str, script: str) -> str:
@@ -210,10 +214,8 @@ def tensor_columns(tensors: list[dict[str, Any]]) -> dict[str, list[Any]]:
     "up_proj.weight"``), shapes and dtypes are indices into their lists of distinct values:
     the page's size is then a few dozen bytes per tensor, and it loads in a browser fast.
     """
-    columns: dict[str, list[Any]] = {key: [] for key in _COLUMNS}
-    for tensor in tensors:
-        for key, cell in _COLUMNS.items():
-            columns[key].append(cell(tensor))
+    rows = [_row(tensor) for tensor in tensors]
+    columns = {key: [row[i] for row in rows] for i, key in enumerate(_COLUMNS)}
     names = columns.pop("name")
     columns["names"] = front_coded(names)
     for key in ("shape", "dtype"):
@@ -228,35 +230,51 @@ def front_coded(names: list[str]) -> list[int | str]:
     coded: list[int | str] = []
     previous = ""
     for name in names:
-        shared = os.path.commonprefix([previous, name])  # noqa: RUF071 (characters, meant)
+        shared = name[: _shared_length(previous, name)]
         # The page slices in UTF-16 code units: an emoji counts two there.
-        coded += [len(shared.encode("utf-16-le")) // 2, name[len(shared) :]]
+        units = len(shared) if shared.isascii() else len(shared.encode("utf-16-le")) // 2
+        coded += [units, name[len(shared) :]]
         previous = name
     return coded
 
 
-def _side(tensor: dict[str, Any]) -> dict[str, Any]:
-    return tensor["candidate"] or tensor["baseline"]
-
-
-def _diff(key: str, digits: int = 4) -> Any:
-    return lambda tensor: _round(tensor["diff"][key], digits) if tensor["diff"] else None
+def _shared_length(previous: str, name: str) -> int:
+    """How many characters the two names share at their start, by bisection over slices
+    compared in C: ``os.path.commonprefix``'s loop per character took 0.6 s of 100,000 names."""
+    low, high = 0, min(len(previous), len(name))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if previous[:middle] == name[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else float(f"{value:.{digits}g}")
 
 
-_COLUMNS = {
-    "name": lambda t: f"{t['rename']['from']} → {t['name']}" if "rename" in t else t["name"],
-    "status": lambda t: STATUSES.index(t["status"]),
-    "change": _diff("relative_change"),
-    "cosine": _diff("cosine", 7),
-    "max_abs": _diff("max_abs"),
-    "shape": lambda t: "×".join(map(str, _side(t)["shape"])),  # noqa: RUF001 (a real times sign)
-    "dtype": lambda t: _side(t)["dtype"],
-    "flag": lambda t: int(gained_non_finite(t)),
-}
+#: The table's columns, in the order of ``_row``'s cells.
+_COLUMNS = ("name", "status", "change", "cosine", "max_abs", "shape", "dtype", "flag")
+_STATUS_INDEX = {status: index for index, status in enumerate(STATUSES)}
+
+
+def _row(tensor: dict[str, Any]) -> tuple[Any, ...]:
+    """One tensor's cells, computed in one call: a function per cell was 0.8 s of the page
+    at 100,000 tensors."""
+    diff, side = tensor["diff"], tensor["candidate"] or tensor["baseline"]
+    name = tensor["name"]
+    if "rename" in tensor:
+        name = f"{tensor['rename']['from']} → {name}"
+    measured = (
+        (_round(diff["relative_change"]), _round(diff["cosine"], 7), _round(diff["max_abs"]))
+        if diff
+        else (None, None, None)
+    )
+    shape = "×".join(map(str, side["shape"]))  # noqa: RUF001 (a real times sign)
+    status = _STATUS_INDEX[tensor["status"]]
+    return (name, status, *measured, shape, side["dtype"], int(gained_non_finite(tensor)))
 
 
 @cache

@@ -189,9 +189,15 @@ def _changed(tensor: dict[str, Any]) -> str:
 
 
 def _moments(base: dict[str, Any], cand: dict[str, Any]) -> str:
-    parts = [f"{key}={_num(base[key])}->{_num(cand[key])}" for key in ("mean", "std")]
-    parts += [f"{key}={base[key]}->{cand[key]}" for key in ("nan", "inf") if base[key] != cand[key]]
-    return ", ".join(parts)
+    """One f-string, not lists joined: the text output's 100,000 lines spent 0.3 s there."""
+    text = (
+        f"mean={_num(base['mean'])}->{_num(cand['mean'])}, "
+        f"std={_num(base['std'])}->{_num(cand['std'])}"
+    )
+    for key in ("nan", "inf"):
+        if base[key] != cand[key]:
+            text += f", {key}={base[key]}->{cand[key]}"
+    return text
 
 
 def _difference(tensor: dict[str, Any]) -> str:
