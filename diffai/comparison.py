@@ -315,10 +315,8 @@ def _compared(pair: Pair, result: PairResult) -> TensorComparison:
     name, base, cand = pair
     assert base is not None and cand is not None  # together measures pairs only
     base_stats, cand_stats, diff = result
-    values = (
-        name, _status(base, cand, diff), base_stats, cand_stats, diff, _role_hint(base, cand),
-        None, None,
-    )  # fmt: skip
+    status = _status(base_stats, cand_stats, diff)
+    values = (name, status, base_stats, cand_stats, diff, _role_hint(base, cand), None, None)
     return _kernel.frozen(TensorComparison, _COMPARISON_FIELDS, values)  # type: ignore[no-any-return]
 
 
@@ -385,11 +383,12 @@ def _classify(
         status: Status = "shape_changed" if base.shape != cand.shape else "dtype_changed"
         return status, measure_tensor(base, on_bytes), measure_tensor(cand, on_bytes), None, None
     base_stats, cand_stats, diff = together or measure_pair(base, cand, epsilon, on_bytes)
-    return _status(base, cand, diff), base_stats, cand_stats, diff, None
+    return _status(base_stats, cand_stats, diff), base_stats, cand_stats, diff, None
 
 
-def _status(base: TensorRef, cand: TensorRef, diff: DiffStats) -> Status:
-    """A same-shaped pair's status."""
+def _status(base: TensorStats, cand: TensorStats, diff: DiffStats) -> Status:
+    """A same-shaped pair's status, from its statistics (which hold the refs' dtypes: the
+    refs' ``stored_dtype`` property cost 0.7 us a pair)."""
     if base.stored_dtype != cand.stored_dtype or base.dtype != cand.dtype:
         return "dtype_changed"
     return "changed" if diff.changed else "unchanged"
