@@ -8,8 +8,11 @@
  * chunk against 27 us for f32). Here every element is loaded once, upcast to double in
  * L1-sized blocks and folded into all the sums at once.
  *
- * The kernel only sums; diffai/stats.py owns the statistics: it merges chunks with
- * Chan's update and falls back to centred_squares when sum(x^2) - n*mean^2 cancels.
+ * The kernel sums; diffai/stats.py owns the statistics: it merges chunks with Chan's
+ * update and falls back to centred_squares when sum(x^2) - n*mean^2 cancels. Only for a
+ * batch of one-chunk pairs (measure_pairs) does the kernel finish the figures itself, with
+ * stats.py's very arithmetic (side_figures, diff_figures); frozen builds stats.py's
+ * dataclasses from them.
  * Conventions (docs/statistics.md): moments over the finite values, NaN and inf counted;
  * the difference over positions finite on both sides; a position counts as changed when
  * |c - b| > epsilon, or when its non-finite values differ (NaN matches NaN).
@@ -453,8 +456,8 @@ typedef struct {
 #define PYTHON_ROUNDING
 #endif
 
-/* _moments, then _tensor_stats: sum(x^2) - n*mean^2 while it keeps its digits, else the
- * second pass around the mean (CANCELLATION_LIMIT in stats.py: 1e-4). */
+/* _moments, then _SideAccumulator.figures: sum(x^2) - n*mean^2 while it keeps its digits,
+ * else the second pass around the mean (CANCELLATION_LIMIT in stats.py: 1e-4). */
 PYTHON_ROUNDING
 static void side_figures(const Side *side, const unsigned char *data, int code, Py_ssize_t n,
                          SideFigures *out) {

@@ -4,7 +4,8 @@ The compiled kernel (``_kernel.c``) reads a chunk of each side once, upcasts it 
 float64 and returns its sums; here the chunks' sums are merged in float64 (Chan et
 al.'s parallel update for mean and variance), so the result is within 1e-6 relative
 of a float64 reference for any tensor size, and memory is bounded by one chunk per
-side whatever the tensor's size.
+side whatever the tensor's size. Pairs of one chunk each go to the kernel many at a
+time (``measure_small_pairs``), which finishes their figures the same way, bit for bit.
 
 Conventions (also in docs/statistics.md):
 - mean, std (population, ddof=0), min, max and zeros are over the finite elements;
@@ -30,7 +31,8 @@ from diffai import _kernel
 from diffai.dtypes import NUMPY_DTYPES, is_complex
 from diffai.model import CHUNK_ELEMENTS, TensorRef
 
-#: M2 from Σx² is trusted while it is at least this fraction of Σx² (see _centred_squares).
+#: M2 from Σx² is trusted while it is at least this fraction of Σx² (see _centred_squares;
+#: _kernel.c's side_figures holds it too).
 CANCELLATION_LIMIT = 1e-4
 #: The dtypes the kernel reads as stored (native byte order); others are upcast first.
 KERNEL_CODES = {
