@@ -39,8 +39,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from diffai.layers import layer_of
-
 if TYPE_CHECKING:  # the policy judges report documents and needs no numpy
     from diffai.comparison import TensorComparison
 
@@ -55,11 +53,16 @@ SCRAMBLED_COSINE = 0.5
 SCRAMBLE_MIN_ELEMENTS = 256
 
 
+def may_be_scrambled(shape: Sequence[int]) -> bool:
+    """Whether a tensor of this shape is judged at all: a matrix or kernel big enough."""
+    return len(shape) >= 2 and math.prod(shape) >= SCRAMBLE_MIN_ELEMENTS
+
+
 def is_scrambled(
     shape: Sequence[int], cosine: float | None, relative_change: float | None, basis: str
 ) -> bool:
     """Whether a weight's values were replaced rather than trained (rule in the docstring above)."""
-    if len(shape) < 2 or math.prod(shape) < SCRAMBLE_MIN_ELEMENTS or basis != "self":
+    if not may_be_scrambled(shape) or basis != "self":
         return False
     if cosine is None:  # the baseline has a norm, so the candidate has none: all zero now
         return bool(relative_change)
@@ -72,79 +75,9 @@ class RelativeChange:
     basis: Basis
 
 
-@dataclass
-class _Sums:
-    """Σ‖b‖² and Σ elements over a group of baseline tensors, for its rms."""
-
-    squares: float = 0.0
-    elements: int = 0
-
-    def add(self, l2: float, elements: int) -> None:
-        self.squares += l2 * l2
-        self.elements += elements
-
-    @property
-    def rms(self) -> float:
-        return math.sqrt(self.squares / self.elements) if self.elements else 0.0
-
-
-@dataclass(frozen=True)
-class _Pair:
-    """The measured numbers of one same-shaped pair that the basis needs."""
-
-    name: str
-    group: tuple[str, str]  # (role, module)
-    change_l2: float
-    baseline_l2: float
-    elements: int
-    relative_l2: float | None
-
-    @property
-    def own_rms(self) -> float:
-        return self.baseline_l2 / math.sqrt(self.elements) if self.elements else 0.0
-
-
 def relative_changes(tensors: Iterable[TensorComparison]) -> dict[str, RelativeChange]:
     """The relative change of every same-shaped pair whose difference was measured."""
-    pairs = [pair for tensor in tensors if (pair := _pair(tensor)) is not None]
-    modules: dict[tuple[str, str], _Sums] = {}
-    models: dict[str, _Sums] = {}
-    for pair in pairs:
-        modules.setdefault(pair.group, _Sums()).add(pair.baseline_l2, pair.elements)
-        models.setdefault(pair.group[0], _Sums()).add(pair.baseline_l2, pair.elements)
-    return {
-        pair.name: _relative(pair, modules[pair.group].rms, models[pair.group[0]].rms)
-        for pair in pairs
-    }
+    # Imported here: the policy imports this module for is_scrambled and needs no numpy.
+    from diffai.change_columns import relative_changes_of
 
-
-def _pair(tensor: TensorComparison) -> _Pair | None:
-    diff, base = tensor.diff, tensor.baseline
-    if diff is None or base is None or diff.l2 is None or diff.baseline_l2 is None:
-        return None
-    if not (math.isfinite(diff.l2) and math.isfinite(diff.baseline_l2)):
-        return None
-    group = (tensor.role, layer_of(tensor.name))
-    return _Pair(tensor.name, group, diff.l2, diff.baseline_l2, base.elements, diff.relative_l2)
-
-
-def _relative(pair: _Pair, module_rms: float, model_rms: float) -> RelativeChange:
-    basis, basis_rms = _basis(pair.own_rms, module_rms, model_rms)
-    if pair.change_l2 == 0:
-        return RelativeChange(0.0, basis)
-    if basis == "self" and pair.relative_l2 is not None:
-        value = pair.relative_l2  # the same number, not a re-rounding
-    elif basis_rms:
-        value = pair.change_l2 / math.sqrt(pair.elements) / basis_rms
-    else:
-        return RelativeChange(None, basis)
-    # Values near the float64 limit overflow the ratio: unmeasurable, as relative_l2 is then.
-    return RelativeChange(value if math.isfinite(value) else None, basis)
-
-
-def _basis(own_rms: float, module_rms: float, model_rms: float) -> tuple[Basis, float]:
-    if own_rms and own_rms >= NEGLIGIBLE * module_rms:
-        return "self", own_rms
-    if module_rms and module_rms >= NEGLIGIBLE * model_rms:
-        return "module", module_rms
-    return ("model", model_rms) if model_rms else ("none", 0.0)
+    return relative_changes_of(tensors)

@@ -101,13 +101,14 @@ def merge(args: argparse.Namespace, progress_stream: TextIO) -> Report:
     return Report.build(merge_parts(args.parts), gate)
 
 
-#: A file the user asked for (None: not asked), and how to render it.
-Outputs = list[tuple[str | None, Callable[[], str]]]
+#: A file the user asked for (None: not asked), and how to render it (text, or the bytes
+#: of an ASCII file such as the JSON report: no decode and re-encode of 100 MB).
+Outputs = list[tuple[str | None, Callable[[], str | bytes]]]
 
 
 def report_outputs(report: Report, args: argparse.Namespace) -> Outputs:
     return [
-        (args.report, report.to_json),
+        (args.report, report.to_json_bytes),
         (args.markdown, lambda: render_markdown(report.document)),
         (args.junit, lambda: render_junit(report.document)),
         (args.html, lambda: render_html(report.document)),
@@ -123,8 +124,8 @@ def write_outputs(outputs: Outputs) -> None:
     rendered = [(Path(path), render()) for path, render in outputs if path]
     written: list[Path] = []
     try:
-        for path, text in rendered:
-            if write_atomically(path, text):
+        for path, content in rendered:
+            if write_atomically(path, content):
                 written.append(path)
     except BaseException:
         for path in written:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 
@@ -157,6 +157,44 @@ class Model:
             for name, ref in self.tensors.items()
             if role_of(name, ref.role_hint) == "weight"
         )
+
+
+class Layout(NamedTuple):
+    """A tensor's value dtype and shape with the sizes they imply, which a reader computes
+    once per distinct shape: a mixture-of-experts header repeats a few shapes 100,000 times."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    elements: int
+    nbytes: int
+
+
+def layout(dtype: str, shape: tuple[int, ...]) -> Layout:
+    elements = math.prod(shape)
+    return Layout(dtype, shape, elements, elements * numpy_dtype(dtype).itemsize)
+
+
+def loaded_refs(
+    names: Iterable[str], layouts: Iterable[Layout], loads: Iterable[Callable[[], np.ndarray]]
+) -> dict[str, TensorRef]:
+    """References to tensors stored as their values (no ``stored_as``, ``sparse`` ...), each
+    read whole by its ``load``, by name.
+
+    Built without the dataclass's ``__init__``: the frozen one sets ten fields by
+    ``object.__setattr__`` and runs ``__post_init__``, 0.21 s per 100,000 tensors against
+    0.08 s for the objects and one instance dict each; the fields left out keep their
+    class defaults, and ``elements`` and ``nbytes`` come from the layout, so ``_once``
+    never computes them.
+    """
+    refs: dict[str, TensorRef] = {}
+    new, set_attribute = object.__new__, object.__setattr__
+    for name, (dtype, shape, elements, nbytes), load in zip(names, layouts, loads, strict=True):
+        ref = new(TensorRef)
+        attributes = {"name": name, "shape": shape, "dtype": dtype, "load": load,
+                      "elements": elements, "nbytes": nbytes}  # fmt: skip
+        set_attribute(ref, "__dict__", attributes)
+        refs[name] = ref
+    return refs
 
 
 def iter_chunks(array: np.ndarray, budget: int = CHUNK_ELEMENTS) -> Iterator[np.ndarray]:

@@ -18,12 +18,13 @@ import operator
 import os
 import stat
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from diffai import jsontext
 from diffai._version import __version__
@@ -93,26 +94,31 @@ class Report:
         return self.document["verdict"]
 
     def to_json(self) -> str:
-        # No indent (`jq .` pretty-prints it): orjson, or else json's C encoder (diffai.jsontext).
-        return jsontext.dumps(self.document) + "\n"
+        return self.to_json_bytes().decode("ascii")
+
+    def to_json_bytes(self) -> bytes:
+        """The report file's content, ASCII; no indent (``jq .`` pretty-prints it)."""
+        return jsontext.encode_line(self.document)
 
     def write(self, path: str | Path) -> None:
-        write_atomically(Path(path), self.to_json())
+        write_atomically(Path(path), self.to_json_bytes())
 
 
 def build_document(comparison: Comparison) -> dict[str, Any]:
     baseline, candidate = comparison.baseline, comparison.candidate
     changes = comparison.relative_changes
     weights = [t for t in comparison.tensors if t.role == "weight"]
+    # Each a pass over the model's tensors (0.4 us per tensor here): counted once, used twice.
+    parameters = baseline.parameters, candidate.parameters
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "diffai", "version": __version__},
-        "baseline": _artifact(baseline),
-        "candidate": _artifact(candidate),
+        "baseline": _artifact(baseline, parameters[0]),
+        "candidate": _artifact(candidate, parameters[1]),
         "options": dataclasses.asdict(comparison.options),
         "mapping": comparison.mapping.to_json(),
         "renamed": comparison.renames.to_json(comparison.tensors),
-        "summary": _summary(comparison),
+        "summary": _summary(comparison, parameters),
         "tensors": [tensor_record(t, changes.get(t.name)) for t in comparison.tensors],
         "scalars": [
             {
@@ -144,27 +150,31 @@ def shard_section(comparison: Comparison) -> dict[str, Any]:
     }
 
 
-def _artifact(model: Model) -> dict[str, Any]:
+def _artifact(model: Model, parameters: int) -> dict[str, Any]:
     return {
         "path": model.path,
         "format": model.format,
         "bytes": model.size_bytes,
         "tensors": len(model.tensors),
-        "parameters": model.parameters,
+        "parameters": parameters,
         "metadata": _finite(model.metadata),
         **({"source": model.source} if model.source else {}),
     }
 
 
-def _summary(comparison: Comparison) -> dict[str, int]:
-    counts = {status: comparison.count(status) for status in STATUSES}
+def _summary(comparison: Comparison, parameters: tuple[int, int]) -> dict[str, int]:
+    """The counts per status in one pass (``Comparison.count`` is one pass per status)."""
+    counted = Counter(map(_status, comparison.tensors))
     return {
         "tensors_compared": len(comparison.tensors),
-        **counts,
+        **{status: counted[status] for status in STATUSES},
         "scalars_changed": len(comparison.scalars),
-        "parameters_baseline": comparison.baseline.parameters,
-        "parameters_candidate": comparison.candidate.parameters,
+        "parameters_baseline": parameters[0],
+        "parameters_candidate": parameters[1],
     }
+
+
+_status = operator.attrgetter("status")
 
 
 def tensor_record(tensor: TensorComparison, change: RelativeChange | None) -> dict[str, Any]:
@@ -184,42 +194,62 @@ def tensor_record(tensor: TensorComparison, change: RelativeChange | None) -> di
 def stats_record(stats: TensorStats | None) -> dict[str, Any] | None:
     if stats is None:
         return None
-    record = _flat_record(stats)
+    record = vars(stats).copy()
     record["shape"] = list(stats.shape)
     if stats.layout is None:  # a dense tensor: the sparse fields are left out
         del record["layout"], record["nnz"]
-    if stats.quantization is None:  # only dequantized tensors carry the key
-        del record["quantization"]
-    else:
+    if stats.quantization is not None:
         record["quantization"] = _finite(stats.quantization)
-    return record
+    else:  # only dequantized tensors carry the key
+        del record["quantization"]
+    return _strict(record, _STATS_FLOATS)
 
 
 def diff_record(diff: DiffStats | None, change: RelativeChange | None) -> dict[str, Any] | None:
     if diff is None:
         return None
-    record = _flat_record(diff)
-    record["relative_change"] = change.value if change else None
-    record["relative_basis"] = change.basis if change else "none"
-    return record
+    record = vars(diff).copy()
+    if change is None:
+        record["relative_change"], record["relative_basis"] = None, "none"
+    else:
+        record["relative_change"], record["relative_basis"] = change.value, change.basis
+    return _strict(record, _DIFF_FLOATS)
 
 
 def _flat_record(measured: TensorStats | DiffStats | LayerImpact) -> dict[str, Any]:
-    """A flat dataclass as a strict-JSON dict; ``dataclasses.asdict`` deep-copies and took
-    3 of 5 seconds on a 10,000-tensor model, checking every field 0.27 of 2 s (now only the
-    float fields are looked at, through one ``itemgetter``: 0.02 s)."""
-    record = dict(vars(measured))
-    floats = [value for value in _float_fields(type(measured))(record) if value is not None]
-    if not math.isfinite(sum(floats)):
-        # Some value is inf or NaN (or finite ones overflowed the sum): null those alone.
-        for key, value in record.items():
-            if isinstance(value, float) and not math.isfinite(value):
-                record[key] = None
+    """A flat dataclass as a strict-JSON dict, in its fields' order.
+
+    ``dataclasses.asdict`` deep-copies (3 of 5 s at 10,000 tensors); ``vars().copy()``
+    clones the dict's table where ``dict(vars())`` inserts key by key (0.7 against 2.0 µs
+    per record here).
+    """
+    return _strict(vars(measured).copy(), _float_fields(type(measured)))
+
+
+FloatGetter = Callable[[dict[str, Any]], tuple[Any, ...]]
+
+
+def _strict(record: dict[str, Any], floats: FloatGetter) -> dict[str, Any]:
+    """``record`` with its non-finite floats made None, so the document stays strict JSON.
+
+    Done for every side, diff and layer (500,000 records at 100,000 tensors), so the
+    common case is one ``sum``: it is finite exactly when every float field is, and a
+    ``None`` among them (no value to measure) stops it with a ``TypeError`` (per record
+    0.15 µs, against 1.0 µs for filtering the ``None`` out first).
+    """
+    try:
+        if math.isfinite(sum(floats(record))):
+            return record
+    except TypeError:  # a None among them: look at each
+        pass
+    for key, value in record.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            record[key] = None
     return record
 
 
 @cache
-def _float_fields(kind: type) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+def _float_fields(kind: type) -> FloatGetter:
     """The getter of a record type's float fields (``float`` or ``float | None``), as a tuple."""
     names = [f.name for f in dataclasses.fields(kind) if f.type in _FLOAT_TYPES]
     getter = operator.itemgetter(*names)
@@ -227,6 +257,8 @@ def _float_fields(kind: type) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
 
 
 _FLOAT_TYPES = frozenset({"float", "float | None"})
+_STATS_FLOATS = _float_fields(TensorStats)
+_DIFF_FLOATS = _float_fields(DiffStats)
 
 
 def json_scalar(value: Scalar) -> Any:
@@ -249,7 +281,7 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def write_atomically(path: Path, text: str) -> bool:
+def write_atomically(path: Path, content: str | bytes) -> bool:
     """Write via a temporary file in the same folder, so readers never see half a report.
 
     Returns whether a file was put at ``path``. A FIFO or a character device
@@ -258,13 +290,13 @@ def write_atomically(path: Path, text: str) -> bool:
     SIGTERM) removes the temporary file before the exception goes on.
     """
     if _is_stream(path):
-        _write_stream(path, text)
+        _write_stream(path, content)
         return False
     temp = None
     try:
         handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
+        with _opened(handle, content) as out:
+            out.write(content)
         os.chmod(temp, 0o644)  # mkstemp's 0600 would hide the artifact from other CI users
         os.replace(temp, path)
         temp = None
@@ -286,9 +318,16 @@ def _is_stream(path: Path) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 
 
-def _write_stream(path: Path, text: str) -> None:
+def _write_stream(path: Path, content: str | bytes) -> None:
     try:
-        with open(path, "w", encoding="utf-8") as out:
-            out.write(text)
+        with _opened(path, content) as out:
+            out.write(content)
     except OSError as exc:
         raise ReportError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+
+
+def _opened(file: int | Path, content: str | bytes) -> IO[Any]:
+    """``file`` opened for writing ``content``: bytes as they are, text as UTF-8."""
+    if isinstance(content, bytes):
+        return open(file, "wb")
+    return open(file, "w", encoding="utf-8")

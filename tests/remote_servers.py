@@ -147,12 +147,12 @@ class HubServer(RangeServer):
         self.cdn.files[f"/blobs/{hashlib.sha256(data).hexdigest()}"] = data
 
     def route(self, handler: BaseHTTPRequestHandler) -> bool:
-        parts = urlsplit(handler.path)
-        path = unquote(parts.path)
+        path = urlsplit(handler.path).path  # matched encoded: a revision may hold %2F
         api = re.match(r"^/api/models/([^/]+/[^/]+)/(paths-info|tree)/([^/]+)/?(.*)$", path)
         resolve = re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
         if api is None and resolve is None:
             return False
+        api, resolve = (_decoded(found) for found in (api, resolve))
         self.authorizations.append(handler.headers.get("Authorization", ""))
         if self.token is not None and not self._authorized(handler):
             return True
@@ -188,6 +188,11 @@ class HubServer(RangeServer):
         handler.send_header("Content-Length", "0")
         handler.end_headers()
         return None
+
+
+def _decoded(found: re.Match[str] | None) -> list[str] | None:
+    """A route's parts, each percent-decoded, ``[whole, part, ...]`` as a match indexes."""
+    return None if found is None else [unquote(part) for part in (found[0], *found.groups())]
 
 
 def _entry(files: dict[str, bytes], path: str) -> dict[str, object] | None:

@@ -302,3 +302,29 @@ def test_merge_statuses(
     validate_report(document)
     assert document["adapter"]["modules"][0]["status"] == status
     assert document["verdict"] == verdict
+
+
+def test_a_merge_below_the_rounding_is_not_called_merged(
+    run_cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The passing merge check must not claim what the warning says cannot be shown."""
+    import ml_dtypes
+    from safetensors.numpy import save_file
+
+    base, delta = hand_made_adapter(tmp_path / "adapter", 1e-4)
+    stored = ml_dtypes.bfloat16
+    save_file({"fc.weight": base.astype(stored)}, tmp_path / "base.safetensors")
+    save_file({"fc.weight": (base + delta).astype(stored)}, tmp_path / "merged.safetensors")
+    argv = [tmp_path / "base.safetensors", tmp_path / "merged.safetensors", "--adapter"]
+    _, document = report(run_cli, tmp_path, *argv, tmp_path / "adapter", "--verdict")
+    checks = {check["rule"]: check for check in document["regression_test"]["checks"]}
+    merged = checks["regression_test.adapter_merge"]
+    assert merged["status"] == "pass"
+    assert merged["message"] == (
+        "0 of 1 adapter tensors are merged, 1 unverifiable (an update below the merged dtype's "
+        "rounding)"
+    )
+    warning = checks["regression_test.adapter_merge_verifiable"]
+    assert (warning["severity"], warning["status"], warning["tensors"]) == (
+        "warning", "fail", ["fc.weight"]
+    )

@@ -285,6 +285,20 @@ def test_hub_folders_with_an_index_report_as_local_and_unchanged_shards_are_read
     assert set(hub.cdn.authorizations) == {""}
 
 
+def test_a_pull_request_revision_is_written_percent_encoded(
+    hub: HubServer, pair: tuple[Path, Path]
+) -> None:
+    """``refs/pr/1`` holds slashes, which would read as the file's path; ``%2F`` does not."""
+    hub.add("org/model", "main", "model.safetensors", pair[0].read_bytes())
+    hub.add("org/model", "refs/pr/1", "model.safetensors", pair[1].read_bytes())
+    candidate = "hf://org/model@refs%2Fpr%2F1/model.safetensors"
+    remote = _report("hf://org/model/model.safetensors", candidate, _fast_settings())
+    assert _without_paths(remote) == _without_paths(_report(*pair))
+    assert remote["candidate"]["path"] == candidate
+    (file,) = remote["candidate"]["source"]["files"]
+    assert file["sha256"] == hashlib.sha256(pair[1].read_bytes()).hexdigest()
+
+
 def test_a_hub_token_goes_to_the_hub_only_never_to_the_cdn(
     hub: HubServer, pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

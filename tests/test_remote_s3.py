@@ -148,3 +148,30 @@ def test_proof_is_the_stores_sha256_not_the_size_or_the_header(
     base, cand = open_models(*urls, settings=_settings())
     assert base.size_bytes == cand.size_bytes
     assert cand.source is not None and cand.source["read_once"] == []
+
+
+def test_each_object_is_asked_for_its_size_and_checksum_once(
+    s3: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Telling a key from a prefix takes a HEAD; that answer is the file's, not asked again."""
+    import diffai.sources.s3 as store
+
+    heads: list[str] = []
+    made = store._client
+
+    def counting(label: str, settings: Settings) -> Any:
+        client = made(label, settings)
+        client.meta.events.register(
+            "before-parameter-build.s3.HeadObject", lambda params, **_: heads.append(params["Key"])
+        )
+        return client
+
+    monkeypatch.setattr(store, "_client", counting)
+    np.save(tmp_path / "a.npy", np.zeros(1000, np.float32))
+    np.save(tmp_path / "b.npy", np.ones(1000, np.float32))
+    urls = [_upload(s3, path.name, path) for path in (tmp_path / "a.npy", tmp_path / "b.npy")]
+    base, _ = open_models(*urls, settings=_settings())
+    assert sorted(heads) == ["a.npy", "b.npy"]
+    assert base.source is not None and base.source["files"][0]["sha256"] == hashlib.sha256(
+        (tmp_path / "a.npy").read_bytes()
+    ).hexdigest()

@@ -96,3 +96,20 @@ def test_a_shard_reads_only_its_own_tensors(checkpoints) -> None:
     assert sorted(t["name"] for t in first["tensors"] + second["tensors"]) == sorted(names)
     assert first["shard"]["names"] == names
     assert not {t["name"] for t in first["tensors"]} & {t["name"] for t in second["tensors"]}
+
+
+def test_a_norm_past_the_float_range_in_a_shard_report_is_no_crash(
+    run_cli, checkpoints, tmp_path, validate_report
+) -> None:
+    """A shard report is a file like any other: squaring its norm must not raise."""
+    base, cand, _ = checkpoints
+    parts = [tmp_path / f"p{index}.json" for index in (1, 2)]
+    for index, part in enumerate(parts, start=1):
+        run_cli(base, cand, "--shard", f"{index}/2", "--report", part, "-q")
+    document = json.loads(parts[0].read_text())
+    diff = next(t["diff"] for t in document["tensors"] if t["diff"])
+    diff["l2"] = diff["baseline_l2"] = 1e200
+    parts[0].write_text(json.dumps(document))
+    merged = run_cli("merge", *parts, "--report", tmp_path / "m.json", "-q")
+    assert merged.code == 1, merged.err
+    validate_report(json.loads((tmp_path / "m.json").read_text()))

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from diffai.analyses.common import (
+    FLOAT_DTYPES,
     SEVERITIES,
     is_float,
     max_abs,
@@ -38,7 +41,8 @@ Finding = dict[str, Any]
 
 
 def analyze(comparison: Comparison) -> dict[str, Any]:
-    findings = [finding for tensor in comparison.tensors for finding in tensor_findings(tensor)]
+    suspects = _suspects(comparison.tensors)
+    findings = [finding for tensor in suspects for finding in tensor_findings(tensor)]
     worst = max(findings, key=lambda f: SEVERITIES.index(f["severity"]), default=None)
     severity = worst_severity(f["severity"] for f in findings)
     return {
@@ -48,6 +52,46 @@ def analyze(comparison: Comparison) -> dict[str, Any]:
         "action": ACTIONS[severity],
         "findings": findings,
     }
+
+
+def _suspects(tensors: list[TensorComparison]) -> list[TensorComparison]:
+    """The tensors some check may flag, found over columns: the checks one tensor at a time
+    cost 4.5 us a tensor at 100,000 tensors, almost none with a finding. A superset: each
+    condition is one a check needs, computed as the check computes it, so
+    ``tensor_findings`` still decides. The statistics are read in one pass (a pass over
+    100,000 tensors' objects costs 0.4 us a tensor, mostly cache misses)."""
+    suspects = [t for t in tensors if t.candidate is not None]
+    rows = [
+        (c.nan, c.inf, c.zeros, c.elements, c.std, c.min, c.max, b.std, b.min, b.max,
+         b is not _NO_BASELINE and c.dtype in FLOAT_DTYPES and t.role == "weight")
+        for t in suspects
+        if (c := t.candidate) is not None and (b := t.baseline or _NO_BASELINE)
+    ]  # fmt: skip
+    if not rows:
+        return []
+    nan, inf, zeros, elements, after_std, low, high, before_std, base_low, base_high, judged = (
+        np.array(column, np.float64) for column in zip(*rows, strict=True)
+    )  # None as NaN; counts are exact as floats below 2**53
+    after_max, before_max = _max_abs(low, high), _max_abs(base_low, base_high)
+    with np.errstate(invalid="ignore", over="ignore"):
+        size = (
+            (zeros == elements)  # collapsed
+            | (after_std == 0)  # constant
+            | (after_max > EXPLODE_RATIO * before_max)  # exploding
+            | (after_std > EXPLODE_RATIO * before_std)
+            | (after_std < COLLAPSE_RATIO * before_std)  # std_collapse
+        )
+    flagged = (nan > 0) | (inf > 0) | ((judged != 0) & size)  # gained NaN or inf, or a size
+    return [suspects[i] for i in np.flatnonzero(flagged).tolist()]
+
+
+def _max_abs(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """``common.max_abs`` of each side (NaN where it is None)."""
+    return np.maximum(np.abs(low), np.abs(high))
+
+
+#: What a tensor added in the candidate is measured against: no NaN, no inf, no sizes.
+_NO_BASELINE = TensorStats((), "", "", 0, 0, None, None, None, None, 0, 0, 0)
 
 
 def tensor_findings(tensor: TensorComparison) -> list[Finding]:

@@ -30,9 +30,12 @@ READINESS = {"easy": "ready", "moderate": "review", "hard": "not_drop_in"}
 
 def analyze(comparison: Comparison) -> dict[str, Any]:
     base, cand = _shapes(comparison.baseline), _shapes(comparison.candidate)
-    type1, type2 = model_family(base), model_family(cand)
+    same = cand == base  # the usual case: no second regex a name (0.8 us) nor sets of names
+    type1, depth1 = _describe(base)
+    type2, depth2 = (type1, depth1) if same else _describe(cand)
     params1, params2 = comparison.baseline.parameters, comparison.candidate.parameters
-    migration = _migration(base, cand, type1 != type2)
+    added, removed, reshaped = ([], [], []) if same else _differences(base, cand)
+    migration = _migration(type1 != type2, bool(added or removed), bool(reshaped))
     return {
         "type1": type1,
         "type2": type2,
@@ -42,19 +45,34 @@ def analyze(comparison: Comparison) -> dict[str, Any]:
         "parameters_baseline": params1,
         "parameters_candidate": params2,
         "parameter_change": ratio(params2 - params1, params1),
-        "depth_baseline": model_depth(base),
-        "depth_candidate": model_depth(cand),
-        "added": sorted(set(cand) - set(base)),
-        "removed": sorted(set(base) - set(cand)),
-        "reshaped": sorted(n for n in set(base) & set(cand) if base[n] != cand[n]),
+        "depth_baseline": depth1,
+        "depth_candidate": depth2,
+        "added": added,
+        "removed": removed,
+        "reshaped": reshaped,
     }
 
 
+def _describe(shapes: dict[str, tuple[int, ...]]) -> tuple[str, int]:
+    return model_family(shapes), model_depth(shapes)
+
+
+def _differences(
+    base: dict[str, tuple[int, ...]], cand: dict[str, tuple[int, ...]]
+) -> tuple[list[str], list[str], list[str]]:
+    """The names added, removed and reshaped, each sorted."""
+    common = base.keys() & cand.keys()
+    return (
+        sorted(cand.keys() - base.keys()),
+        sorted(base.keys() - cand.keys()),
+        sorted(n for n in common if base[n] != cand[n]),
+    )
+
+
 def model_family(shapes: dict[str, tuple[int, ...]]) -> str:
-    names = [name.lower() for name in shapes]
-    if any(_ATTENTION.search(name) for name in names):
+    if any(_ATTENTION.search(name.lower()) for name in shapes):  # lowered as they are searched
         return "transformer"
-    if any(_RECURRENT.search(name) for name in names):
+    if any(_RECURRENT.search(name.lower()) for name in shapes):
         return "rnn"
     if any(3 <= len(shape) <= 5 for shape in shapes.values()):
         return "cnn"
@@ -89,9 +107,7 @@ def _complexity(params1: int, params2: int) -> str:
     return "increased_complexity" if change > 0 else "reduced_complexity"
 
 
-def _migration(
-    base: dict[str, tuple[int, ...]], cand: dict[str, tuple[int, ...]], family_changed: bool
-) -> str:
-    if family_changed or any(base[n] != cand[n] for n in set(base) & set(cand)):
+def _migration(family_changed: bool, names_changed: bool, reshaped: bool) -> str:
+    if family_changed or reshaped:
         return "hard"
-    return "easy" if set(base) == set(cand) else "moderate"
+    return "moderate" if names_changed else "easy"

@@ -170,7 +170,7 @@ def write_report_dir(config: Config, report: Report, body: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReportError(f"report-dir ({folder}): cannot create: {exc.strerror or exc}") from exc
-    write_atomically(folder / "report.json", report.to_json())
+    write_atomically(folder / "report.json", report.to_json_bytes())
     write_atomically(folder / "comment.md", body)
     write_atomically(folder / "junit.xml", render_junit(report.document))
     write_atomically(folder / "report.html", render_html(report.document))

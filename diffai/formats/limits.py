@@ -21,6 +21,9 @@ promise on its own, because each protects a later stage from a hostile file:
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Collection
+from operator import attrgetter
 from pathlib import Path
 
 from diffai.dtypes import numpy_dtype
@@ -58,12 +61,20 @@ def byte_budget(file_size: int) -> int:
 def check_model(path: Path, model: Model) -> None:
     check_tensor_count(path, "it holds", len(model.tensors))
     _check_names(path, "tensor", list(model.tensors))
-    for ref in model.tensors.values():
-        _check_shape(path, ref)
+    kinds = Counter(map(_KIND, model.tensors.values()))
+    _check_shapes(path, model.tensors.values(), kinds)
     _check_names(path, "scalar", list(model.scalars))
     for name, value in model.scalars.items():
         _check_scalar(path, name, value)
-    _check_budget(path, model)
+    _check_budget(path, model, kinds)
+
+
+#: What the shape and budget checks read of a tensor. Tensors come in few kinds (a
+#: mixture-of-experts model repeats a handful of shapes 100,000 times), so each kind is
+#: checked once, and tensor by tensor only to name the first one that fails: 100,000 tensors
+#: took 0.25 s of CPU tensor by tensor, 0.03 s counted by kind.
+_KIND = attrgetter("shape", "dtype", "stored_as", "stored_size")
+Kind = tuple[tuple[int, ...], str, str | None, int | None]
 
 
 def check_tensor_count(path: Path, holder: str, count: int) -> None:
@@ -76,9 +87,19 @@ def _check_names(path: Path, kind: str, names: list[str]) -> None:
     """All names at once (one regex over them joined: 100,000 searches took 0.1 s), and
     name by name only to say which one when some name fails."""
     too_long = max(map(len, names), default=0) > MAX_NAME_CHARS
-    if too_long or UNSHOWABLE.search("".join(names)):
+    joined = "".join(names)
+    if too_long or (not printable_ascii(joined) and UNSHOWABLE.search(joined)):
         for name in names:
             _check_name(path, kind, name)
+
+
+def printable_ascii(text: str) -> bool:
+    """Whether ``text`` is all printable ASCII, so holds no control or unshowable character:
+    8 ms for 5 MB of names, where a regex search takes 96 ms and ``str.isprintable`` 42 ms."""
+    return text.isascii() and not text.encode("ascii").translate(None, _PRINTABLE_ASCII)
+
+
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7F))
 
 
 def _check_name(path: Path, kind: str, name: str) -> None:
@@ -97,18 +118,27 @@ def _check_name(path: Path, kind: str, name: str) -> None:
         )
 
 
+def _check_shapes(path: Path, refs: Collection[TensorRef], kinds: Counter[Kind]) -> None:
+    if any(_shape_problem(shape, dtype) for shape, dtype, _, _ in kinds):
+        for ref in refs:
+            _check_shape(path, ref)
+
+
 def _check_shape(path: Path, ref: TensorRef) -> None:
-    shape = ref.shape
-    problem = ""
-    if len(shape) > MAX_DIMS:
-        problem = f"{len(shape)} axes, over numpy's limit of {MAX_DIMS}"
-    elif any(size > MAX_SIZE for size in shape):
-        problem = "a size that does not fit in 64 bits"
-    elif math.prod(size for size in shape if size) * numpy_dtype(ref.dtype).itemsize > MAX_SIZE:
-        problem = "more bytes than a 64-bit size can count"
+    problem = _shape_problem(ref.shape, ref.dtype)
     if problem:
-        shown = _shown_shape(shape)
+        shown = _shown_shape(ref.shape)
         raise MalformedModel(path, f"tensor {ref.name!r}: shape {shown} has {problem}")
+
+
+def _shape_problem(shape: tuple[int, ...], dtype: str) -> str:
+    if len(shape) > MAX_DIMS:
+        return f"{len(shape)} axes, over numpy's limit of {MAX_DIMS}"
+    if any(size > MAX_SIZE for size in shape):
+        return "a size that does not fit in 64 bits"
+    if math.prod(size for size in shape if size) * numpy_dtype(dtype).itemsize > MAX_SIZE:
+        return "more bytes than a 64-bit size can count"
+    return ""
 
 
 def _shown_shape(shape: tuple[int, ...]) -> str:
@@ -127,9 +157,12 @@ def _check_scalar(path: Path, name: str, value: Scalar) -> None:
             )
 
 
-def _check_budget(path: Path, model: Model) -> None:
+def _check_budget(path: Path, model: Model, kinds: Counter[Kind]) -> None:
     # Values are what is streamed, the stored encoding what a reader may hold: both are bounded.
-    declared = sum(_declared_bytes(path, ref) for ref in model.tensors.values())
+    if any(stored_as is not None for _, _, stored_as, _ in kinds):
+        declared = sum(_declared_bytes(path, ref) for ref in model.tensors.values())
+    else:
+        declared = sum(count * _plain_bytes(*kind) for kind, count in kinds.items())
     budget = byte_budget(model.size_bytes)
     if declared > budget:
         raise MalformedModel(
@@ -138,6 +171,12 @@ def _check_budget(path: Path, model: Model) -> None:
             f"{model.size_bytes:,} bytes plus 1 GiB: views that repeat their storage or "
             "compressed data that inflate this far are refused",
         )
+
+
+def _plain_bytes(shape: tuple[int, ...], dtype: str, _: None, stored_size: int | None) -> int:
+    """``_declared_bytes`` of a tensor of this kind stored as its values."""
+    nbytes = math.prod(shape) * numpy_dtype(dtype).itemsize
+    return nbytes if stored_size is None else max(nbytes, stored_size)
 
 
 def _declared_bytes(path: Path, ref: TensorRef) -> int:

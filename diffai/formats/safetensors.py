@@ -9,9 +9,10 @@ overlaps and trailing bytes, all of which hide data a reviewer never sees.
 from __future__ import annotations
 
 import math
-import re
 import struct
 from collections.abc import Callable, Iterator
+from functools import partial
+from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +22,17 @@ from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel, UnreadableModel
 from diffai.formats.limits import check_tensor_count
 from diffai.formats.mapped import map_bytes
+from diffai.formats.safetensors_header import (
+    CONTROL_CHARACTER,
+    DTYPES,
+    ITEMSIZES,
+    METADATA,
+    Entries,
+    compact_entries,
+    entries_of,
+)
 from diffai.formats.strictjson import DuplicateKey, InvalidJson, loads_strict
-from diffai.model import Model, TensorRef
+from diffai.model import Layout, Model, TensorRef, loaded_refs
 from diffai.text import one_line
 
 if TYPE_CHECKING:
@@ -32,16 +42,7 @@ FORMAT = "safetensors"
 EXTENSIONS = (".safetensors",)
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
-DTYPES = {
-    "F64": "f64", "F32": "f32", "F16": "f16", "BF16": "bf16",
-    "F8_E4M3": "f8_e4m3", "F8_E5M2": "f8_e5m2",
-    "I64": "i64", "I32": "i32", "I16": "i16", "I8": "i8",
-    "U64": "u64", "U32": "u32", "U16": "u16", "U8": "u8",
-    "BOOL": "bool", "C64": "c64",
-}  # fmt: skip
-ITEMSIZES = {name: numpy_dtype(dtype).itemsize for name, dtype in DTYPES.items()}
 ENTRY_KEYS = {"dtype", "shape", "data_offsets"}
-CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
 
 
 def matches(path: Path, head: bytes) -> bool:
@@ -56,29 +57,31 @@ def read(path: Path) -> Model:
     file_size = path.stat().st_size
     with path.open("rb") as handle:
         read_on = lambda start, end: handle.read(end - start)  # noqa: E731 (read in order)
-        header_len, header = _read_header(path, file_size, read_on)
+        header_len, raw = _read_header(path, file_size, read_on)
     data_start = 8 + header_len
-    entries = _tensor_entries(path, header)
-    _check_layout(path, entries, file_size - data_start)
+    entries = _entries(path, raw, file_size - data_start)
     data = _map_data(path, data_start, file_size - data_start)
-    tensors = {name: _tensor_ref(name, entry, data) for name, entry in entries.items()}
-    return _model(path, file_size, header, tensors)
+    loads = map(partial, repeat(_view), repeat(data), entries.begins, entries.ends, entries.layouts)
+    tensors = loaded_refs(entries.names, entries.layouts, loads)
+    return _model(path, file_size, entries.metadata, tensors)
 
 
 def read_source(source: ByteSource) -> Model:
     """The same strict parse over a byte source (``diffai.sources``: a remote file), each
     tensor streaming exactly its own range, so ``--include`` and ``--shard`` fetch no more."""
-    header_len, header = _read_header(source.name, source.size, source.read)
+    header_len, raw = _read_header(source.name, source.size, source.read)
     data_start = 8 + header_len
-    entries = _tensor_entries(source.name, header)
-    _check_layout(source.name, entries, source.size - data_start)
-    tensors = {name: _streamed_ref(name, e, source, data_start) for name, e in entries.items()}
-    return _model(source.name, source.size, header, tensors)
+    entries = _entries(source.name, raw, source.size - data_start)
+    columns = zip(entries.names, entries.layouts, entries.begins, entries.ends, strict=True)
+    tensors = {
+        name: _streamed_ref(name, layout, source, data_start + begin, data_start + end)
+        for name, layout, begin, end in columns
+    }
+    return _model(source.name, source.size, entries.metadata, tensors)
 
 
-def _model(path: str | Path, size: int, header: dict[str, Any],
+def _model(path: str | Path, size: int, metadata: dict[str, str],
            tensors: dict[str, TensorRef]) -> Model:  # fmt: skip
-    metadata = header.get("__metadata__") or {}
     return Model(path=str(path), format=FORMAT, size_bytes=size, tensors=tensors, metadata=metadata)
 
 
@@ -86,7 +89,7 @@ def _model(path: str | Path, size: int, header: dict[str, Any],
 ReadAt = Callable[[int, int], bytes]
 
 
-def _read_header(path: str | Path, file_size: int, read_at: ReadAt) -> tuple[int, dict[str, Any]]:
+def _read_header(path: str | Path, file_size: int, read_at: ReadAt) -> tuple[int, bytes]:
     if file_size < 8:
         raise MalformedModel(path, f"safetensors file is {file_size} bytes, too short for a header")
     (header_len,) = struct.unpack("<Q", read_at(0, 8))
@@ -101,14 +104,27 @@ def _read_header(path: str | Path, file_size: int, read_at: ReadAt) -> tuple[int
     raw = read_at(8, 8 + header_len)
     # Every entry names its data_offsets: counted in the bytes, before JSON builds a dict each.
     check_tensor_count(path, "safetensors header lists", raw.count(b'"data_offsets"'))
-    return header_len, _parse_header_json(path, raw)
+    return header_len, raw
 
 
-def _parse_header_json(path: str | Path, raw: bytes) -> dict[str, Any]:
+def _entries(path: str | Path, raw: bytes, data_len: int) -> Entries:
+    """Columns straight from a compactly written header, or from the strict parse and its
+    checks entry by entry, which also name what is wrong with a header the columns refuse."""
     try:
-        header = loads_strict(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MalformedModel(path, f"safetensors header is not UTF-8 ({exc.reason})") from exc
+    entries = compact_entries(text, data_len)
+    if entries is not None:
+        return entries
+    header = _parse_header_json(path, text)
+    _check_layout(path, _tensor_entries(path, header), data_len)
+    return entries_of(header)
+
+
+def _parse_header_json(path: str | Path, text: str) -> dict[str, Any]:
+    try:
+        header = loads_strict(text)
     except InvalidJson as exc:
         problem = f"safetensors header is not valid JSON: {one_line(exc)}"
         raise MalformedModel(path, problem) from exc
@@ -116,7 +132,7 @@ def _parse_header_json(path: str | Path, raw: bytes) -> dict[str, Any]:
         raise MalformedModel(path, f"safetensors header repeats the key {exc.key!r}") from exc
     if not isinstance(header, dict):
         raise MalformedModel(path, "safetensors header is not a JSON object")
-    _check_metadata(path, header.get("__metadata__"))
+    _check_metadata(path, header.get(METADATA))
     return header
 
 
@@ -128,7 +144,7 @@ def _check_metadata(path: str | Path, metadata: Any) -> None:
 
 
 def _tensor_entries(path: str | Path, header: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    entries = {name: entry for name, entry in header.items() if name != "__metadata__"}
+    entries = {name: entry for name, entry in header.items() if name != METADATA}
     # One search over all names (0.02 s per 100,000); name by name only to say which one.
     badly_named = CONTROL_CHARACTER.search("".join(entries)) is not None
     for name, entry in entries.items():
@@ -208,28 +224,17 @@ def _map_data(path: Path, offset: int, length: int) -> np.ndarray:
         raise UnreadableModel(path, f"cannot map the tensor data: {one_line(exc)}") from exc
 
 
-def _tensor_ref(name: str, entry: dict[str, Any], data: np.ndarray) -> TensorRef:
-    dtype = DTYPES[entry["dtype"]]
-    begin, end = entry["data_offsets"]
-    shape = tuple(entry["shape"])
-
-    def load() -> np.ndarray:
-        return data[begin:end].view(numpy_dtype(dtype)).reshape(shape)
-
-    return TensorRef(name=name, shape=shape, dtype=dtype, load=load)
+def _view(data: np.ndarray, begin: int, end: int, layout: Layout) -> np.ndarray:
+    return data[begin:end].view(numpy_dtype(layout.dtype)).reshape(layout.shape)
 
 
-def _streamed_ref(
-    name: str, entry: dict[str, Any], source: ByteSource, data_start: int
-) -> TensorRef:
+def _streamed_ref(name: str, layout: Layout, source: ByteSource, begin: int, end: int) -> TensorRef:
     from diffai.sources import whole_elements
 
-    dtype = DTYPES[entry["dtype"]]
-    begin, end = entry["data_offsets"]
-    values = numpy_dtype(dtype)
+    values = numpy_dtype(layout.dtype)
 
     def stream() -> Iterator[np.ndarray]:
-        pieces = source.stream(data_start + begin, data_start + end)
+        pieces = source.stream(begin, end)
         return (np.frombuffer(piece, values) for piece in whole_elements(pieces, values.itemsize))
 
-    return TensorRef(name=name, shape=tuple(entry["shape"]), dtype=dtype, stream=stream)
+    return TensorRef(name=name, shape=layout.shape, dtype=layout.dtype, stream=stream)

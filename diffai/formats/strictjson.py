@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -26,8 +28,21 @@ def loads_strict(raw: bytes | str) -> Any:
 
     Bytes must be UTF-8 (``UnicodeDecodeError`` otherwise).
     """
-    try:
+    with _strict_errors():
         return json.loads(raw, object_pairs_hook=_reject_duplicate_keys)
+
+
+def decode_prefix(text: str, start: int) -> tuple[Any, int]:
+    """The JSON value that begins at ``text[start]`` (no whitespace before it) and the index
+    just past it, parsed as strictly as ``loads_strict``; what follows is not read."""
+    with _strict_errors():
+        return _DECODER.raw_decode(text, start)
+
+
+@contextmanager
+def _strict_errors() -> Iterator[None]:
+    try:
+        yield
     except (DuplicateKey, UnicodeDecodeError):
         raise
     except json.JSONDecodeError as exc:
@@ -51,3 +66,6 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _first_repeat(pairs: list[tuple[str, Any]]) -> str:
     seen: set[str] = set()
     return next(key for key, _ in pairs if key in seen or seen.add(key))  # add() is None
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicate_keys)

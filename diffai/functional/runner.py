@@ -90,7 +90,7 @@ def run_model(path: Path, side: str, probes: Path, out: Path, policy: Functional
 
 def _child_error(path: Path, document: dict[str, object]) -> UnreadableModel:
     kind = str(document.get("error"))
-    problem = one_line(str(document.get("problem", "")))[:SHOWN_PROBLEM]
+    problem = one_line(str(document.get("problem", "")).strip())[:SHOWN_PROBLEM]
     if kind == "missing":
         return MissingExtra(path, f"running it needs onnxruntime ({problem})", "run")
     template = CHILD_PROBLEMS.get(kind, "ONNX Runtime failed: {problem}")

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, unquote
 
 from diffai.errors import MissingExtra, RemoteUnavailable, UsageError
 from diffai.sources.http import Endpoint
@@ -29,7 +30,10 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 
 @dataclass(frozen=True)
 class HubPath:
-    """``hf://ORG/NAME@REVISION/PATH`` taken apart; ``path`` is '' for the repository root."""
+    """``hf://ORG/NAME@REVISION/PATH`` taken apart; ``path`` is '' for the repository root.
+
+    A revision with a slash (a pull request's ``refs/pr/1``) is written percent-encoded,
+    ``@refs%2Fpr%2F1``, as ``huggingface_hub``'s own ``hf://`` file system has it."""
 
     repo: str
     revision: str
@@ -37,7 +41,8 @@ class HubPath:
 
     def url(self, path: str | None = None) -> str:
         suffix = self.path if path is None else path
-        return f"hf://{self.repo}@{self.revision}" + (f"/{suffix}" if suffix else "")
+        revision = quote(self.revision, safe="")
+        return f"hf://{self.repo}@{revision}" + (f"/{suffix}" if suffix else "")
 
 
 def parse(text: str) -> HubPath:
@@ -45,7 +50,7 @@ def parse(text: str) -> HubPath:
     if len(parts) < 2 or not all(parts[:2]):
         raise UsageError(f"{text}: a Hub path is hf://ORG/NAME[@REVISION][/PATH]")
     name, _, revision = parts[1].partition("@")
-    return HubPath(f"{parts[0]}/{name}", revision or "main", "/".join(parts[2:]))
+    return HubPath(f"{parts[0]}/{name}", unquote(revision) or "main", "/".join(parts[2:]))
 
 
 def hints(repo: str) -> dict[int, str]:

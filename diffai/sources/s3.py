@@ -50,6 +50,8 @@ class S3Folder:
     prefix: str
     settings: Settings
     client: Any = field(repr=False)
+    #: HEAD answers already had (``locate`` asks one to tell a key from a prefix), by name.
+    heads: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
@@ -69,7 +71,7 @@ class S3Folder:
         key = self.prefix + name
         label = f"s3://{self.bucket}/{key}"
         with _mapped(label):
-            head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+            head = self.heads.pop(name, None) or _head_object(self.client, self.bucket, key)
             url = self.client.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=PRESIGN_SECONDS
             )
@@ -95,21 +97,28 @@ def locate(text: str, settings: Settings) -> tuple[S3Folder, str | None]:
     client = _client(text, settings)
     if not key or key.endswith("/"):
         return S3Folder(bucket, key, settings, client), None
-    if _exists(client, bucket, key, text):
-        prefix, _, name = key.rpartition("/")
-        return S3Folder(bucket, prefix + "/" if prefix else "", settings, client), name
-    return S3Folder(bucket, key + "/", settings, client), None
+    head = _head_if_any(client, bucket, key, text)
+    if head is None:
+        return S3Folder(bucket, key + "/", settings, client), None
+    prefix, _, name = key.rpartition("/")
+    folder = S3Folder(bucket, prefix + "/" if prefix else "", settings, client, {name: head})
+    return folder, name
 
 
-def _exists(client: Any, bucket: str, key: str, label: str) -> bool:
+def _head_if_any(client: Any, bucket: str, key: str, label: str) -> dict[str, Any] | None:
+    """The object's HEAD answer, None when there is no such key (then it names a prefix)."""
     from botocore.exceptions import ClientError
 
     try:
         with _mapped(label, passing=(404,)):
-            client.head_object(Bucket=bucket, Key=key)
+            return _head_object(client, bucket, key)
     except ClientError:
-        return False
-    return True
+        return None
+
+
+def _head_object(client: Any, bucket: str, key: str) -> dict[str, Any]:
+    """Size and, when stored, the full-object SHA-256 (``ChecksumMode``) in one request."""
+    return client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
 
 
 def _client(label: str, settings: Settings) -> Any:

@@ -167,4 +167,5 @@ def test_an_allocation_past_the_memory_budget_is_one_line(gated, tmp_path) -> No
         helper.make_node("Add", ["x", "r"], ["y"]),
     ]
     refusal = gated(save(tmp_path / "big.onnx", nodes), POLICY + "    memory_mb: 512\n")
-    assert_refused(refusal, "ONNX Runtime")
+    assert_refused(refusal, "ONNX Runtime failed on probe run 0: ")
+    assert refusal.err.endswith("68719476736\n")  # the 64 GiB it asked for, no "\\n" shown

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Collection
 
 from diffai.model import Model
 from diffai.pairing.maps.rules import NameMap, Rule, Side
@@ -47,12 +48,27 @@ def applies(model: Model, other: Model) -> str | None:
 def _pairs(model: Model, other: Model) -> dict[str, str]:
     """Keras 3 name -> legacy name, for each object whose variables all meet theirs."""
     pairs: dict[str, str] = {}
-    for path, variables in _objects(model).items():
-        legacy = [name for name in other.tensors if name.startswith(f"{path}.")]
+    objects = _objects(model)
+    under = _names_under(other, objects.keys())
+    for path, variables in objects.items():
+        legacy = under.get(path, [])
         shapes = [other.tensors[name].shape for name in legacy]
         if shapes == [model.tensors[name].shape for name in variables]:
             pairs.update(zip(variables, legacy, strict=True))
     return pairs
+
+
+def _names_under(model: Model, paths: Collection[str]) -> dict[str, list[str]]:
+    """Each of ``paths`` and the names beneath it (``path.*``), in file order: one pass over
+    the names, where asking every object for its names scanned all of them each time."""
+    under: dict[str, list[str]] = defaultdict(list)
+    for name in model.tensors:
+        dot = name.find(".")
+        while dot != -1:
+            if name[:dot] in paths:
+                under[name[:dot]].append(name)
+            dot = name.find(".", dot + 1)
+    return under
 
 
 def _objects(model: Model) -> dict[str, list[str]]:
