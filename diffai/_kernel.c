@@ -8,8 +8,11 @@
  * chunk against 27 us for f32). Here every element is loaded once, upcast to double in
  * L1-sized blocks and folded into all the sums at once.
  *
- * The kernel only sums; diffai/stats.py owns the statistics: it merges chunks with
- * Chan's update and falls back to centred_squares when sum(x^2) - n*mean^2 cancels.
+ * The kernel sums; diffai/stats.py owns the statistics: it merges chunks with Chan's
+ * update and falls back to centred_squares when sum(x^2) - n*mean^2 cancels. Only for a
+ * batch of one-chunk pairs (measure_pairs) does the kernel finish the figures itself, with
+ * stats.py's very arithmetic (side_figures, diff_figures); frozen builds stats.py's
+ * dataclasses from them.
  * Conventions (docs/statistics.md): moments over the finite values, NaN and inf counted;
  * the difference over positions finite on both sides; a position counts as changed when
  * |c - b| > epsilon, or when its non-finite values differ (NaN matches NaN).
@@ -18,6 +21,7 @@
 #include <Python.h>
 
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -427,13 +431,99 @@ static PyObject *measure_pair(PyObject *module, PyObject *args) {
     return n < 0 ? NULL : pair_tuple(&sums);
 }
 
-/* A batch of chunk pairs held for measure_pairs: their buffers, codes and sums. */
+/* A side's finished figures, as diffai/stats.py's _SideAccumulator gives them for one chunk:
+ * mean, std, min and max (absent without a finite value), then nan, inf and zeros. */
+typedef struct {
+    int has_values;
+    double mean, std, min, max;
+    int64_t nan, inf, zeros;
+} SideFigures;
+
+/* The difference's finished figures in DiffStats' field order; the flags say which are set. */
+typedef struct {
+    int compared, relative, cosine;
+    double max_abs, mean_abs, l2, relative_l2, cos, changed_fraction, baseline_l2, candidate_l2;
+    int64_t changed;
+} DiffFigures;
+
+/* The statistics' arithmetic on sums, which must round exactly as diffai/stats.py's Python does
+ * (tests/test_stats_batched.py compares the bits): the file's reassociation and signed-zero
+ * flags are for the sums' loops only, and no FMA may fuse a product into a difference. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define PYTHON_ROUNDING \
+    __attribute__((optimize("no-associative-math", "signed-zeros", "fp-contract=off"), noinline))
+#else
+#define PYTHON_ROUNDING
+#endif
+
+/* _moments, then _SideAccumulator.figures: sum(x^2) - n*mean^2 while it keeps its digits,
+ * else the second pass around the mean (CANCELLATION_LIMIT in stats.py: 1e-4). */
+PYTHON_ROUNDING
+static void side_figures(const Side *side, const unsigned char *data, int code, Py_ssize_t n,
+                         SideFigures *out) {
+#ifdef __clang__
+#pragma float_control(precise, on)
+#endif
+    out->nan = side->nan;
+    out->inf = side->inf;
+    out->has_values = side->count > 0;
+    out->zeros = out->has_values ? side->zeros : 0;
+    if (!out->has_values) return;
+    double count = (double)side->count, mean = side->total / count, m2 = 0.0;
+    if (side->min != side->max) {
+        m2 = side->sumsq - count * mean * mean;
+        if (!(m2 > side->sumsq * 1e-4)) m2 = centred_range(data, code, n, mean);
+    }
+    out->mean = mean;
+    out->std = sqrt((0.0 > m2 ? 0.0 : m2) / count);
+    out->min = side->min;
+    out->max = side->max;
+}
+
+/* _DiffAccumulator fed one chunk pair, then its result: each sum as 0.0 + sum, max(0.0, ·). */
+PYTHON_ROUNDING
+static void diff_figures(const Diff *diff, Py_ssize_t components, DiffFigures *out) {
+#ifdef __clang__
+#pragma float_control(precise, on)
+#endif
+    double sum_bb = 0.0 + diff->sum_bb, sum_cc = 0.0 + diff->sum_cc, dot = 0.0 + diff->sum_bc;
+    out->compared = diff->compared > 0;
+    out->changed = diff->changed;
+    out->changed_fraction = components ? (double)diff->changed / (double)components : 0.0;
+    out->relative = out->cosine = 0;
+    if (!out->compared) return;
+    out->l2 = sqrt(0.0 + diff->sum_dd);
+    out->baseline_l2 = sqrt(sum_bb);
+    out->candidate_l2 = sqrt(sum_cc);
+    out->max_abs = diff->max_abs > 0.0 ? diff->max_abs : 0.0;
+    out->mean_abs = (0.0 + diff->sum_abs) / (double)diff->compared;
+    out->relative = out->baseline_l2 != 0.0;
+    if (out->relative) out->relative_l2 = out->l2 / out->baseline_l2;
+    if (out->baseline_l2 == 0.0 || out->candidate_l2 == 0.0) return;
+    double cos = dot / (out->baseline_l2 * out->candidate_l2);
+    out->cosine = isfinite(cos);
+    cos = cos < 1.0 ? cos : 1.0;
+    out->cos = cos > -1.0 ? cos : -1.0;
+}
+
+/* A batch of chunk pairs held for measure_pairs: their buffers, codes and finished figures. */
 typedef struct {
     Py_buffer base, cand;
     int base_code, cand_code;
     Py_ssize_t n;
-    PairSums sums;
+    SideFigures base_figures, cand_figures;
+    DiffFigures diff;
 } BatchItem;
+
+/* One pair of the batch measured and finished, without the GIL. */
+static void finish_item(BatchItem *item, double epsilon) {
+    PairSums sums;
+    pair_sums(&item->base, item->base_code, &item->cand, item->cand_code, item->n, epsilon,
+              &sums);
+    side_figures(&sums.base, item->base.buf, item->base_code, item->n, &item->base_figures);
+    side_figures(&sums.cand, item->cand.buf, item->cand_code, item->n, &item->cand_figures);
+    diff_figures(&sums.diff, item->n, &item->diff);
+}
 
 static void release_items(BatchItem *items, Py_ssize_t held) {
     for (Py_ssize_t i = 0; i < held; i++) {
@@ -443,23 +533,97 @@ static void release_items(BatchItem *items, Py_ssize_t held) {
     PyMem_Free(items);
 }
 
+/* One side of a batch item, as PyArg_ParseTuple's "y*i" takes it (that parse was a fifth of
+ * a batched 8 x 8 pair's time in the kernel); 0, or -1 with an exception set. */
+static int hold_side(PyObject *values, PyObject *code, Py_buffer *view, int *code_out) {
+    long wide = PyLong_AsLong(code);
+    if (wide == -1 && PyErr_Occurred()) return -1;
+    if (wide < INT_MIN || wide > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "element code out of range");
+        return -1;
+    }
+    if (PyObject_GetBuffer(values, view, PyBUF_SIMPLE) < 0) return -1;
+    if (!PyBuffer_IsContiguous(view, 'C')) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_TypeError, "a side must be a contiguous buffer");
+        return -1;
+    }
+    *code_out = (int)wide;
+    return 0;
+}
+
 /* Takes every pair's buffers; the count taken, which is short of `count` on an error. */
 static Py_ssize_t hold_items(PyObject *chunks, BatchItem *items, Py_ssize_t count) {
     for (Py_ssize_t i = 0; i < count; i++) {
         BatchItem *item = &items[i];
-        if (!PyArg_ParseTuple(PyList_GET_ITEM(chunks, i), "y*iy*i", &item->base,
-                              &item->base_code, &item->cand, &item->cand_code))
+        PyObject *pair = PyList_GET_ITEM(chunks, i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 4) {
+            PyErr_SetString(PyExc_TypeError, "a pair is (base, base_code, cand, cand_code)");
             return i;
+        }
+        PyObject *const *sides = &PyTuple_GET_ITEM(pair, 0);
+        if (hold_side(sides[0], sides[1], &item->base, &item->base_code) < 0) return i;
+        if (hold_side(sides[2], sides[3], &item->cand, &item->cand_code) < 0) {
+            PyBuffer_Release(&item->base);
+            return i;
+        }
         item->n = pair_elements(&item->base, item->base_code, &item->cand, item->cand_code);
         if (item->n < 0) return i + 1;
     }
     return count;
 }
 
+/* A double, or None when absent. */
+static PyObject *maybe(int present, double value) {
+    return present ? PyFloat_FromDouble(value) : Py_NewRef(Py_None);
+}
+
+/* A tuple of `count` new references, stolen, NULLs among them failing it (an exception set):
+ * Py_BuildValue's parse of its format took a sixth of a batched 8 x 8 pair's kernel time. */
+static PyObject *tuple_of(PyObject *const *items, Py_ssize_t count) {
+    PyObject *tuple = PyTuple_New(count);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (tuple != NULL && items[i] != NULL) {
+            PyTuple_SET_ITEM(tuple, i, items[i]);
+        } else {
+            Py_XDECREF(items[i]);
+            Py_CLEAR(tuple);
+        }
+    }
+    return tuple;
+}
+
+static PyObject *side_figures_tuple(const SideFigures *side) {
+    int has = side->has_values;
+    PyObject *items[] = {
+        maybe(has, side->mean), maybe(has, side->std), maybe(has, side->min),
+        maybe(has, side->max), PyLong_FromLongLong(side->nan), PyLong_FromLongLong(side->inf),
+        PyLong_FromLongLong(side->zeros),
+    };
+    return tuple_of(items, sizeof items / sizeof *items);
+}
+
+static PyObject *figures_tuple(const BatchItem *item) {
+    const DiffFigures *diff = &item->diff;
+    int compared = diff->compared;
+    PyObject *figures[] = {
+        maybe(compared, diff->max_abs), maybe(compared, diff->mean_abs),
+        maybe(compared, diff->l2), maybe(diff->relative, diff->relative_l2),
+        maybe(diff->cosine, diff->cos), PyLong_FromLongLong(diff->changed),
+        PyFloat_FromDouble(diff->changed_fraction), maybe(compared, diff->baseline_l2),
+        maybe(compared, diff->candidate_l2),
+    };
+    PyObject *items[] = {
+        side_figures_tuple(&item->base_figures), side_figures_tuple(&item->cand_figures),
+        tuple_of(figures, sizeof figures / sizeof *figures),
+    };
+    return tuple_of(items, sizeof items / sizeof *items);
+}
+
 static PyObject *batch_results(const BatchItem *items, Py_ssize_t count) {
     PyObject *results = PyList_New(count);
     for (Py_ssize_t i = 0; results != NULL && i < count; i++) {
-        PyObject *result = pair_tuple(&items[i].sums);
+        PyObject *result = figures_tuple(&items[i]);
         if (result == NULL) Py_CLEAR(results);
         else PyList_SET_ITEM(results, i, result);
     }
@@ -468,9 +632,11 @@ static PyObject *batch_results(const BatchItem *items, Py_ssize_t count) {
 
 PyDoc_STRVAR(measure_pairs_doc,
              "measure_pairs(chunks, epsilon) -> list\n\n"
-             "measure_pair of every (base, base_code, cand, cand_code) in a list, in one call\n"
-             "and one release of the GIL: a model of many small tensors pays the call's\n"
-             "overhead once per batch instead of once per tensor.");
+             "Every (base, base_code, cand, cand_code) of a list, each side one whole tensor,\n"
+             "measured in one call and one release of the GIL, and finished: per pair\n"
+             "((mean, std, min, max, nan, inf, zeros) of each side, then DiffStats' fields),\n"
+             "None where diffai.stats gives None. A model of many small tensors pays the\n"
+             "call's overhead once per batch, and no Python arithmetic per pair.");
 
 static PyObject *measure_pairs(PyObject *module, PyObject *args) {
     PyObject *chunks, *results = NULL;
@@ -482,11 +648,7 @@ static PyObject *measure_pairs(PyObject *module, PyObject *args) {
     Py_ssize_t held = hold_items(chunks, items, count);
     if (!PyErr_Occurred()) {
         Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < count; i++) {
-            BatchItem *item = &items[i];
-            pair_sums(&item->base, item->base_code, &item->cand, item->cand_code, item->n,
-                      epsilon, &item->sums);
-        }
+        for (Py_ssize_t i = 0; i < count; i++) finish_item(&items[i], epsilon);
         Py_END_ALLOW_THREADS
         results = batch_results(items, count);
     }
@@ -516,7 +678,31 @@ static PyObject *centred_squares(PyObject *module, PyObject *args) {
     return PyFloat_FromDouble(total);
 }
 
+PyDoc_STRVAR(frozen_doc,
+             "frozen(kind, fields, values) -> kind\n\n"
+             "object.__new__(kind), then object.__setattr__ of each field to its value: a frozen\n"
+             "dataclass built past its generated __init__ (which sets each field through a\n"
+             "Python-level object.__setattr__), its attributes those an __init__ would set.");
+
+static PyObject *frozen(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyType_Check(args[0]) || !PyTuple_Check(args[1]) ||
+        !PyTuple_Check(args[2]) || PyTuple_GET_SIZE(args[1]) != PyTuple_GET_SIZE(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "frozen takes a type and two tuples of one length");
+        return NULL;
+    }
+    PyObject *empty = PyTuple_New(0);
+    PyObject *built = empty ? PyBaseObject_Type.tp_new((PyTypeObject *)args[0], empty, NULL) : NULL;
+    Py_XDECREF(empty);
+    for (Py_ssize_t i = 0; built != NULL && i < PyTuple_GET_SIZE(args[1]); i++) {
+        if (PyObject_GenericSetAttr(built, PyTuple_GET_ITEM(args[1], i),
+                                    PyTuple_GET_ITEM(args[2], i)) < 0)
+            Py_CLEAR(built);
+    }
+    return built;
+}
+
 static PyMethodDef methods[] = {
+    {"frozen", (PyCFunction)(void (*)(void))frozen, METH_FASTCALL, frozen_doc},
     {"measure_side", measure_side, METH_VARARGS, measure_side_doc},
     {"measure_pair", measure_pair, METH_VARARGS, measure_pair_doc},
     {"measure_pairs", measure_pairs, METH_VARARGS, measure_pairs_doc},
