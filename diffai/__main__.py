@@ -1,3 +1,3 @@
-from diffai.cli import main
+from diffai.cli import console
 
-raise SystemExit(main())
+console()

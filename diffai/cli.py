@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
+from typing import NoReturn
 
 from diffai._version import __version__
 from diffai.errors import DiffaiError, ReportError
@@ -296,11 +297,31 @@ def _add_probe_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line, as a function: its exit status (tests and callers use this)."""
+    return _main(argv)[0]
+
+
+def console() -> NoReturn:
+    """The ``diffai`` command: ``main``, then out of the process without tearing down what
+    the run built. Freeing 100,000 tensors' objects one by one took 0.8 s of a 10 s run,
+    for memory the process was about to give back whole. Every output file is closed by
+    then; the standard streams are flushed here."""
+    code, _run_kept_until_exit = _main(None)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, OSError):
+        pass  # the reader went away (``| head``); the exit status still tells
+    os._exit(code)
+
+
+def _main(argv: Sequence[str] | None) -> tuple[int, object]:
+    """The exit status, and what the run built (so that ``console`` need not free it)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["ci", "gitlab"]:  # the GitLab CI job: its own flags and variables
         from diffai.ci.gitlab_cli import main as gitlab_main
 
-        return gitlab_main(argv[2:], os.environ, sys.stderr)
+        return gitlab_main(argv[2:], os.environ, sys.stderr), None
     command_name = argv[0] if argv[:1] in (["merge"], ["audit"]) else "diff"
     args = PARSERS[command_name]().parse_args(argv[1:] if command_name != "diff" else argv)
     previous = signal.signal(signal.SIGTERM, _terminate)
@@ -321,11 +342,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         command.write_outputs(chosen.outputs(result, args))  # last: then the run has succeeded
     except DiffaiError as exc:
         print(f"diffai: error: {_shown(exc)}", file=sys.stderr)
-        return EXIT_TROUBLE
+        return EXIT_TROUBLE, None
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED, None
     except _Terminated:
-        return EXIT_TERMINATED
+        return EXIT_TERMINATED, None
     except Exception as exc:  # a bug, not bad input: one line unless DIFFAI_DEBUG asks for more
         if os.environ.get("DIFFAI_DEBUG"):
             raise
@@ -334,12 +355,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "with DIFFAI_DEBUG=1 for the traceback and report it)",
             file=sys.stderr,
         )
-        return EXIT_TROUBLE
+        return EXIT_TROUBLE, None
     finally:
         if collecting:
             gc.enable()
         signal.signal(signal.SIGTERM, previous)
-    return chosen.exit_status(result, args)
+    return chosen.exit_status(result, args), result
 
 
 PARSERS = {"diff": build_parser, "merge": build_merge_parser, "audit": build_audit_parser}

@@ -240,6 +240,28 @@ def test_python_dash_m_runs_the_same_command(models) -> None:
     assert done.stdout == f"Models {models[0]} and {models[1]} differ\n"
 
 
+def test_the_command_exits_without_teardown_yet_loses_no_output(
+    models, run_cli, tmp_path, validate_report
+) -> None:
+    """``console`` leaves by ``os._exit``: stdout, stderr and the report must all be out."""
+    import subprocess
+    import sys
+
+    report = tmp_path / "report.json"
+    argv = [*map(str, models), "--report", str(report)]
+    done = subprocess.run([sys.executable, "-m", "diffai", *argv], capture_output=True, text=True)
+    in_process = run_cli(*models)
+    assert (done.returncode, done.stdout) == (in_process.code, in_process.out) == (1, done.stdout)
+    assert done.stdout.endswith("\n") and len(done.stdout) > 200
+    validate_report(json.loads(report.read_text()))
+    missing = subprocess.run(
+        [sys.executable, "-m", "diffai", str(tmp_path / "gone.pt"), str(models[0])],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("diffai: error: ") and "gone.pt" in missing.stderr
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
