@@ -113,3 +113,28 @@ def test_a_norm_past_the_float_range_in_a_shard_report_is_no_crash(
     merged = run_cli("merge", *parts, "--report", tmp_path / "m.json", "-q")
     assert merged.code == 1, merged.err
     validate_report(json.loads((tmp_path / "m.json").read_text()))
+
+
+def test_an_optimizer_moment_past_the_float_range_in_a_shard_report_is_no_crash(
+    run_cli, tmp_path, validate_report
+) -> None:
+    """The gradient analysis squares Adam's moment norms too (``_from_optimizer_state``)."""
+    torch.manual_seed(2)
+    leaves = ("exp_avg", "exp_avg_sq")
+    base = {f"state.{i}.{leaf}": torch.rand(16) for i in range(4) for leaf in leaves}
+    cand = {name: value * 1.5 for name, value in base.items()}
+    torch.save(base, tmp_path / "a.pt")
+    torch.save(cand, tmp_path / "b.pt")
+    parts = [tmp_path / f"p{index}.json" for index in (1, 2)]
+    for index, part in enumerate(parts, start=1):
+        shard = ("--shard", f"{index}/2", "--report", part, "-q")
+        run_cli(tmp_path / "a.pt", tmp_path / "b.pt", *shard)
+    document = json.loads(parts[0].read_text())
+    moment = next(t for t in document["tensors"] if t["name"].endswith(".exp_avg"))
+    moment["diff"]["candidate_l2"] = moment["diff"]["baseline_l2"] = 1e200
+    parts[0].write_text(json.dumps(document))
+    merged = run_cli("merge", *parts, "--report", tmp_path / "m.json", "-q")
+    assert merged.code == 1, merged.err
+    document = json.loads((tmp_path / "m.json").read_text())
+    validate_report(document)
+    assert document["analyses"]["gradient_analysis"]["source"].startswith("optimizer_state")

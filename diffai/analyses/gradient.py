@@ -55,8 +55,8 @@ def _from_weight_update(tensors: list[TensorComparison]) -> dict[str, Any]:
 def _from_optimizer_state(
     moments: list[TensorComparison], second: list[TensorComparison]
 ) -> dict[str, Any]:
-    norm = math.sqrt(sum(t.diff.candidate_l2**2 for t in moments))  # type: ignore[union-attr,operator]
-    before = math.sqrt(sum(t.diff.baseline_l2**2 for t in moments))  # type: ignore[union-attr,operator]
+    norm = math.sqrt(sum(square(t.diff.candidate_l2) for t in moments))  # type: ignore[union-attr,arg-type]
+    before = math.sqrt(sum(square(t.diff.baseline_l2) for t in moments))  # type: ignore[union-attr,arg-type]
     blocks = _block_values(moments, _rms_first_moment)
     growth = norm / before if before else None
     return {
