@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from safetensors import deserialize
 
 from diffai.errors import MalformedModel
 from diffai.formats import open_model, safetensors
@@ -173,6 +175,20 @@ def assert_agrees(text: str, data_len: int) -> None:
     assert list(fast.metadata.items()) == list(strict.metadata.items())
 
 
+def assert_library_agrees(text: str, data_len: int) -> None:
+    """The reference loader: a header diffai reads (by either path), the safetensors library
+    reads too, as the same tensors; diffai may refuse more, never less."""
+    try:
+        ours = safetensors._entries("h", text.encode(), data_len)
+    except MalformedModel:
+        return
+    stored = {value: name for name, value in safetensors.DTYPES.items()}
+    raw = struct.pack("<Q", len(text.encode())) + text.encode() + bytes(data_len)
+    theirs = sorted((name, info["dtype"], info["shape"]) for name, info in deserialize(raw))
+    layouts = zip(ours.names, ours.layouts, strict=True)
+    assert sorted((n, stored[lay.dtype], list(lay.shape)) for n, lay in layouts) == theirs
+
+
 def _header(*entries: str, after: str = "") -> str:
     """A compact header of the given ``name":{...}`` pairs (each from ``_pair``)."""
     return "{" + ",".join(entries) + "}" + after
@@ -241,11 +257,14 @@ DECLINED = {
 def test_edges_the_compact_reader_answers_as_the_strict_parse(text: str, data_len: int) -> None:
     assert compact_entries(text, data_len) is not None
     assert_agrees(text, data_len)
+    assert_library_agrees(text, data_len)
 
 
 @pytest.mark.parametrize(("text", "data_len"), DECLINED.values(), ids=DECLINED)
 def test_edges_the_compact_reader_leaves_to_the_strict_parse(text: str, data_len: int) -> None:
     assert compact_entries(text, data_len) is None
+    if data_len < 1 << 20:
+        assert_library_agrees(text, data_len)
 
 
 #: Characters that mean something to JSON, to the column split or to the name checks.
@@ -294,5 +313,7 @@ def _mutated(draw: st.DrawFn, text: str) -> str:
 @given(st.data())
 def test_random_compact_headers_and_their_mutations_keep_the_contract(data: st.DataObject) -> None:
     text, data_len = data.draw(_compact_header())
-    assert_agrees(text, data_len)
-    assert_agrees(_mutated(data.draw, text), data_len)
+    mutated = _mutated(data.draw, text)
+    for header in (text, mutated):
+        assert_agrees(header, data_len)
+        assert_library_agrees(header, data_len)
