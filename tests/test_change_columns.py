@@ -62,18 +62,23 @@ def _by_the_definition(tensors: list[TensorComparison]) -> dict[str, RelativeCha
 def test_columns_give_the_definitions_numbers_bit_for_bit() -> None:
     chooser = random.Random(16)
     norms = (0.0, 1e-300, 3e-9, 0.02, math.inf, math.nan, None)
-    tensors = []
-    for i in range(3000):
+    tensors, names = [], set()
+    for _ in range(3000):
         module = f"encoder.layer.{chooser.randrange(40)}.{chooser.choice(['attn', 'mlp'])}"
         leaf = chooser.choice(["weight", "bias", "running_mean", "num_batches_tracked"])
+        name = f"{module}.{leaf}"  # the leaf last, so the roles (and their groups) differ
+        if name in names:
+            continue
+        names.add(name)
         scale = 10 ** chooser.uniform(-4, 3)
         l2 = chooser.choice(norms) if chooser.random() < 0.2 else scale * chooser.random()
         base_l2 = chooser.choice(norms) if chooser.random() < 0.2 else scale * chooser.random()
-        tensors.append(_pair(f"{module}.{leaf}.{i}", l2, base_l2, chooser.choice([1, 7, 4096])))
+        tensors.append(_pair(name, l2, base_l2, chooser.choice([1, 7, 4096])))
     tensors.append(_pair("encoder.layer.0.attn.empty", 0.0, 0.0, 0))  # an empty tensor
     tensors.append(_pair("head.overflow.weight", 1e300, 1e-300, 4))  # the ratio overflows
     tensors.append(_pair("head.overflow.bias", 1e300, 0.0, 4))
     tensors.append(_pair("rng_state.seed", 1.0, 0.0, 4))  # a role all zero: basis none
+    assert len({t.role for t in tensors}) > 2
     assert relative_changes(tensors) == _by_the_definition(tensors)
 
 

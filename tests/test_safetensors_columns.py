@@ -169,9 +169,9 @@ def assert_agrees(text: str, data_len: int) -> None:
     if fast is None:
         return
     strict = strict_entries(text, data_len)
+    assert isinstance(strict, Entries), f"{text!r}: the strict parse refuses it: {strict}"
     assert fast == strict, f"{text!r} (data_len {data_len}): {fast!r} against {strict!r}"
     assert repr(fast) == repr(strict)
-    assert isinstance(strict, Entries)
     assert list(fast.metadata.items()) == list(strict.metadata.items())
 
 
