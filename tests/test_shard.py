@@ -138,3 +138,69 @@ def test_an_optimizer_moment_past_the_float_range_in_a_shard_report_is_no_crash(
     document = json.loads((tmp_path / "m.json").read_text())
     validate_report(document)
     assert document["analyses"]["gradient_analysis"]["source"].startswith("optimizer_state")
+
+
+def _changed(document: dict) -> dict:
+    return next(t for t in document["tensors"] if t["status"] == "changed")
+
+
+#: A shard report edited by hand or cut short, and what the merge must say about it.
+MALFORMED = {
+    "no diff": (lambda d: _changed(d).pop("diff"), "diff is not present for a changed tensor"),
+    "a word for a mean": (
+        lambda d: _changed(d)["baseline"].update(mean="x"),
+        "baseline.mean is not a number or null",
+    ),
+    "a negative count": (
+        lambda d: _changed(d)["candidate"].update(nan=-1),
+        "candidate.nan is not a count",
+    ),
+    "a bool for a count": (
+        lambda d: _changed(d)["diff"].update(changed=True),
+        "diff.changed is not a count",
+    ),
+    "a negative size": (
+        lambda d: _changed(d)["baseline"].update(shape=[2, -1]),
+        "baseline.shape is not a list of sizes",
+    ),
+    "no mean": (lambda d: _changed(d)["baseline"].pop("mean"), "baseline.mean is not present"),
+    "an unknown status": (lambda d: _changed(d).update(status="exploded"), "status is not one of"),
+    "a rename in a shard": (lambda d: _changed(d).update(status="renamed"), "status is not one of"),
+    "no name": (lambda d: d["tensors"][0].pop("name"), "tensors[0] is not a tensor record"),
+    "names not a list": (lambda d: d["shard"].update(names=5), "shard.names is not a list"),
+    "tensors not a list": (lambda d: d.update(tensors={}), "tensors is not a list"),
+    "a bad inventory row": (
+        lambda d: d["shard"]["inventory"]["baseline"].append(["x", "4", "f32"]),
+        "shard.inventory.baseline is not a list of [name, shape, dtype]",
+    ),
+    "a bad fingerprint": (
+        lambda d: d["shard"].update(fingerprints={"x": {"hash": "zz"}}),
+        "shard.fingerprints is not as diffai writes it",
+    ),
+    "an unknown option": (
+        lambda d: d["options"].update(bogus=1),
+        "options is not made of",
+    ),
+    "bytes as text": (
+        lambda d: d["baseline"].update(bytes="12"),
+        "baseline is not an artifact with path, format and bytes",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_a_malformed_shard_report_is_refused_by_name(run_cli, checkpoints, tmp_path, case) -> None:
+    """Not an internal error later: one line naming the file and the value, exit 2."""
+    base, cand, _ = checkpoints
+    parts = [tmp_path / f"p{index}.json" for index in (1, 2)]
+    for index, part in enumerate(parts, start=1):
+        run_cli(base, cand, "--shard", f"{index}/2", "--report", part, "-q")
+    document = json.loads(parts[0].read_text())
+    edit, message = MALFORMED[case]
+    edit(document)
+    parts[0].write_text(json.dumps(document))
+    merged = run_cli("merge", *parts, "--report", tmp_path / "m.json")
+    assert merged.code == 2, merged.err
+    assert merged.err.startswith(f"diffai: error: {parts[0]}: not a shard report diffai can merge")
+    assert message in merged.err and merged.err.count("\n") == 1, merged.err
+    assert not (tmp_path / "m.json").exists()
