@@ -99,6 +99,10 @@ class Client:
         every answer, so a file replaced while it is read is refused, not mixed."""
         return self._run(_Range(endpoint, start, end, size)).buffer  # type: ignore[return-value]
 
+    def fetch_later(self, endpoint: Endpoint, start: int, end: int, size: int) -> Future[bytes]:
+        """``fetch`` in the pool: the bytes come while the caller reads what came before."""
+        return self._pool.submit(self.fetch, endpoint, start, end, size)
+
     def stream(self, endpoint: Endpoint, start: int, end: int, size: int) -> Iterator[bytes]:
         """``start..end`` as blocks in order, ``depth`` requests in flight ahead of the reader.
 
@@ -115,7 +119,7 @@ class Client:
     def _top_up(self, endpoint: Endpoint, size: int, bounds: deque[tuple[int, int]],
                 pending: deque[Future[bytes]]) -> None:  # fmt: skip
         while bounds and len(pending) < self.depth:
-            pending.append(self._pool.submit(self.fetch, endpoint, *bounds.popleft(), size))
+            pending.append(self.fetch_later(endpoint, *bounds.popleft(), size))
 
     def _drain(self, endpoint: Endpoint, size: int, bounds: deque[tuple[int, int]],
                pending: deque[Future[bytes]]) -> Iterator[bytes]:  # fmt: skip

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from diffai.sources.http import Client, Endpoint, Retry
+from diffai.sources.plan import ReadPlan, Span
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,14 @@ class RemoteFile:
         self.sha256 = sha256
         self._client = client
         self.size, self._head, self._endpoint = client.probe(endpoint, sha256)
+        self._plan: ReadPlan | None = None
+
+    def plan(self, spans: Sequence[Span]) -> None:
+        """The ranges about to be read, in order: small ones then come as few requests
+        (``diffai.sources.plan``). Past the kept head only: those bytes are here already."""
+        ahead = [span for span in spans if span[0] >= len(self._head) and span[1] <= self.size]
+        fetch, endpoint = self._client.fetch_later, self._endpoint
+        self._plan = ReadPlan(lambda start, end: fetch(endpoint, start, end, self.size), ahead)
 
     def read(self, start: int, end: int) -> bytes:
         return b"".join(self.stream(start, end))
@@ -41,6 +50,9 @@ class RemoteFile:
     def stream(self, start: int, end: int) -> Iterator[bytes]:
         """The kept head's part, then ranges whose first requests are already on their way."""
         end = min(end, self.size)
+        planned = self._plan.take(start, end) if self._plan is not None else None
+        if planned is not None:
+            return iter((planned,))
         kept = [self._head[start : min(end, len(self._head))]] if start < len(self._head) else []
         start = max(start, len(self._head))
         rest = self._client.stream(self._endpoint, start, end, self.size) if start < end else []
