@@ -165,7 +165,7 @@ def _artifact(model: Model, parameters: int) -> dict[str, Any]:
 
 
 def _summary(comparison: Comparison, parameters: tuple[int, int]) -> dict[str, int]:
-    """The counts per status in one pass (``Comparison.count`` is one pass per status)."""
+    """The counts per status, in one pass over the tensors."""
     counted = Counter(map(_status, comparison.tensors))
     return {
         "tensors_compared": len(comparison.tensors),
