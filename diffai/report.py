@@ -36,6 +36,7 @@ from diffai.layers import LayerImpact, layer_impact
 from diffai.model import Model, Scalar
 from diffai.pairing.confirm import inventory
 from diffai.pairing.fingerprint import fingerprints_json
+from diffai.pairing.renames import Rename
 from diffai.policy import MetricsFile, Policy, default_policy, evaluate
 from diffai.stats import DiffStats, TensorStats
 
@@ -186,24 +187,29 @@ def tensor_records(
 
     At 100,000 pairs (load 5, interleaved, best of 5) a function call per tensor that
     called ``_strict`` on each side and diff cost 6.1 us a pair, this 5.3 (see
-    ``stats_record``); most of what is left is the four dicts a pair.
+    ``stats_record``); most of what is left is the four dicts a pair. A renamed tensor's
+    ``rename`` goes last, added in the same pass (a second pass cost 0.2 us a pair).
     """
     change = changes.get
-    records = [
-        {
-            "name": tensor.name,
-            "status": tensor.status,
-            "role": tensor.role,
-            "baseline": stats_record(tensor.baseline),
-            "candidate": stats_record(tensor.candidate),
-            "diff": diff_record(tensor.diff, change(tensor.name)),
-        }
+    return [
+        record if (rename := tensor.rename) is None else _with_rename(record, rename)
         for tensor in tensors
+        for record in (
+            {
+                "name": tensor.name,
+                "status": tensor.status,
+                "role": tensor.role,
+                "baseline": stats_record(tensor.baseline),
+                "candidate": stats_record(tensor.candidate),
+                "diff": diff_record(tensor.diff, change(tensor.name)),
+            },
+        )
     ]
-    for record, tensor in zip(records, tensors, strict=True):
-        if tensor.rename is not None:
-            record["rename"] = tensor.rename.to_json()
-    return records
+
+
+def _with_rename(record: dict[str, Any], rename: Rename) -> dict[str, Any]:
+    record["rename"] = rename.to_json()
+    return record
 
 
 def stats_record(stats: TensorStats | None) -> dict[str, Any] | None:
