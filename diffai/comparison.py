@@ -113,9 +113,6 @@ class Comparison:
     #: What rename detection did (off: ``enabled`` false; a shard leaves it to the merge).
     renames: RenameSearch = field(default_factory=RenameSearch)
 
-    def count(self, status: Status) -> int:
-        return sum(1 for tensor in self.tensors if tensor.status == status)
-
     @property
     def identical(self) -> bool:
         return not self.scalars and all(t.status == "unchanged" for t in self.tensors)

@@ -1,0 +1,65 @@
+"""Records built for all tensors or layers at once: the dicts one record at a time gives."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from diffai.change import RelativeChange
+from diffai.comparison import TensorComparison
+from diffai.layers import LayerImpact
+from diffai.pairing.renames import Rename
+from diffai.report import diff_record, flat_records, stats_record, tensor_records
+from diffai.stats import DiffStats, TensorStats
+
+
+def side(**values: float | None) -> TensorStats:
+    fields = {"mean": 0.5, "std": 1.0, "min": -1.0, "max": 2.0, **values}
+    return TensorStats((2, 3), "f32", "f32", 6, 24, nan=0, inf=0, zeros=1, **fields)  # type: ignore[arg-type]
+
+
+def change(**values: float | None) -> DiffStats:
+    fields = {"max_abs": 0.1, "mean_abs": 0.05, "l2": 0.2, "relative_l2": 0.1, "cosine": 0.99,
+              "baseline_l2": 2.0, "candidate_l2": 2.1, **values}  # fmt: skip
+    return DiffStats(changed=6, changed_fraction=1.0, **fields)  # type: ignore[arg-type]
+
+
+def test_every_tensor_record_is_the_one_its_parts_give() -> None:
+    renamed = Rename("old.weight", "exact", 1.0)
+    tensors = [
+        TensorComparison("a.weight", "changed", side(), side(max=math.inf), change(l2=math.nan)),
+        TensorComparison("b.weight", "added", None, side(mean=None, std=None), None),
+        TensorComparison("c.weight", "renamed", side(), side(), change(), rename=renamed),
+    ]
+    changes = {"a.weight": RelativeChange(0.25, "module")}
+    records = tensor_records(tensors, changes)
+    assert [r["name"] for r in records] == ["a.weight", "b.weight", "c.weight"]
+    for record, tensor in zip(records, tensors, strict=True):
+        assert record["baseline"] == stats_record(tensor.baseline)
+        assert record["candidate"] == stats_record(tensor.candidate)
+        assert record["diff"] == diff_record(tensor.diff, changes.get(tensor.name))
+    assert records[0]["candidate"]["max"] is None and records[0]["diff"]["l2"] is None
+    assert list(records[2])[-1] == "rename"
+    assert records[2]["rename"] == {"from": "old.weight", "match": "exact", "confidence": 1.0}
+    assert "rename" not in records[0]
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        pytest.param([0.1, 0.0, None], [0.1, 0.0, None], id="finite, zero and None"),
+        pytest.param([0.1, math.inf, math.nan], [0.1, None, None], id="non-finite"),
+        pytest.param([1e308, 1e308], [1e308, 1e308], id="finite values whose sum overflows"),
+        pytest.param([], [], id="no layer"),
+    ],
+)
+def test_layer_records_keep_their_finite_floats_and_null_the_others(
+    values: list[float | None], expected: list[float | None]
+) -> None:
+    layers = [LayerImpact(f"layer{i}", 1, 1, 4, value) for i, value in enumerate(values)]
+    records = flat_records(layers)
+    assert [r["relative_l2"] for r in records] == expected
+    assert all(
+        list(r) == ["name", "tensors", "changed", "parameters", "relative_l2"] for r in records
+    )
