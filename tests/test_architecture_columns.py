@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
@@ -52,3 +54,13 @@ def test_the_same_names_in_another_order_are_the_same_architecture() -> None:
     result = architecture.analyze(compare_models(base, cand))
     assert (result["added"], result["removed"], result["migration"]) == ([], [], "easy")
     assert result["depth_baseline"] == result["depth_candidate"] == 2
+
+
+def test_pairs_hinting_another_role_than_their_tensors_leave_the_models_roles() -> None:
+    """A merged report's pairs hint the role their shard decided; the architecture is the
+    models' own, whatever the pairs say."""
+    comparison = compare_models(_model({"a.0.w": None}), _model({"a.0.w": None}))
+    hinted = [dataclasses.replace(t, role_hint="optimizer_state") for t in comparison.tensors]
+    merged = dataclasses.replace(comparison, tensors=hinted)
+    assert architecture.analyze(merged) == architecture.analyze(comparison)
+    assert architecture.analyze(merged)["parameters_baseline"] == 3
