@@ -7,17 +7,24 @@ loads the baseline loads the candidate: ``easy`` when names and shapes match
 (dtype casts load), ``moderate`` when tensors were only added or removed (a
 non-strict load works but leaves gaps), ``hard`` when a shape changed or the
 family did.
+
+Each model is read as columns (names, shapes, roles, elements in model order),
+each built once by a C-level ``map``: the dict of shapes a side and the regex a
+name it replaced cost 4.4 us a tensor pair at 100,000 pairs (see ``analyze``).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections import Counter
+from itertools import compress
+from operator import attrgetter
+from typing import Any, NamedTuple
 
 from diffai.analyses.common import ratio
 from diffai.comparison import Comparison
 from diffai.model import Model
-from diffai.roles import MODEL_ROLES, role_of
+from diffai.roles import MODEL_ROLES, Role, role_of
 
 SIMILAR_PARAMETERS = 0.05  # within ±5% parameters counts as similar complexity
 _ATTENTION = re.compile(
@@ -25,15 +32,35 @@ _ATTENTION = re.compile(
 )
 _RECURRENT = re.compile(r"(^|[._])(weight_ih|weight_hh|lstm|gru|rnn)")
 _BLOCK_INDEX = re.compile(r"^(.*?)\.(\d+)\.")
+#: ``_BLOCK_INDEX`` over names one a line, a match taking with it the lines that follow with
+#: the same block prefix and index: a model's names come a block at a time, so 100,000
+#: names are ~500 matches, 10 ms against 72 ms for a match a name. A following line that
+#: starts with the first's ``prefix.index.`` has that smallest prefix too (a shorter one
+#: would lie inside the shared start, so the first line would have had it).
+_BLOCK_RUNS = re.compile(r"^(.*?)\.(\d+)\.[^\n]*(?:\n\1\.\2\.[^\n]*)*", re.MULTILINE)
 READINESS = {"easy": "ready", "moderate": "review", "hard": "not_drop_in"}
+
+_HINT, _NAME, _ROLE = attrgetter("role_hint"), attrgetter("name"), attrgetter("role")
+_SHAPE, _ELEMENTS = attrgetter("shape"), attrgetter("elements")
+
+
+class Loadable(NamedTuple):
+    """What a state-dict loader sees of a model (weights, buffers and counters, not the
+    training state), as columns in model order, and its parameters (``Model.parameters``)."""
+
+    names: list[str]
+    shapes: list[tuple[int, ...]]
+    parameters: int
 
 
 def analyze(comparison: Comparison) -> dict[str, Any]:
-    base, cand = _shapes(comparison.baseline), _shapes(comparison.candidate)
-    same = cand == base  # the usual case: no second regex a name (0.8 us) nor sets of names
+    base_roles, cand_roles = _roles(comparison)
+    base = _loadable(comparison.baseline, base_roles)
+    cand = _loadable(comparison.candidate, cand_roles)
+    same = _same(base, cand)  # the usual case: no second description nor sets of names
     type1, depth1 = _describe(base)
     type2, depth2 = (type1, depth1) if same else _describe(cand)
-    params1, params2 = comparison.baseline.parameters, comparison.candidate.parameters
+    params1, params2 = base.parameters, cand.parameters
     added, removed, reshaped = ([], [], []) if same else _differences(base, cand)
     migration = _migration(type1 != type2, bool(added or removed), bool(reshaped))
     return {
@@ -53,49 +80,107 @@ def analyze(comparison: Comparison) -> dict[str, Any]:
     }
 
 
-def _describe(shapes: dict[str, tuple[int, ...]]) -> tuple[str, int]:
-    return model_family(shapes), model_depth(shapes)
+def _roles(comparison: Comparison) -> tuple[list[Role], list[Role]]:
+    """Each side's roles (``role_of(name, hint)``), in model order.
+
+    When the comparison paired every tensor by its name with the hint both sides give it
+    (the usual case), a pair's role is each side's: read from the comparison, 6 ms at
+    100,000 tensors, against 44 ms a side through ``role_of``'s cache. A merged report's
+    pairs hint the role their shard decided, which its models' tensors do not hold."""
+    base, cand = comparison.baseline.tensors, comparison.candidate.tensors
+    names = list(base)
+    if (
+        len(comparison.tensors) == len(names)
+        and list(cand) == names
+        and list(map(_NAME, comparison.tensors)) == names
+        and list(map(_HINT, comparison.tensors))
+        == list(map(_HINT, base.values()))
+        == list(map(_HINT, cand.values()))
+    ):
+        roles = list(map(_ROLE, comparison.tensors))
+        return roles, roles
+    return _model_roles(comparison.baseline), _model_roles(comparison.candidate)
 
 
-def _differences(
-    base: dict[str, tuple[int, ...]], cand: dict[str, tuple[int, ...]]
-) -> tuple[list[str], list[str], list[str]]:
+def _model_roles(model: Model) -> list[Role]:
+    return list(map(role_of, model.tensors, map(_HINT, model.tensors.values())))
+
+
+def _loadable(model: Model, roles: list[Role]) -> Loadable:
+    refs = model.tensors.values()
+    names, shapes = list(model.tensors), list(map(_SHAPE, refs))
+    parameters = _parameters(list(map(_ELEMENTS, refs)), roles)
+    if not MODEL_ROLES.issuperset(roles):
+        loaded = [role in MODEL_ROLES for role in roles]
+        names, shapes = list(compress(names, loaded)), list(compress(shapes, loaded))
+    return Loadable(names, shapes, parameters)
+
+
+def _parameters(elements: list[int], roles: list[Role]) -> int:
+    """The weights' elements; ``count`` finds a model of weights only in 0.13 ms at 100,000
+    tensors (the roles are one string), a mask of them costs 6-10 ms."""
+    if roles.count("weight") == len(roles):
+        return sum(elements)
+    return sum(compress(elements, [role == "weight" for role in roles]))
+
+
+def _same(base: Loadable, cand: Loadable) -> bool:
+    """The same names with the same shapes, in any order."""
+    if base.names == cand.names and base.shapes == cand.shapes:
+        return True
+    return _by_name(base) == _by_name(cand)
+
+
+def _by_name(side: Loadable) -> dict[str, tuple[int, ...]]:
+    return dict(zip(side.names, side.shapes, strict=True))
+
+
+def _describe(side: Loadable) -> tuple[str, int]:
+    return model_family(side), model_depth(side)
+
+
+def _differences(base: Loadable, cand: Loadable) -> tuple[list[str], list[str], list[str]]:
     """The names added, removed and reshaped, each sorted."""
-    common = base.keys() & cand.keys()
+    before, after = _by_name(base), _by_name(cand)
+    common = before.keys() & after.keys()
     return (
-        sorted(cand.keys() - base.keys()),
-        sorted(base.keys() - cand.keys()),
-        sorted(n for n in common if base[n] != cand[n]),
+        sorted(after.keys() - before.keys()),
+        sorted(before.keys() - after.keys()),
+        sorted(n for n in common if before[n] != after[n]),
     )
 
 
-def model_family(shapes: dict[str, tuple[int, ...]]) -> str:
-    if any(_ATTENTION.search(name.lower()) for name in shapes):  # lowered as they are searched
+def model_family(side: Loadable) -> str:
+    if any(_ATTENTION.search(name.lower()) for name in side.names):  # lowered as searched
         return "transformer"
-    if any(_RECURRENT.search(name.lower()) for name in shapes):
+    if any(_RECURRENT.search(name.lower()) for name in side.names):
         return "rnn"
-    if any(3 <= len(shape) <= 5 for shape in shapes.values()):
+    if any(3 <= len(shape) <= 5 for shape in side.shapes):
         return "cnn"
-    if any(len(shape) == 2 for shape in shapes.values()):
+    if any(len(shape) == 2 for shape in side.shapes):
         return "feedforward"
     return "unknown"
 
 
-def model_depth(shapes: dict[str, tuple[int, ...]]) -> int:
+def model_depth(side: Loadable) -> int:
     """Repeated blocks (``layer.0`` … ``layer.11`` -> 12), else the number of weight matrices."""
-    blocks: dict[str, set[str]] = {}
-    for name in shapes:
-        match = _BLOCK_INDEX.match(name)
-        if match:
-            blocks.setdefault(match[1], set()).add(match[2])
+    blocks = Counter(prefix for prefix, _ in _block_indices(side.names))
     if blocks:
-        return max(len(indices) for indices in blocks.values())
-    return sum(1 for shape in shapes.values() if len(shape) >= 2)
+        return max(blocks.values())
+    return sum(1 for shape in side.shapes if len(shape) >= 2)
 
 
-def _shapes(model: Model) -> dict[str, tuple[int, ...]]:
-    """What a state-dict loader sees: weights, buffers and counters, not the training state."""
-    return {n: r.shape for n, r in model.tensors.items() if role_of(n, r.role_hint) in MODEL_ROLES}
+def _block_indices(names: list[str]) -> set[tuple[str, str]]:
+    """The distinct (block prefix, index) pairs ``_BLOCK_INDEX`` finds in the names.
+
+    Names are matched one a line (``_BLOCK_RUNS``); names holding a newline, which would
+    split their line, are matched alone."""
+    text = "\n".join(names)
+    if text.count("\n") > max(len(names) - 1, 0):
+        text = "\n".join(name for name in names if "\n" not in name)
+        matches = (_BLOCK_INDEX.match(name) for name in names if "\n" in name)
+        return set(_BLOCK_RUNS.findall(text)) | {(m[1], m[2]) for m in matches if m}
+    return set(_BLOCK_RUNS.findall(text))
 
 
 def _complexity(params1: int, params2: int) -> str:
