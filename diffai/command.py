@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +21,6 @@ from diffai.comparison import bytes_to_read, compare_models
 from diffai.errors import UsageError
 from diffai.policy.functional import ProbeOptions
 from diffai.renderers.analysis_lines import ANALYSIS_KEYS, LINE_KEYS, VERDICT_KEYS
-from diffai.renderers.records import change_records, render_json, render_jsonl, render_yaml
-from diffai.renderers.text import render_text
 from diffai.report import Report, write_atomically
 from diffai.shard import parse_shard
 from diffai.text import one_line
@@ -103,30 +102,19 @@ Outputs = list[tuple[str | None, Callable[[], str | bytes]]]
 
 def report_outputs(report: Report, args: argparse.Namespace) -> Outputs:
     """Each renderer is imported only when its file is asked for: the three cost 25 ms."""
+    document = report.document
     return [
         (args.report, report.to_json_bytes),
-        (args.markdown, lambda: _markdown(report.document)),
-        (args.junit, lambda: _junit(report.document)),
-        (args.html, lambda: _html(report.document)),
+        (args.markdown, lambda: _lazy("markdown", "render_markdown")(document)),
+        (args.junit, lambda: _lazy("junit", "render_junit")(document)),
+        (args.html, lambda: _lazy("html_report", "render_html")(document)),
     ]
 
 
-def _markdown(document: dict[str, Any]) -> str:
-    from diffai.renderers.markdown import render_markdown
-
-    return render_markdown(document)
-
-
-def _junit(document: dict[str, Any]) -> str:
-    from diffai.renderers.junit import render_junit
-
-    return render_junit(document)
-
-
-def _html(document: dict[str, Any]) -> str:
-    from diffai.renderers.html_report import render_html
-
-    return render_html(document)
+def _lazy(module: str, name: str) -> Any:
+    """``diffai.renderers.MODULE.NAME``, imported on its first use: a run that prints
+    nothing (``-q``) or writes only the JSON report imports no renderer."""
+    return getattr(importlib.import_module(f"diffai.renderers.{module}"), name)
 
 
 def write_outputs(outputs: Outputs) -> None:
@@ -159,22 +147,30 @@ def render_stdout(report: Report, args: argparse.Namespace) -> str:
         tensors = sorted(tensors, key=change_magnitude, reverse=True)
     analyses = shown_sections(args)
     if args.output == "text":
-        return render_text(
+        return _lazy("text", "render_text")(
             document,
             tensors,
             analyses,
             show_layers=args.show_layer_impact,
             show_verdict=bool(args.policy or args.verdict),
         )
-    records = change_records(document, tensors, analyses, args.show_layer_impact)
-    return RECORD_RENDERERS[args.output](document, records)
+    return _records_stdout(document, tensors, analyses, args)
 
 
-RECORD_RENDERERS: dict[str, Callable[[dict[str, Any], list[dict[str, Any]]], str]] = {
-    "json": lambda _, records: render_json(records),
-    "yaml": lambda _, records: render_yaml(records),
-    "jsonl": render_jsonl,
-}
+def _records_stdout(
+    document: dict[str, Any],
+    tensors: list[dict[str, Any]],
+    analyses: list[str],
+    args: argparse.Namespace,
+) -> str:
+    """``-o json``, ``yaml`` or ``jsonl``: the change records, one renderer per format."""
+    from diffai.renderers import records as renderers
+
+    records = renderers.change_records(document, tensors, analyses, args.show_layer_impact)
+    if args.output == "jsonl":
+        return renderers.render_jsonl(document, records)
+    render = renderers.render_yaml if args.output == "yaml" else renderers.render_json
+    return render(records)
 
 
 def shown_sections(args: argparse.Namespace) -> list[str]:
@@ -225,6 +221,8 @@ def render_series_stdout(series: Series, args: argparse.Namespace) -> str:
 
     document = series.to_document()
     if args.output == "json":
+        from diffai.renderers.records import render_json
+
         return render_json(document)
     return render_series_text(document)
 
