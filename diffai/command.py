@@ -19,13 +19,13 @@ from diffai import adapters
 from diffai.api import build_report, compare_options, load_gate
 from diffai.comparison import bytes_to_read, compare_models
 from diffai.errors import UsageError
-from diffai.policy.functional import ProbeOptions
 from diffai.renderers.analysis_lines import ANALYSIS_KEYS, LINE_KEYS, VERDICT_KEYS
 from diffai.report import Report, write_atomically
 from diffai.shard import parse_shard
 from diffai.text import one_line
 
 if TYPE_CHECKING:
+    from diffai.policy.functional import ProbeOptions
     from diffai.series import Series
 
 EXIT_SAME, EXIT_DIFFERENT = 0, 1
@@ -55,8 +55,14 @@ def run(args: argparse.Namespace, progress_stream: TextIO) -> Report:
     return build_report(comparison, gate, probe_options(args), adapter)
 
 
-def probe_options(args: argparse.Namespace) -> ProbeOptions:
-    """``--probe-shape``, ``--probe-value`` and ``--probe-inputs`` as the functional run wants."""
+def probe_options(args: argparse.Namespace) -> ProbeOptions | None:
+    """``--probe-shape``, ``--probe-value`` and ``--probe-inputs`` as the functional run wants;
+    None when none is given (``build_report``'s default): the policy's functional module is
+    then imported only by a policy that runs models."""
+    if not (args.probe_shape or args.probe_value or args.probe_inputs):
+        return None
+    from diffai.policy.functional import ProbeOptions
+
     shapes = dict(_named(text, "--probe-shape", _shape) for text in args.probe_shape)
     values = dict(_named(text, "--probe-value", float) for text in args.probe_value)
     inputs = Path(args.probe_inputs) if args.probe_inputs else None
