@@ -3,7 +3,8 @@
 
 The registry asks every folder, and every model file, whether it is an adapter, and
 every run asks both its models: this module answers without the adapter's dataclasses
-and patterns, which ``folder`` builds only to read one (7 ms of every run's start).
+and patterns, which ``folder`` builds only to read one (10 M instructions of a plain
+run's 712 M; 5-8 ms of CPU at load 3).
 """
 
 from __future__ import annotations
