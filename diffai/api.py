@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import diffai.adapters
 import diffai.policy
@@ -12,10 +12,12 @@ from diffai.comparison import CompareOptions, Comparison, compare_models
 from diffai.errors import UsageError
 from diffai.pairing import check_maps
 from diffai.policy import MetricsFile, Policy, default_policy, policy_metric_files
-from diffai.policy.functional import ProbeOptions
 from diffai.policy.metrics import require_known_metrics
 from diffai.report import Gate, Report
 from diffai.stats import ProgressCallback
+
+if TYPE_CHECKING:
+    from diffai.policy.functional import ProbeOptions
 
 
 def compare(
@@ -85,6 +87,7 @@ def build_report(
     if policy is None:
         return Report.build(comparison, gate, adapter=adapter)
     from diffai.functional import functional_section  # the runner: only when models run
+    from diffai.policy.functional import ProbeOptions
 
     baseline, candidate = comparison.baseline, comparison.candidate
     section = functional_section(baseline, candidate, policy, probes or ProbeOptions())

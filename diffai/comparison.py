@@ -13,7 +13,6 @@ import fnmatch
 import math
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
@@ -203,6 +202,14 @@ def _measure_all(
         )
         for index, tensor in zip(batch, tensors, strict=True):
             measured[index] = tensor
+
+    if not large:
+        # No thread to start: no pool, nor concurrent.futures and the logging it imports
+        # (6 ms of the start-up of a run of small tensors only).
+        for batch in small:
+            measure(batch)
+        return measured  # type: ignore[return-value]  # every index is in one batch
+    from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(workers) as pool:
         tasks = [pool.submit(measure, batch) for batch in large]

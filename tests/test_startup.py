@@ -70,3 +70,34 @@ def test_every_registered_reader_names_its_own_format() -> None:
     from diffai.formats import READERS, import_reader
 
     assert {name: import_reader(name).FORMAT for name in READERS} == {n: n for n in READERS}
+
+
+#: What a ``-q`` run that writes only the JSON report has no use for besides those above:
+#: stdout's renderers and the policy's functional (model-running) part.
+NOT_FOR_A_QUIET_RUN = (
+    "diffai.renderers.text", "diffai.renderers.records", "diffai.renderers.outcome",
+    "diffai.policy.functional", "diffai.policy.output_checks",
+)  # fmt: skip
+
+
+def test_a_quiet_run_imports_no_stdout_renderer_nor_the_functional_policy(
+    pair: list[str], tmp_path: Path
+) -> None:
+    code, modules = imported_by_run([*pair, "--report", str(tmp_path / "report.json"), "-q"])
+    assert code == 1
+    assert sorted(modules.intersection(NOT_FOR_A_QUIET_RUN)) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "renderer"),
+    [
+        pytest.param([], "diffai.renderers.text", id="text"),
+        pytest.param(["-o", "json"], "diffai.renderers.records", id="json"),
+    ],
+)
+def test_stdout_imports_the_renderer_it_prints_with(
+    pair: list[str], argv: list[str], renderer: str
+) -> None:
+    code, modules = imported_by_run([*pair, *argv])
+    assert code == 1
+    assert renderer in modules

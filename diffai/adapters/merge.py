@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from diffai.adapters.folder import Adapter, AdapterModel, adapter_of
 from diffai.adapters.models import aligned_chunks, base_weight, delta_ref
-from diffai.adapters.reader import Adapter, AdapterModel, adapter_of
 from diffai.adapters.section import config_record
 from diffai.model import Model, TensorRef
 

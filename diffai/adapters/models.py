@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from diffai.adapters.factors import LoraModule
-from diffai.adapters.reader import Adapter, AdapterModel, adapter_of
+from diffai.adapters.folder import Adapter, AdapterModel, adapter_of
 from diffai.dtypes import numpy_dtype
 from diffai.errors import UnreadableModel
 from diffai.model import Model, TensorRef

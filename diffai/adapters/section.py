@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from diffai.adapters.factors import LoraModule, difference_norm, frobenius, inner_product, moments
+from diffai.adapters.folder import Adapter, AdapterModel, adapter_of
 from diffai.adapters.models import base_weight
-from diffai.adapters.reader import Adapter, AdapterModel, adapter_of
 from diffai.components import placement
 from diffai.model import Model, TensorRef
 

@@ -98,14 +98,6 @@ def gained_non_finite(tensor: dict[str, Any]) -> bool:
     return cand["nan"] > before[0] or cand["inf"] > before[1]
 
 
-def depth_grid(tensors: list[dict[str, Any]]) -> DepthGrid | None:
-    """The grid of the stack with the most blocks, or None when no stack has ``MIN_BLOCKS``."""
-    cells = GridCells()
-    for tensor in tensors:
-        cells.add(tensor, gained_non_finite(tensor), tensor_change(tensor))
-    return cells.grid()
-
-
 class GridCells:
     """The cells of every stack (a model has one or two), filled tensor by tensor as a
     renderer walks them once; ``grid`` keeps the deepest stack's. Placing 100,000 names in
@@ -128,6 +120,7 @@ class GridCells:
             cell.largest, cell.worst = value, name
 
     def grid(self) -> DepthGrid | None:
+        """The grid of the stack with the most blocks, or None when none has ``MIN_BLOCKS``."""
         stacks: dict[str, set[int]] = {}
         for stack, block, _ in self._cells:
             if stack is not None:

@@ -27,12 +27,11 @@ from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel, UnreadableModel
 from diffai.formats.limits import MAX_DIMS
 from diffai.formats.mapped import map_bytes
+from diffai.formats.tensorflow import FORMAT, table
 from diffai.formats.tensorflow import protobuf as pb
-from diffai.formats.tensorflow import table
 from diffai.formats.tensorflow.dtypes import DT_STRING, dtype_name
 from diffai.model import Model, TensorRef
 
-FORMAT = "tensorflow"
 VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 #: BundleEntryProto's fields; BundleHeaderProto's.
 DTYPE, SHAPE, SHARD, OFFSET, SIZE, CRC, SLICES = 1, 2, 3, 4, 5, 6, 7
