@@ -151,26 +151,12 @@ class Model:
     @property
     def parameters(self) -> int:
         """Elements of the learned tensors (``diffai.roles``): a training checkpoint's Adam
-        moments, counters and RNG state are not parameters of the model.
-
-        Worked out once for the tensors the model holds: the report and the architecture
-        analysis each ask for both sides' (30-55 ms a call at 100,000 tensors, mostly
-        ``role_of``'s cache lookups), and seeing that ``tensors`` still holds the same names
-        and references takes 5 ms.
-        """
-        names, refs = list(self.tensors), list(self.tensors.values())
-        known = self.__dict__.get("_parameters")
-        if known is None or known[0] != names or known[1] != refs:
-            known = self.__dict__["_parameters"] = names, refs, _learned_elements(names, refs)
-        return known[2]
-
-
-def _learned_elements(names: list[str], refs: list[TensorRef]) -> int:
-    return sum(
-        ref.elements
-        for name, ref in zip(names, refs, strict=True)
-        if role_of(name, ref.role_hint) == "weight"
-    )
+        moments, counters and RNG state are not parameters of the model."""
+        return sum(
+            ref.elements
+            for name, ref in self.tensors.items()
+            if role_of(name, ref.role_hint) == "weight"
+        )
 
 
 class Layout(NamedTuple):
