@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from diffai.errors import UnreadableModel, UsageError
 from diffai.formats import identify
 from diffai.formats.limits import check_model
+from diffai.formats.pairmemo import opening_a_pair
 from diffai.model import Model
 from diffai.sources import is_remote
 
@@ -85,15 +86,17 @@ def open_model(path: str | Path, format: str | None = None) -> Model:
 
 def open_models(baseline: str | Path, candidate: str | Path, format: str | None = None,
                 settings: Settings | None = None) -> tuple[Model, Model]:  # fmt: skip
-    """Both sides of a comparison; when either is remote, files the store proves identical
-    on both sides are read once (``formats.remote.open_pair``)."""
-    if not (is_remote(baseline) or is_remote(candidate)):
-        return open_model(baseline, format), open_model(candidate, format)
-    from diffai.formats import remote
-    from diffai.sources.remote import Settings
+    """Both sides of a comparison; a header both sides hold byte for byte is parsed once
+    (``formats.pairmemo``), and when either is remote, files the store proves identical on
+    both sides are read once (``formats.remote.open_pair``)."""
+    with opening_a_pair():
+        if not (is_remote(baseline) or is_remote(candidate)):
+            return open_model(baseline, format), open_model(candidate, format)
+        from diffai.formats import remote
+        from diffai.sources.remote import Settings
 
-    settings = settings or Settings.from_environ()
-    pair = remote.open_pair(str(baseline), str(candidate), format, settings)
+        settings = settings or Settings.from_environ()
+        pair = remote.open_pair(str(baseline), str(candidate), format, settings)
     for text, model in zip((baseline, candidate), pair, strict=True):
         check_model(text, model)
     return pair
