@@ -31,7 +31,7 @@ from diffai.analyses import run_analyses
 from diffai.change import RelativeChange
 from diffai.comparison import STATUSES, Comparison, TensorComparison
 from diffai.errors import ReportError
-from diffai.layers import LayerImpact, layer_impact
+from diffai.layers import LayerImpact, layer_records
 from diffai.model import Model, Scalar
 from diffai.pairing.confirm import inventory
 from diffai.pairing.fingerprint import fingerprints_json
@@ -130,7 +130,7 @@ def build_document(comparison: Comparison) -> dict[str, Any]:
             for s in comparison.scalars
         ],
         # Per module, its weights: a BatchNorm counter's 0 -> 100 is no change of the layer.
-        "layers": [_flat_record(layer) for layer in layer_impact(weights)],
+        "layers": layer_records(weights),
         "analyses": _finite(run_analyses(comparison)),
         **({"shard": shard_section(comparison)} if comparison.options.shard else {}),
     }
