@@ -8,7 +8,8 @@ import statistics
 
 import pytest
 
-from diffai.analyses.convergence import population_stdev
+from diffai.analyses.convergence import _median, population_stdev
+from diffai.change import RelativeChange
 
 EDGES = [
     [1.0, 1.0],
@@ -45,3 +46,14 @@ def test_random_values_equal_pstdev() -> None:
     for _ in range(2000):
         values = _sample(rng)
         assert population_stdev(values) == statistics.pstdev(values), values
+
+
+def test_the_median_is_statistics_median_zeros_signs_included() -> None:
+    rng = random.Random(5)
+    pool = [0.0, -0.0, 1.0, 2.5, None, 1e-300, 5e-324, 0.75]
+    for _ in range(2000):
+        values = [rng.choice(pool) for _ in range(rng.randint(1, 40))]
+        changes = {str(i): RelativeChange(value, "self") for i, value in enumerate(values)}
+        known = [value for value in values if value is not None]
+        expected = statistics.median(known) if known else None
+        assert repr(_median(changes)) == repr(expected), values
