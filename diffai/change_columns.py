@@ -17,7 +17,7 @@ import numpy as np
 
 from diffai import _kernel
 from diffai.change import NEGLIGIBLE, RelativeChange
-from diffai.layers import group_ids, layers_of
+from diffai.layers import group_ids, layer_groups
 
 if TYPE_CHECKING:
     from diffai.comparison import TensorComparison
@@ -57,7 +57,7 @@ def relative_changes_of(tensors: Iterable[TensorComparison]) -> dict[str, Relati
         )
         change, baseline = change[finite], baseline[finite]
     role_ids = group_ids(roles)[1]
-    modules = group_ids(layers_of(names))[1] * (role_ids.max() + 1) + role_ids  # (layer, role)
+    modules = layer_groups(names)[1] * (role_ids.max() + 1) + role_ids  # (layer, role)
     elements = np.array(counts, np.float64)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         sizes = np.sqrt(elements)

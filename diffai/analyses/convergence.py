@@ -27,7 +27,7 @@ import numpy as np
 from diffai.analyses.common import weight_tensors
 from diffai.change import RelativeChange, is_scrambled, may_be_scrambled
 from diffai.comparison import Comparison, TensorComparison
-from diffai.layers import measured_norms, squares
+from diffai.layers import squares
 
 DIVERGING_UPDATE = 0.5
 CONVERGED_UPDATE = 1e-3
@@ -46,13 +46,14 @@ def analyze(comparison: Comparison) -> dict[str, Any]:
         return {"status": "unknown", "stability": None, "update_magnitude": None,
                 "spread_decades": None, "tensors_measured": 0, "scrambled": []}  # fmt: skip
     changes = _weight_changes(comparison, paired)
-    names, change_l2, size_l2 = measured_norms(paired)
-    change_squares, size_squares = squares(change_l2), squares(size_l2)
+    diffs = [t.diff for t in paired]
+    change_squares = squares([d.l2 for d in diffs])  # type: ignore[union-attr,misc]
+    size_squares = squares([d.baseline_l2 or 0.0 for d in diffs])  # type: ignore[union-attr]
     update = _update_magnitude(change_squares, size_squares)
     spread = _spread(_own_relative(changes))
     scrambled = scrambled_weights(paired, changes)
     rest = (
-        _update_magnitude(*_trained(names, scrambled, change_squares, size_squares))
+        _update_magnitude(*_trained(paired, scrambled, change_squares, size_squares))
         if scrambled
         else update
     )
@@ -110,11 +111,11 @@ _may_be_scrambled = lru_cache(maxsize=1024)(may_be_scrambled)
 
 
 def _trained(
-    names: list[str], scrambled: list[str], *columns: list[float]
+    paired: list[TensorComparison], scrambled: list[str], *columns: list[float]
 ) -> list[list[float]]:
     """Each column's entries for the weights that were not scrambled, in model order."""
     replaced = set(scrambled)
-    kept = [row for row, name in enumerate(names) if name not in replaced]
+    kept = [row for row, t in enumerate(paired) if t.name not in replaced]
     return [[column[row] for row in kept] for column in columns]
 
 
