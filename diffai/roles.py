@@ -47,28 +47,48 @@ MODEL_ROLES: frozenset[Role] = frozenset({"weight", "buffer", "counter"})
 #: Checkpoint-level state lives under top-level keys (``optimizer_state_dict``, Lightning's
 #: ``callbacks``); matching those segments deeper would take a model's own ``scaler`` or
 #: ``state`` module for training state and exempt it from the structural checks.
-_OPTIMIZER_LEAF = r"(exp_avg|exp_avg_sq|max_exp_avg_sq|momentum_buffer|step)"
+#: Each rule's words are listed once, here: its pattern and the literal pre-check
+#: (``_may_match_a_rule``) are both built from them.
+_OPTIMIZER_MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer")
+_RNG_WORDS = ("rng", "random_state", "generator_state")
+#: Every first segment ``training_state`` takes, spelled out (a regular language this small
+#: is its list): Lightning's and trainers' loop, scheduler, scaler and callback state.
+_TRAINING_SECTIONS = (
+    "callback", "callbacks", "loops", "early_stopping", "trainer_state",
+    "scheduler", "schedulers", "scheduler_state", "schedulers_state", "scheduler_state_dict",
+    "schedulers_state_dict", "lr_scheduler", "lr_schedulers", "lr_scheduler_state",
+    "lr_schedulers_state", "lr_scheduler_state_dict", "lr_schedulers_state_dict",
+    "grad_scaler", "grad_scaler_state", "grad_scaler_state_dict",
+    "amp_scaler", "amp_scaler_state", "amp_scaler_state_dict",
+    "scaler_state", "scaler_state_dict",
+)  # fmt: skip
+_COUNTER_LEAVES = (
+    "num_batches_tracked", "global_step", "step", "steps", "iteration", "n_averaged",
+    "num_updates",
+)  # fmt: skip
+_BUFFER_LEAVES = (
+    "running_mean", "running_var", "moving_mean", "moving_variance", "position_ids",
+    "token_type_ids", "inv_freq", "masked_bias", "cos_cached", "sin_cached",
+    "relative_position_index", "attn_mask", "_float_tensor", "alphas_cumprod",
+    "alphas_cumprod_prev", "betas",
+)  # fmt: skip
+_GPT2_MASK = "attn.bias"  # GPT-2's causal mask, saved beside its attention weights
+
+
+def _either(words: tuple[str, ...]) -> str:
+    return "|".join(map(re.escape, words))
+
+
 _OPTIMIZER = re.compile(
     r"^optim[^.]*\."  # optimizer_state_dict., optimizer_states.0., optim.
     r"|(^|\.)optimizer[^.]*\.state\."  # a trainer's optimizer.state.<n>...
-    rf"|^state\.\d+\.{_OPTIMIZER_LEAF}$"  # a bare optimizer state dict: state.<n>.<leaf>
-    r"|(^|\.)(exp_avg|exp_avg_sq|max_exp_avg_sq|momentum_buffer)$"
+    rf"|^state\.\d+\.({_either((*_OPTIMIZER_MOMENTS, 'step'))})$"  # a bare state dict's leaf
+    rf"|(^|\.)({_either(_OPTIMIZER_MOMENTS)})$"
 )
-_RNG = re.compile(r"^[^.]*(rng|random_state|generator_state)[^.]*(\.|$)")
-_TRAINING = re.compile(
-    r"^(callbacks?|loops|lr_schedulers?|(lr_)?schedulers?(_state(_dict)?)?|"
-    r"early_stopping|trainer_state|(grad_|amp_)scaler(_state(_dict)?)?|scaler_state(_dict)?)\."
-)
-_COUNTER = re.compile(
-    r"(^|\.)(num_batches_tracked|global_step|step|steps|iteration|n_averaged|num_updates)$"
-)
-_BUFFER = re.compile(
-    r"(^|\.)(running_mean|running_var|moving_mean|moving_variance|position_ids|token_type_ids"
-    r"|inv_freq|masked_bias"
-    r"|cos_cached|sin_cached|relative_position_index|attn_mask|_float_tensor|alphas_cumprod"
-    r"|alphas_cumprod_prev|betas)$"
-    r"|(^|\.)attn\.bias$"  # GPT-2's causal mask, saved beside its attention weights
-)
+_RNG = re.compile(rf"^[^.]*({_either(_RNG_WORDS)})[^.]*(\.|$)")
+_TRAINING = re.compile(rf"^({_either(_TRAINING_SECTIONS)})\.")
+_COUNTER = re.compile(rf"(^|\.)({_either(_COUNTER_LEAVES)})$")
+_BUFFER = re.compile(rf"(^|\.)({_either(_BUFFER_LEAVES)})$|(^|\.){re.escape(_GPT2_MASK)}$")
 
 #: First match wins: ``optimizer_state_dict.state.0.step`` is optimizer state, not a counter.
 _RULES: tuple[tuple[Role, re.Pattern[str]], ...] = (
@@ -89,35 +109,25 @@ _FLOATING = frozenset({"f64", "f32", "f16", "bf16", "f8_e4m3", "f8_e5m2", "c64",
 #: these checks 0.4 us. Leaves are the last segment, with the newline ``$`` also matches.
 _RULE_LEAVES = frozenset(
     leaf + end
-    for leaf in (
-        "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer",  # _OPTIMIZER's last branch
-        "num_batches_tracked", "global_step", "step", "steps", "iteration", "n_averaged",
-        "num_updates",  # _COUNTER
-        "running_mean", "running_var", "moving_mean", "moving_variance", "position_ids",
-        "token_type_ids", "inv_freq", "masked_bias", "cos_cached", "sin_cached",
-        "relative_position_index", "attn_mask", "_float_tensor", "alphas_cumprod",
-        "alphas_cumprod_prev", "betas",  # _BUFFER
-    )
+    for leaf in (*_OPTIMIZER_MOMENTS, *_COUNTER_LEAVES, *_BUFFER_LEAVES)
     for end in ("", "\n")
-)  # fmt: skip
-_RULE_STARTS = (
-    "optim", "state.",  # _OPTIMIZER's anchored branches
-    "callback", "loops", "lr_scheduler", "scheduler", "early_stopping", "trainer_state",
-    "grad_scaler", "amp_scaler", "scaler_state",  # _TRAINING
-)  # fmt: skip
-_RULE_ENDS = ("attn.bias", "attn.bias\n")  # _BUFFER's GPT-2 mask
+)
+#: First segments: _TRAINING's, and _OPTIMIZER's bare state dict (``state.<n>.<leaf>``).
+_RULE_HEADS = frozenset({"state", *_TRAINING_SECTIONS})
+_RULE_ENDS = (_GPT2_MASK, _GPT2_MASK + "\n")
+#: _RNG's words, which its pattern looks for in the first segment.
+_RNG_WORD_IN = re.compile(_either(_RNG_WORDS)).search
 
 
 def _may_match_a_rule(name: str) -> bool:
     """False only when no pattern of ``_RULES`` can match ``name`` (tests/test_roles.py)."""
+    head = name.partition(".")[0]
     return (
         name.rpartition(".")[2] in _RULE_LEAVES
-        or name.startswith(_RULE_STARTS)
+        or head in _RULE_HEADS
         or name.endswith(_RULE_ENDS)
-        or "optim" in name  # _OPTIMIZER's optimizer….state.
-        or "rng" in name  # _RNG
-        or "random_state" in name
-        or "generator_state" in name
+        or "optim" in name  # _OPTIMIZER's first two branches
+        or _RNG_WORD_IN(head) is not None
     )
 
 

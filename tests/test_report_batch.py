@@ -1,16 +1,14 @@
-"""Records built for all tensors or layers at once: the dicts one record at a time gives."""
+"""Records built for all tensors at once: the dicts one record at a time gives (the layers':
+tests/test_layer_records.py)."""
 
 from __future__ import annotations
 
 import math
 
-import pytest
-
 from diffai.change import RelativeChange
 from diffai.comparison import TensorComparison
-from diffai.layers import LayerImpact
 from diffai.pairing.renames import Rename
-from diffai.report import diff_record, flat_records, stats_record, tensor_records
+from diffai.report import diff_record, stats_record, tensor_records
 from diffai.stats import DiffStats, TensorStats
 
 
@@ -43,23 +41,3 @@ def test_every_tensor_record_is_the_one_its_parts_give() -> None:
     assert list(records[2])[-1] == "rename"
     assert records[2]["rename"] == {"from": "old.weight", "match": "exact", "confidence": 1.0}
     assert "rename" not in records[0]
-
-
-@pytest.mark.parametrize(
-    ("values", "expected"),
-    [
-        pytest.param([0.1, 0.0, None], [0.1, 0.0, None], id="finite, zero and None"),
-        pytest.param([0.1, math.inf, math.nan], [0.1, None, None], id="non-finite"),
-        pytest.param([1e308, 1e308], [1e308, 1e308], id="finite values whose sum overflows"),
-        pytest.param([], [], id="no layer"),
-    ],
-)
-def test_layer_records_keep_their_finite_floats_and_null_the_others(
-    values: list[float | None], expected: list[float | None]
-) -> None:
-    layers = [LayerImpact(f"layer{i}", 1, 1, 4, value) for i, value in enumerate(values)]
-    records = flat_records(layers)
-    assert [r["relative_l2"] for r in records] == expected
-    assert all(
-        list(r) == ["name", "tensors", "changed", "parameters", "relative_l2"] for r in records
-    )

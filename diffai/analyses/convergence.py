@@ -16,18 +16,24 @@ The reported ``update_magnitude`` is U over all the weights.
 from __future__ import annotations
 
 import math
+import operator
 import statistics
+from fractions import Fraction
 from functools import lru_cache
 from typing import Any
+
+import numpy as np
 
 from diffai.analyses.common import weight_tensors
 from diffai.change import RelativeChange, is_scrambled, may_be_scrambled
 from diffai.comparison import Comparison, TensorComparison
-from diffai.layers import relative_change
+from diffai.layers import squares
 
 DIVERGING_UPDATE = 0.5
 CONVERGED_UPDATE = 1e-3
 UNSTABLE_SPREAD = 1.0
+#: The bits of the integer root ``population_stdev`` rounds from (2 * 53 + 3, as statistics).
+_ROOT_BITS = 2 * 53 + 3
 
 
 def analyze(comparison: Comparison) -> dict[str, Any]:
@@ -40,10 +46,17 @@ def analyze(comparison: Comparison) -> dict[str, Any]:
         return {"status": "unknown", "stability": None, "update_magnitude": None,
                 "spread_decades": None, "tensors_measured": 0, "scrambled": []}  # fmt: skip
     changes = _weight_changes(comparison, paired)
-    update = _update_magnitude(paired)
+    diffs = [t.diff for t in paired]
+    change_squares = squares([d.l2 for d in diffs])  # type: ignore[union-attr,misc]
+    size_squares = squares([d.baseline_l2 or 0.0 for d in diffs])  # type: ignore[union-attr]
+    update = _update_magnitude(change_squares, size_squares)
     spread = _spread(_own_relative(changes))
     scrambled = scrambled_weights(paired, changes)
-    rest = _update_magnitude(_trained(paired, scrambled)) if scrambled else update
+    rest = (
+        _update_magnitude(*_trained(paired, scrambled, change_squares, size_squares))
+        if scrambled
+        else update
+    )
     return {
         "status": _status(rest, spread, _gained_non_finite(paired), bool(scrambled)),
         "stability": 1.0 / (1.0 + spread),
@@ -98,18 +111,17 @@ _may_be_scrambled = lru_cache(maxsize=1024)(may_be_scrambled)
 
 
 def _trained(
-    paired: list[TensorComparison], scrambled: list[str]
-) -> list[TensorComparison] | None:
-    """The weights that were not scrambled, None when there are none."""
+    paired: list[TensorComparison], scrambled: list[str], *columns: list[float]
+) -> list[list[float]]:
+    """Each column's entries for the weights that were not scrambled, in model order."""
     replaced = set(scrambled)
-    return [t for t in paired if t.name not in replaced] or None
+    kept = [row for row, t in enumerate(paired) if t.name not in replaced]
+    return [[column[row] for row in kept] for column in columns]
 
 
-def _update_magnitude(paired: list[TensorComparison] | None) -> float | None:
-    """U over the weights (0 over none)."""
-    if paired is None:
-        return 0.0
-    change, size, _ = relative_change(paired)
+def _update_magnitude(change_squares: list[float], size_squares: list[float]) -> float:
+    """U = sqrt(Σ‖c−b‖²) / sqrt(Σ‖b‖²) over the weights (0 over none or no change)."""
+    change, size = math.sqrt(sum(change_squares)), math.sqrt(sum(size_squares))
     if not size:
         return 0.0 if not change else math.inf
     return change / size
@@ -122,30 +134,76 @@ def _own_relative(changes: dict[str, RelativeChange]) -> list[float]:
 
 
 def _spread(relative: list[float]) -> float:
-    logs = [math.log10(r) for r in relative]
-    return statistics.pstdev(logs) if len(logs) > 1 else 0.0
+    return population_stdev(list(map(math.log10, relative))) if len(relative) > 1 else 0.0
+
+
+def population_stdev(values: list[float]) -> float:
+    """``statistics.pstdev(values)`` bit for bit, in 0.3 us a value instead of 2 us.
+
+    pstdev takes the variance exactly, as fractions, and rounds its square root once.
+    Here the exact sums are Python integers: every value times one power of two 2**shift
+    is an integer (a float is m·2**e with m of 53 bits), so the variance is
+    (n·ΣX² − (ΣX)²) / (n²·4**shift), the same fraction, and its root is rounded as pstdev
+    rounds it. Values whose scaled form would pass the float range (or are not finite)
+    are left to pstdev."""
+    data = np.array(values, np.float64)
+    exponents = np.frexp(data)[1]
+    shift = int((53 - exponents).max())
+    if not np.isfinite(data).all() or int(exponents.max()) + shift > 1023:
+        return statistics.pstdev(values)
+    scaled = list(map(int, np.ldexp(data, shift).tolist()))
+    count, total = len(scaled), sum(scaled)
+    numerator = count * sum(map(operator.mul, scaled, scaled)) - total * total
+    denominator = count * count
+    if shift >= 0:
+        denominator <<= 2 * shift
+    else:
+        numerator <<= -2 * shift
+    variance = Fraction(numerator, denominator)
+    return _rounded_root(variance.numerator, variance.denominator)
+
+
+def _rounded_root(numerator: int, denominator: int) -> float:
+    """sqrt(numerator / denominator) correctly rounded, as CPython's statistics rounds it
+    (``_float_sqrt_of_frac``, https://bugs.python.org/msg407078): an integer root of
+    2·53 + 3 bits rounded to odd, then one correctly rounded division."""
+    q = (numerator.bit_length() - denominator.bit_length() - _ROOT_BITS) // 2
+    if q >= 0:
+        return float(_root_to_odd(numerator, denominator << 2 * q) << q)
+    return _root_to_odd(numerator << -2 * q, denominator) / (1 << -q)
+
+
+def _root_to_odd(numerator: int, denominator: int) -> int:
+    """isqrt(numerator / denominator), its last bit set when the root is not exact."""
+    root = math.isqrt(numerator // denominator)
+    return root | (root * root * denominator != numerator)
 
 
 def _median(changes: dict[str, RelativeChange]) -> float | None:
-    values = [c.value for c in changes.values() if c.value is not None]
-    return statistics.median(values) if values else None
+    """``statistics.median`` of the known values, sorted by numpy: a stable sort of the
+    finite floats orders them as ``sorted`` does (0.2 -> 0.06 us a value)."""
+    data = np.array([c.value for c in changes.values() if c.value is not None], np.float64)
+    if not data.size or not np.isfinite(data).all():
+        return statistics.median(data.tolist()) if data.size else None
+    middle, ordered = data.size // 2, np.sort(data, kind="stable").tolist()
+    return ordered[middle] if data.size % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _gained_non_finite(paired: list[TensorComparison]) -> bool:
+    """Whether a candidate holds more NaN and inf than its baseline; only the candidates
+    that hold some are compared (counts are never negative: report.schema.json)."""
     return any(
         (c.nan + c.inf) > (b.nan + b.inf)
         for t in paired
-        if (c := t.candidate) is not None and (b := t.baseline) is not None
+        if (c := t.candidate) is not None and (c.nan or c.inf) and (b := t.baseline) is not None
     )
 
 
-def _status(
-    update: float | None, spread: float, non_finite: bool, scrambled: bool
-) -> str:
-    if non_finite or (update is not None and update > DIVERGING_UPDATE):
+def _status(update: float, spread: float, non_finite: bool, scrambled: bool) -> str:
+    if non_finite or update > DIVERGING_UPDATE:
         return "diverging"
     if scrambled:
         return "disrupted"
-    if update is not None and update < CONVERGED_UPDATE:
+    if update < CONVERGED_UPDATE:
         return "converged"
     return "unstable" if spread > UNSTABLE_SPREAD else "converging"
