@@ -120,13 +120,10 @@ def read_source(source: ByteSource) -> Model:
 
 
 def _ranged_ref(header: _Header, dtype: str, source: ByteSource) -> TensorRef:
-    from diffai.sources import whole_elements
+    from diffai.sources.plan import RangeValues
 
-    def stream() -> Iterator[np.ndarray]:
-        pieces = source.stream(header.offset, header.offset + header.data_bytes)
-        return (np.frombuffer(piece, header.dtype)
-                for piece in whole_elements(pieces, header.dtype.itemsize))  # fmt: skip
-
+    start = header.offset
+    stream = RangeValues(source, start, start + header.data_bytes, header.dtype)
     return TensorRef(name=ROOT_NAME, shape=header.shape, dtype=dtype, stream=stream)
 
 

@@ -254,12 +254,7 @@ def _mapped_loads(data: np.ndarray, entries: Entries) -> Iterator[Callable[[], n
 
 
 def _streamed_ref(name: str, layout: Layout, source: ByteSource, begin: int, end: int) -> TensorRef:
-    from diffai.sources import whole_elements
+    from diffai.sources.plan import RangeValues
 
-    values = numpy_dtype(layout.dtype)
-
-    def stream() -> Iterator[np.ndarray]:
-        pieces = source.stream(begin, end)
-        return (np.frombuffer(piece, values) for piece in whole_elements(pieces, values.itemsize))
-
+    stream = RangeValues(source, begin, end, numpy_dtype(layout.dtype))
     return TensorRef(name=name, shape=layout.shape, dtype=layout.dtype, stream=stream)
