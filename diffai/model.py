@@ -197,6 +197,14 @@ def loaded_refs(
     return refs
 
 
+def mapped_view(data: np.ndarray, begin: int, end: int, layout: Layout) -> np.ndarray:
+    """Bytes ``begin:end`` of a mapped file as the tensor ``layout`` describes: a reader's
+    ``load`` as ``partial(mapped_view, data, begin, end, layout)`` lets the batched kernel
+    (``diffai/_batch.c``) read those bytes in place, without this view (2 numpy calls a side:
+    ~1 us of a 100,000-pair run's ~20 us a pair)."""
+    return data[begin:end].view(numpy_dtype(layout.dtype)).reshape(layout.shape)
+
+
 def iter_chunks(array: np.ndarray, budget: int = CHUNK_ELEMENTS) -> Iterator[np.ndarray]:
     """The elements in C order as 1-D chunks of at most ``budget`` elements (one row at least).
 

@@ -33,7 +33,7 @@ from diffai.formats.safetensors_header import (
     entries_of,
 )
 from diffai.formats.strictjson import DuplicateKey, InvalidJson, loads_strict
-from diffai.model import Layout, Model, TensorRef, loaded_refs
+from diffai.model import Layout, Model, TensorRef, loaded_refs, mapped_view
 from diffai.text import one_line
 
 if TYPE_CHECKING:
@@ -62,7 +62,8 @@ def read(path: Path) -> Model:
     data_start = 8 + header_len
     entries = _entries(path, raw, file_size - data_start)
     data = _map_data(path, data_start, file_size - data_start)
-    loads = map(partial, repeat(_view), repeat(data), entries.begins, entries.ends, entries.layouts)
+    view = repeat(mapped_view)  # a partial of it: the batched kernel reads the bytes in place
+    loads = map(partial, view, repeat(data), entries.begins, entries.ends, entries.layouts)
     tensors = loaded_refs(entries.names, entries.layouts, loads)
     return _model(path, file_size, entries.metadata, tensors)
 
@@ -234,10 +235,6 @@ def _map_data(path: Path, offset: int, length: int) -> np.ndarray:
         return map_bytes(path, offset, length)
     except OSError as exc:
         raise UnreadableModel(path, f"cannot map the tensor data: {one_line(exc)}") from exc
-
-
-def _view(data: np.ndarray, begin: int, end: int, layout: Layout) -> np.ndarray:
-    return data[begin:end].view(numpy_dtype(layout.dtype)).reshape(layout.shape)
 
 
 def _streamed_ref(name: str, layout: Layout, source: ByteSource, begin: int, end: int) -> TensorRef:
