@@ -170,7 +170,8 @@ def _pairs(
     names = _ordered_names(baseline.tensors, candidate.tensors)
     if options.include or options.exclude:
         names = [name for name in names if _selected(name, options)]
-    pairs = list(zip(names, map(baseline.tensors.get, names), map(candidate.tensors.get, names)))
+    bases, cands = map(baseline.tensors.get, names), map(candidate.tensors.get, names)
+    pairs = list(zip(names, bases, cands, strict=True))
     if options.shard:
         members = shard_members(((n, _pair_bytes(b, c)) for n, b, c in pairs), *options.shard)
         pairs = [pair for pair in pairs if pair[0] in members]
@@ -196,30 +197,33 @@ def _measure_all(
     options: CompareOptions,
     on_bytes: ProgressCallback | None,
 ) -> list[TensorComparison]:
-    """Large pairs in worker threads, small ones in this thread meanwhile.
+    """Large pairs in worker threads, largest first, small ones in this thread meanwhile,
+    many to a kernel call (``measure_together``).
 
     The kernel releases the GIL while it sums, so large pairs keep every core busy; a small
-    pair's cost is Python under the GIL, where threads only wait for it: 100,000 pairs of
-    8 x 8 took 50 us a pair over two workers, 43 in one, 40 here.
+    pair's cost is mostly reading refs and building results under the GIL. Small batches in
+    two workers were no faster on the 9,552-pair MoE pair at load 4-7 on 2 cores (0.27-0.33 s
+    wall against 0.25-0.31 here), the sums being ~half of their kernel call's time.
     """
     workers = options.workers or min(8, os.cpu_count() or 1)
-    sizes = [_pair_bytes(base, cand) for _, base, cand in pairs]
-    # Largest first, so one huge tensor does not start last and run alone.
-    order = sorted(range(len(pairs)), key=sizes.__getitem__, reverse=True)
-    large = _batches([index for index in order if sizes[index] >= SMALL_PAIR_BYTES], sizes)
-    small = _batches([index for index in order if sizes[index] < SMALL_PAIR_BYTES], sizes)
+    # _pair_bytes inline: its call was 0.1 us a pair at 100,000 (timeit)
+    sizes = [(b.nbytes if b else 0) + (c.nbytes if c else 0) for _, b, c in pairs]
+    # Largest first, so one huge tensor does not start last and run alone; small ones in
+    # model order (their sort was 0.3 us a pair at 100,000).
+    large = [index for index, size in enumerate(sizes) if size >= SMALL_PAIR_BYTES]
+    large.sort(key=sizes.__getitem__, reverse=True)
+    small = [index for index, size in enumerate(sizes) if size < SMALL_PAIR_BYTES]
     measured: list[TensorComparison | None] = [None] * len(pairs)
 
     def measure(batch: list[int]) -> None:
-        tensors = _measure_batch(
-            [pairs[index] for index in batch], options.epsilon, on_bytes, options.detect_renames
-        )
+        batched = list(map(pairs.__getitem__, batch))
+        tensors = _measure_batch(batched, options.epsilon, on_bytes, options.detect_renames)
         for index, tensor in zip(batch, tensors, strict=True):
             measured[index] = tensor
 
     with ThreadPoolExecutor(workers) as pool:
-        tasks = [pool.submit(measure, batch) for batch in large]
-        for batch in small:
+        tasks = [pool.submit(measure, batch) for batch in _batches(large, sizes)]
+        for batch in _batches(small, sizes):
             measure(batch)
         for task in tasks:
             task.result()
