@@ -115,3 +115,31 @@ def test_a_batch_with_an_unreadable_span_names_the_tensor() -> None:
     ]
     with pytest.raises(UnreadableModel, match="'bad'"):
         compare_models(*models, CompareOptions(detect_renames=False))
+
+
+def test_an_encoding_a_reader_states_is_what_the_python_path_reports() -> None:
+    """stored dtype and bytes, sparsity, quantization and role hints, read from the refs' fields
+    in C, are those the properties and ``measure_pair`` give."""
+    from diffai.model import Sparsity
+
+    values = np.arange(6, dtype=np.float32).reshape(2, 3)
+    moved = values + np.float32(0.5)
+    kinds: list[dict[str, Any]] = [
+        {"stored_as": "q8_0", "stored_size": 5, "quantization": {"scheme": "q8_0"}},
+        {"sparse": Sparsity("coo", 4), "role_hint": "buffer"},
+        {"stored_as": "", "stored_size": None},
+    ]
+    for fields in kinds:
+        base = TensorRef("t", (2, 3), "f32", load=lambda: values, **fields)
+        cand = TensorRef("t", (2, 3), "f32", load=lambda: moved, **fields)
+        (tensor,) = measure_together([("t", base, cand)], 0.0)
+        assert tensor is not None
+        alone = measure_pair(base, cand, 0.0)
+        assert [bits(tensor.baseline), bits(tensor.candidate)] == [bits(alone[0]), bits(alone[1])]
+        assert tensor.baseline.stored_dtype == base.stored_dtype
+        assert tensor.baseline.bytes == base.stored_bytes
+        assert tensor.role_hint == fields.get("role_hint")
+    retyped = TensorRef("t", (2, 3), "f32", load=lambda: values, stored_as="q4_0")
+    plain = TensorRef("t", (2, 3), "f32", load=lambda: values)
+    (tensor,) = measure_together([("t", plain, retyped)], 0.0)
+    assert tensor is not None and tensor.status == "dtype_changed"
