@@ -1,4 +1,5 @@
-"""Builds diffai's one compiled module, the fused per-chunk pass (diffai/_kernel.c).
+"""Builds diffai's one compiled module: the fused per-chunk pass (diffai/_kernel.c) and its
+batch of small pairs (diffai/_batch.c).
 
 Everything else about the package is in pyproject.toml.
 """
@@ -23,6 +24,10 @@ class BuildKernel(build_ext):
 
 
 setup(
-    ext_modules=[Extension("diffai._kernel", ["diffai/_kernel.c"])],
+    ext_modules=[
+        Extension(
+            "diffai._kernel", ["diffai/_kernel.c", "diffai/_batch.c"], depends=["diffai/_kernel.h"]
+        )
+    ],
     cmdclass={"build_ext": BuildKernel},
 )

@@ -10,9 +10,9 @@
  *
  * The kernel sums; diffai/stats.py owns the statistics: it merges chunks with Chan's
  * update and falls back to centred_squares when sum(x^2) - n*mean^2 cancels. Only for a
- * batch of one-chunk pairs (measure_pairs) does the kernel finish the figures itself, with
- * stats.py's very arithmetic (side_figures, diff_figures); frozen builds stats.py's
- * dataclasses from them.
+ * batch of one-chunk pairs (measure_pairs, in _batch.c) does the kernel finish the figures
+ * itself, with stats.py's very arithmetic (side_figures, diff_figures), and build the
+ * comparisons; frozen builds stats.py's dataclasses for the Python path.
  * Conventions (docs/statistics.md): moments over the finite values, NaN and inf counted;
  * the difference over positions finite on both sides; a position counts as changed when
  * |c - b| > epsilon, or when its non-finite values differ (NaN matches NaN).
@@ -26,6 +26,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_kernel.h"
+
 /* The kernel counts NaN and inf and tests sums for them: a build that assumes there are
  * none would count nothing (and -ffast-math would flush subnormals process-wide). */
 #if defined(__FAST_MATH__) || (defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__)
@@ -35,8 +37,6 @@
 /* Elements upcast at a time: two blocks of doubles stay in L1. */
 #define BLOCK 512
 
-enum Code { F64, F32, F16, BF16, CODES };
-static const Py_ssize_t WIDTH[CODES] = {8, 4, 2, 2};
 
 /* GCC 12+ on x86-64 glibc builds an AVX2/FMA copy of the loops too, picked at load time
  * (target_clones needs glibc's ifunc; elsewhere the portable loops are the only ones). */
@@ -55,15 +55,6 @@ static const Py_ssize_t WIDTH[CODES] = {8, 4, 2, 2};
 #define FINITE_LOOP VECTOR_CLONES
 #endif
 
-typedef struct {
-    int64_t count, zeros, nan, inf;
-    double total, sumsq, min, max;
-} Side;
-
-typedef struct {
-    int64_t compared, changed;
-    double sum_dd, sum_bc, sum_bb, sum_cc, max_abs, sum_abs;
-} Diff;
 
 static void side_init(Side *side) {
     memset(side, 0, sizeof *side);
@@ -369,26 +360,20 @@ PyDoc_STRVAR(measure_pair_doc,
              "finite on both: (compared, changed, sum_dd, sum_bc, sum_bb, sum_cc, max_abs,\n"
              "sum_abs). Byte-identical chunks of one type are measured once.");
 
-/* One chunk pair's sums: both sides and the difference of the positions finite on both. */
-typedef struct {
-    Side base, cand;
-    Diff diff;
-} PairSums;
 
-static void pair_sums(const Py_buffer *base_buffer, int base_code, const Py_buffer *cand_buffer,
-                      int cand_code, Py_ssize_t n, double epsilon, PairSums *out) {
+void pair_sums(const unsigned char *base_data, int base_code, const unsigned char *cand_data,
+               int cand_code, Py_ssize_t n, double epsilon, PairSums *out) {
     memset(&out->diff, 0, sizeof out->diff);
     side_init(&out->base);
     side_init(&out->cand);
-    if (base_code == cand_code &&
-        memcmp(base_buffer->buf, cand_buffer->buf, base_buffer->len) == 0) {
+    if (base_code == cand_code && memcmp(base_data, cand_data, (size_t)(n * WIDTH[base_code])) == 0) {
         /* Frozen layers, re-saved weights: one side's pass serves both (about 2x). */
-        side_range(base_buffer->buf, base_code, n, &out->base);
+        side_range(base_data, base_code, n, &out->base);
         out->cand = out->base;
         out->diff.compared = out->base.count;
         out->diff.sum_bb = out->diff.sum_cc = out->diff.sum_bc = out->base.sumsq;
     } else {
-        pair_range(base_buffer->buf, base_code, cand_buffer->buf, cand_code, n, epsilon,
+        pair_range(base_data, base_code, cand_data, cand_code, n, epsilon,
                    &out->base, &out->cand, &out->diff);
     }
 }
@@ -423,7 +408,7 @@ static PyObject *measure_pair(PyObject *module, PyObject *args) {
     Py_ssize_t n = pair_elements(&base_buffer, base_code, &cand_buffer, cand_code);
     if (n >= 0) {
         Py_BEGIN_ALLOW_THREADS
-        pair_sums(&base_buffer, base_code, &cand_buffer, cand_code, n, epsilon, &sums);
+        pair_sums(base_buffer.buf, base_code, cand_buffer.buf, cand_code, n, epsilon, &sums);
         Py_END_ALLOW_THREADS
     }
     PyBuffer_Release(&base_buffer);
@@ -431,20 +416,6 @@ static PyObject *measure_pair(PyObject *module, PyObject *args) {
     return n < 0 ? NULL : pair_tuple(&sums);
 }
 
-/* A side's finished figures, as diffai/stats.py's _SideAccumulator gives them for one chunk:
- * mean, std, min and max (absent without a finite value), then nan, inf and zeros. */
-typedef struct {
-    int has_values;
-    double mean, std, min, max;
-    int64_t nan, inf, zeros;
-} SideFigures;
-
-/* The difference's finished figures in DiffStats' field order; the flags say which are set. */
-typedef struct {
-    int compared, relative, cosine;
-    double max_abs, mean_abs, l2, relative_l2, cos, changed_fraction, baseline_l2, candidate_l2;
-    int64_t changed;
-} DiffFigures;
 
 /* The statistics' arithmetic on sums, which must round exactly as diffai/stats.py's Python does
  * (tests/test_stats_batched.py compares the bits): the file's reassociation and signed-zero
@@ -459,7 +430,7 @@ typedef struct {
 /* _moments, then _SideAccumulator.figures: sum(x^2) - n*mean^2 while it keeps its digits,
  * else the second pass around the mean (CANCELLATION_LIMIT in stats.py: 1e-4). */
 PYTHON_ROUNDING
-static void side_figures(const Side *side, const unsigned char *data, int code, Py_ssize_t n,
+void side_figures(const Side *side, const unsigned char *data, int code, Py_ssize_t n,
                          SideFigures *out) {
 #ifdef __clang__
 #pragma float_control(precise, on)
@@ -482,7 +453,7 @@ static void side_figures(const Side *side, const unsigned char *data, int code, 
 
 /* _DiffAccumulator fed one chunk pair, then its result: each sum as 0.0 + sum, max(0.0, ·). */
 PYTHON_ROUNDING
-static void diff_figures(const Diff *diff, Py_ssize_t components, DiffFigures *out) {
+void diff_figures(const Diff *diff, Py_ssize_t components, DiffFigures *out) {
 #ifdef __clang__
 #pragma float_control(precise, on)
 #endif
@@ -504,156 +475,6 @@ static void diff_figures(const Diff *diff, Py_ssize_t components, DiffFigures *o
     out->cosine = isfinite(cos);
     cos = cos < 1.0 ? cos : 1.0;
     out->cos = cos > -1.0 ? cos : -1.0;
-}
-
-/* A batch of chunk pairs held for measure_pairs: their buffers, codes and finished figures. */
-typedef struct {
-    Py_buffer base, cand;
-    int base_code, cand_code;
-    Py_ssize_t n;
-    SideFigures base_figures, cand_figures;
-    DiffFigures diff;
-} BatchItem;
-
-/* One pair of the batch measured and finished, without the GIL. */
-static void finish_item(BatchItem *item, double epsilon) {
-    PairSums sums;
-    pair_sums(&item->base, item->base_code, &item->cand, item->cand_code, item->n, epsilon,
-              &sums);
-    side_figures(&sums.base, item->base.buf, item->base_code, item->n, &item->base_figures);
-    side_figures(&sums.cand, item->cand.buf, item->cand_code, item->n, &item->cand_figures);
-    diff_figures(&sums.diff, item->n, &item->diff);
-}
-
-static void release_items(BatchItem *items, Py_ssize_t held) {
-    for (Py_ssize_t i = 0; i < held; i++) {
-        PyBuffer_Release(&items[i].base);
-        PyBuffer_Release(&items[i].cand);
-    }
-    PyMem_Free(items);
-}
-
-/* One side of a batch item, as PyArg_ParseTuple's "y*i" takes it (that parse was a fifth of
- * a batched 8 x 8 pair's time in the kernel); 0, or -1 with an exception set. */
-static int hold_side(PyObject *values, PyObject *code, Py_buffer *view, int *code_out) {
-    long wide = PyLong_AsLong(code);
-    if (wide == -1 && PyErr_Occurred()) return -1;
-    if (wide < INT_MIN || wide > INT_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "element code out of range");
-        return -1;
-    }
-    if (PyObject_GetBuffer(values, view, PyBUF_SIMPLE) < 0) return -1;
-    if (!PyBuffer_IsContiguous(view, 'C')) {
-        PyBuffer_Release(view);
-        PyErr_SetString(PyExc_TypeError, "a side must be a contiguous buffer");
-        return -1;
-    }
-    *code_out = (int)wide;
-    return 0;
-}
-
-/* Takes every pair's buffers; the count taken, which is short of `count` on an error. */
-static Py_ssize_t hold_items(PyObject *chunks, BatchItem *items, Py_ssize_t count) {
-    for (Py_ssize_t i = 0; i < count; i++) {
-        BatchItem *item = &items[i];
-        PyObject *pair = PyList_GET_ITEM(chunks, i);
-        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 4) {
-            PyErr_SetString(PyExc_TypeError, "a pair is (base, base_code, cand, cand_code)");
-            return i;
-        }
-        PyObject *const *sides = &PyTuple_GET_ITEM(pair, 0);
-        if (hold_side(sides[0], sides[1], &item->base, &item->base_code) < 0) return i;
-        if (hold_side(sides[2], sides[3], &item->cand, &item->cand_code) < 0) {
-            PyBuffer_Release(&item->base);
-            return i;
-        }
-        item->n = pair_elements(&item->base, item->base_code, &item->cand, item->cand_code);
-        if (item->n < 0) return i + 1;
-    }
-    return count;
-}
-
-/* A double, or None when absent. */
-static PyObject *maybe(int present, double value) {
-    return present ? PyFloat_FromDouble(value) : Py_NewRef(Py_None);
-}
-
-/* A tuple of `count` new references, stolen, NULLs among them failing it (an exception set):
- * Py_BuildValue's parse of its format took a sixth of a batched 8 x 8 pair's kernel time. */
-static PyObject *tuple_of(PyObject *const *items, Py_ssize_t count) {
-    PyObject *tuple = PyTuple_New(count);
-    for (Py_ssize_t i = 0; i < count; i++) {
-        if (tuple != NULL && items[i] != NULL) {
-            PyTuple_SET_ITEM(tuple, i, items[i]);
-        } else {
-            Py_XDECREF(items[i]);
-            Py_CLEAR(tuple);
-        }
-    }
-    return tuple;
-}
-
-static PyObject *side_figures_tuple(const SideFigures *side) {
-    int has = side->has_values;
-    PyObject *items[] = {
-        maybe(has, side->mean), maybe(has, side->std), maybe(has, side->min),
-        maybe(has, side->max), PyLong_FromLongLong(side->nan), PyLong_FromLongLong(side->inf),
-        PyLong_FromLongLong(side->zeros),
-    };
-    return tuple_of(items, sizeof items / sizeof *items);
-}
-
-static PyObject *figures_tuple(const BatchItem *item) {
-    const DiffFigures *diff = &item->diff;
-    int compared = diff->compared;
-    PyObject *figures[] = {
-        maybe(compared, diff->max_abs), maybe(compared, diff->mean_abs),
-        maybe(compared, diff->l2), maybe(diff->relative, diff->relative_l2),
-        maybe(diff->cosine, diff->cos), PyLong_FromLongLong(diff->changed),
-        PyFloat_FromDouble(diff->changed_fraction), maybe(compared, diff->baseline_l2),
-        maybe(compared, diff->candidate_l2),
-    };
-    PyObject *items[] = {
-        side_figures_tuple(&item->base_figures), side_figures_tuple(&item->cand_figures),
-        tuple_of(figures, sizeof figures / sizeof *figures),
-    };
-    return tuple_of(items, sizeof items / sizeof *items);
-}
-
-static PyObject *batch_results(const BatchItem *items, Py_ssize_t count) {
-    PyObject *results = PyList_New(count);
-    for (Py_ssize_t i = 0; results != NULL && i < count; i++) {
-        PyObject *result = figures_tuple(&items[i]);
-        if (result == NULL) Py_CLEAR(results);
-        else PyList_SET_ITEM(results, i, result);
-    }
-    return results;
-}
-
-PyDoc_STRVAR(measure_pairs_doc,
-             "measure_pairs(chunks, epsilon) -> list\n\n"
-             "Every (base, base_code, cand, cand_code) of a list, each side one whole tensor,\n"
-             "measured in one call and one release of the GIL, and finished: per pair\n"
-             "((mean, std, min, max, nan, inf, zeros) of each side, then DiffStats' fields),\n"
-             "None where diffai.stats gives None. A model of many small tensors pays the\n"
-             "call's overhead once per batch, and no Python arithmetic per pair.");
-
-static PyObject *measure_pairs(PyObject *module, PyObject *args) {
-    PyObject *chunks, *results = NULL;
-    double epsilon;
-    if (!PyArg_ParseTuple(args, "O!d", &PyList_Type, &chunks, &epsilon)) return NULL;
-    Py_ssize_t count = PyList_GET_SIZE(chunks);
-    BatchItem *items = PyMem_Calloc(count ? count : 1, sizeof *items);
-    if (items == NULL) return PyErr_NoMemory();
-    Py_ssize_t held = hold_items(chunks, items, count);
-    if (!PyErr_Occurred()) {
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < count; i++) finish_item(&items[i], epsilon);
-        Py_END_ALLOW_THREADS
-        results = batch_results(items, count);
-    }
-    release_items(items, held);
-    return results;
 }
 
 PyDoc_STRVAR(centred_squares_doc,
@@ -684,21 +505,24 @@ PyDoc_STRVAR(frozen_doc,
              "dataclass built past its generated __init__ (which sets each field through a\n"
              "Python-level object.__setattr__), its attributes those an __init__ would set.");
 
+PyObject *build_frozen(PyTypeObject *kind, PyObject *fields, PyObject *const *values) {
+    PyObject *empty = PyTuple_New(0);
+    PyObject *built = empty ? PyBaseObject_Type.tp_new(kind, empty, NULL) : NULL;
+    Py_XDECREF(empty);
+    for (Py_ssize_t i = 0; built != NULL && i < PyTuple_GET_SIZE(fields); i++) {
+        if (PyObject_GenericSetAttr(built, PyTuple_GET_ITEM(fields, i), values[i]) < 0)
+            Py_CLEAR(built);
+    }
+    return built;
+}
+
 static PyObject *frozen(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3 || !PyType_Check(args[0]) || !PyTuple_Check(args[1]) ||
         !PyTuple_Check(args[2]) || PyTuple_GET_SIZE(args[1]) != PyTuple_GET_SIZE(args[2])) {
         PyErr_SetString(PyExc_TypeError, "frozen takes a type and two tuples of one length");
         return NULL;
     }
-    PyObject *empty = PyTuple_New(0);
-    PyObject *built = empty ? PyBaseObject_Type.tp_new((PyTypeObject *)args[0], empty, NULL) : NULL;
-    Py_XDECREF(empty);
-    for (Py_ssize_t i = 0; built != NULL && i < PyTuple_GET_SIZE(args[1]); i++) {
-        if (PyObject_GenericSetAttr(built, PyTuple_GET_ITEM(args[1], i),
-                                    PyTuple_GET_ITEM(args[2], i)) < 0)
-            Py_CLEAR(built);
-    }
-    return built;
+    return build_frozen((PyTypeObject *)args[0], args[1], &PyTuple_GET_ITEM(args[2], 0));
 }
 
 static PyMethodDef methods[] = {
@@ -706,6 +530,7 @@ static PyMethodDef methods[] = {
     {"measure_side", measure_side, METH_VARARGS, measure_side_doc},
     {"measure_pair", measure_pair, METH_VARARGS, measure_pair_doc},
     {"measure_pairs", measure_pairs, METH_VARARGS, measure_pairs_doc},
+    {"configure", configure, METH_VARARGS, configure_doc},
     {"centred_squares", centred_squares, METH_VARARGS, centred_squares_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -21,7 +21,7 @@ from diffai import _kernel
 from diffai.change import RelativeChange, relative_changes
 from diffai.dtypes import is_complex
 from diffai.errors import DiffaiError, UnreadableModel
-from diffai.model import Model, Scalar, TensorRef, _once
+from diffai.model import CHUNK_ELEMENTS, Model, Scalar, TensorRef, _once, mapped_view
 from diffai.pairing import Mapping, prepare
 from diffai.pairing.confirm import find_renames
 from diffai.pairing.fingerprint import Fingerprint, fingerprinter
@@ -31,12 +31,14 @@ from diffai.pairing.renames import Rename, RenameSearch
 from diffai.roles import Role, role_of
 from diffai.shard import shard_members
 from diffai.stats import (
+    DIFF_FIELDS,
+    DIRECT_CODES,
+    TENSOR_FIELDS,
     DiffStats,
-    PairResult,
     ProgressCallback,
     TensorStats,
+    direct_chunk,
     measure_pair,
-    measure_small_pairs,
     measure_tensor,
 )
 
@@ -72,7 +74,12 @@ class TensorComparison:
         return role_of(self.name, self.role_hint)
 
 
-_COMPARISON_FIELDS = tuple(field.name for field in dataclasses.fields(TensorComparison))
+_kernel.configure(
+    TensorStats, TENSOR_FIELDS, DiffStats, DIFF_FIELDS, TensorComparison,
+    tuple(field.name for field in dataclasses.fields(TensorComparison)),
+    ("unchanged", "changed", "dtype_changed"), mapped_view, DIRECT_CODES, direct_chunk,
+    CHUNK_ELEMENTS,
+)  # what measure_together's kernel builds, and how (diffai/_batch.c)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -152,11 +159,15 @@ Pair = tuple[str, "TensorRef | None", "TensorRef | None"]
 def _pairs(
     baseline: Model, candidate: Model, options: CompareOptions
 ) -> tuple[list[str], list[Pair]]:
-    """The selected names, and the pairs this run (or this shard) measures."""
-    names = [
-        n for n in _ordered_names(baseline.tensors, candidate.tensors) if _selected(n, options)
-    ]
-    pairs = [(n, baseline.tensors.get(n), candidate.tensors.get(n)) for n in names]
+    """The selected names, and the pairs this run (or this shard) measures.
+
+    Column-wise (``map``, ``zip``): 100,000 names took 2.7 us a pair as comprehensions of
+    ``_selected`` and ``dict.get`` calls, 1.9 this way (CPU time, load 4.5, interleaved)."""
+    names = _ordered_names(baseline.tensors, candidate.tensors)
+    if options.include or options.exclude:
+        names = [name for name in names if _selected(name, options)]
+    bases, cands = map(baseline.tensors.get, names), map(candidate.tensors.get, names)
+    pairs = list(zip(names, bases, cands, strict=True))
     if options.shard:
         members = shard_members(((n, _pair_bytes(b, c)) for n, b, c in pairs), *options.shard)
         pairs = [pair for pair in pairs if pair[0] in members]
@@ -166,7 +177,7 @@ def _pairs(
 def _ordered_names(base: dict[str, TensorRef], cand: dict[str, TensorRef]) -> list[str]:
     """Baseline order, then the candidate's new names in its order."""
     base_names = model_order(base)
-    if all(name in base for name in cand):  # the usual case: no sort of the candidate's names
+    if cand.keys() <= base.keys():  # the usual case: no sort of the candidate's names
         return base_names
     return base_names + [name for name in model_order(cand) if name not in base]
 
@@ -182,38 +193,41 @@ def _measure_all(
     options: CompareOptions,
     on_bytes: ProgressCallback | None,
 ) -> list[TensorComparison]:
-    """Large pairs in worker threads, small ones in this thread meanwhile.
+    """Large pairs in worker threads, largest first, small ones in this thread meanwhile,
+    many to a kernel call (``measure_together``).
 
     The kernel releases the GIL while it sums, so large pairs keep every core busy; a small
-    pair's cost is Python under the GIL, where threads only wait for it: 100,000 pairs of
-    8 x 8 took 50 us a pair over two workers, 43 in one, 40 here.
+    pair's cost is mostly reading refs and building results under the GIL. Small batches in
+    two workers were no faster on the 9,552-pair MoE pair at load 4-7 on 2 cores (0.27-0.33 s
+    wall against 0.25-0.31 here), the sums being ~half of their kernel call's time.
     """
     workers = options.workers or min(8, os.cpu_count() or 1)
-    sizes = [_pair_bytes(base, cand) for _, base, cand in pairs]
-    # Largest first, so one huge tensor does not start last and run alone.
-    order = sorted(range(len(pairs)), key=sizes.__getitem__, reverse=True)
-    large = _batches([index for index in order if sizes[index] >= SMALL_PAIR_BYTES], sizes)
-    small = _batches([index for index in order if sizes[index] < SMALL_PAIR_BYTES], sizes)
+    # _pair_bytes inline: its call was 0.1 us a pair at 100,000 (timeit)
+    sizes = [(b.nbytes if b else 0) + (c.nbytes if c else 0) for _, b, c in pairs]
+    # Largest first, so one huge tensor does not start last and run alone; small ones in
+    # model order (their sort was 0.3 us a pair at 100,000).
+    large = [index for index, size in enumerate(sizes) if size >= SMALL_PAIR_BYTES]
+    large.sort(key=sizes.__getitem__, reverse=True)
+    small = [index for index, size in enumerate(sizes) if size < SMALL_PAIR_BYTES]
     measured: list[TensorComparison | None] = [None] * len(pairs)
 
     def measure(batch: list[int]) -> None:
-        tensors = _measure_batch(
-            [pairs[index] for index in batch], options.epsilon, on_bytes, options.detect_renames
-        )
+        batched = list(map(pairs.__getitem__, batch))
+        tensors = _measure_batch(batched, options.epsilon, on_bytes, options.detect_renames)
         for index, tensor in zip(batch, tensors, strict=True):
             measured[index] = tensor
 
     if not large:
         # No thread to start: no pool, nor concurrent.futures and the logging it imports
         # (6 ms of the start-up of a run of small tensors only).
-        for batch in small:
+        for batch in _batches(small, sizes):
             measure(batch)
         return measured  # type: ignore[return-value]  # every index is in one batch
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(workers) as pool:
-        tasks = [pool.submit(measure, batch) for batch in large]
-        for batch in small:
+        tasks = [pool.submit(measure, batch) for batch in _batches(large, sizes)]
+        for batch in _batches(small, sizes):
             measure(batch)
         for task in tasks:
             task.result()
@@ -237,12 +251,16 @@ def _batches(indices: list[int], sizes: list[int]) -> list[list[int]]:
 def _measure_batch(
     batch: list[Pair], epsilon: float, on_bytes: ProgressCallback | None, fingerprint: bool
 ) -> list[TensorComparison]:
-    together = _measure_together(batch, epsilon, on_bytes)
+    """The batch's pairs, those the kernel takes in one call (``measure_together``), the others
+    alone; a batch the kernel fails on is measured alone, which names the tensor."""
+    try:
+        together = measure_together(batch, epsilon, on_bytes)
+    except (OSError, ValueError, TypeError):
+        together = [None] * len(batch)
     return [
-        _measure_alone(pair, epsilon, on_bytes, fingerprint) if result is None
-        else _compared(pair, result)
-        for pair, result in zip(batch, together, strict=True)
-    ]  # fmt: skip
+        tensor or _measure_alone(pair, epsilon, on_bytes, fingerprint)
+        for pair, tensor in zip(batch, together, strict=True)
+    ]
 
 
 def _measure_alone(
@@ -251,7 +269,7 @@ def _measure_alone(
     """A pair the batch's one kernel call did not take, its read errors naming the tensor."""
     name, base, cand = pair
     try:
-        status, *stats, print_ = _classify(base, cand, epsilon, on_bytes, None, fingerprint)
+        status, *stats, print_ = _classify(base, cand, epsilon, on_bytes, fingerprint)
     except DiffaiError:
         raise
     except (OSError, ValueError, TypeError) as exc:
@@ -259,34 +277,21 @@ def _measure_alone(
     return TensorComparison(name, status, *stats, _role_hint(base, cand), print_)
 
 
-def _compared(pair: Pair, result: PairResult) -> TensorComparison:
-    """A pair ``_measure_together`` measured, built by ``_kernel.frozen``: the generated
-    frozen ``__init__`` cost 1.3 us of a pair's ~10 (timeit)."""
-    name, base, cand = pair
-    assert base is not None and cand is not None  # together measures pairs only
-    base_stats, cand_stats, diff = result
-    status = _status(base_stats, cand_stats, diff)
-    values = (name, status, base_stats, cand_stats, diff, _role_hint(base, cand), None, None)
-    return _kernel.frozen(TensorComparison, _COMPARISON_FIELDS, values)  # type: ignore[no-any-return]
+def measure_together(
+    batch: list[Pair], epsilon: float, on_bytes: ProgressCallback | None = None
+) -> list[TensorComparison | None]:
+    """The batch's small same-shaped pairs measured and built in one kernel call
+    (``_kernel.measure_pairs``, diffai/_batch.c); None for a pair to measure alone.
 
-
-def _measure_together(
-    batch: list[Pair], epsilon: float, on_bytes: ProgressCallback | None
-) -> list[PairResult | None]:
-    """The batch's small same-shaped pairs, measured in one kernel call (``measure_small_pairs``);
-    None for a pair to measure alone.
-
-    A pair it cannot take, or a batch it fails on, is measured alone, which names the tensor.
+    On 100,000 pairs of 8 x 8 the Python around the kernel's figures took ~18 us a pair (a
+    numpy view per side, three frozen dataclasses, the status); this call takes 4.7 us, the
+    whole of ``compare_models`` 7.6 (CPU time, load 3).
     """
-    chosen = [i for i, (_, b, c) in enumerate(batch) if b and c and _comparable(b, c)]
-    results: list[PairResult | None] = [None] * len(batch)
-    try:
-        measured = measure_small_pairs([batch[i][1:] for i in chosen], epsilon, on_bytes)  # type: ignore[misc]
-    except (OSError, ValueError, TypeError):
-        return results
-    for index, result in zip(chosen, measured, strict=True):
-        results[index] = result
-    return results
+    measured: list[TensorComparison | None] = _kernel.measure_pairs(batch, epsilon)
+    if on_bytes is not None:
+        taken = (pair for pair, tensor in zip(batch, measured, strict=True) if tensor)
+        on_bytes(sum(_pair_bytes(base, cand) for _, base, cand in taken))
+    return measured  # a None pair's bytes are reported by the measure_pair that reads it
 
 
 def _comparable(base: TensorRef, cand: TensorRef) -> bool:
@@ -317,11 +322,9 @@ def _classify(
     cand: TensorRef | None,
     epsilon: float,
     on_bytes: ProgressCallback | None,
-    together: PairResult | None = None,
     fingerprint: bool = False,
 ) -> Measured:
-    """``together``: the pair's figures when ``_measure_together`` has them already;
-    ``fingerprint``: fingerprint a removed or added tensor for rename detection."""
+    """``fingerprint``: fingerprint a removed or added tensor for rename detection."""
     if base is None and cand is not None:
         stats, print_ = _one_side(cand, on_bytes, fingerprint)
         return "added", None, stats, None, print_
@@ -332,7 +335,7 @@ def _classify(
     if not _comparable(base, cand):
         status: Status = "shape_changed" if base.shape != cand.shape else "dtype_changed"
         return status, measure_tensor(base, on_bytes), measure_tensor(cand, on_bytes), None, None
-    base_stats, cand_stats, diff = together or measure_pair(base, cand, epsilon, on_bytes)
+    base_stats, cand_stats, diff = measure_pair(base, cand, epsilon, on_bytes)
     return _status(base_stats, cand_stats, diff), base_stats, cand_stats, diff, None
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from diffai import _kernel
 from diffai.dtypes import NUMPY_DTYPES, is_complex
-from diffai.model import CHUNK_ELEMENTS, TensorRef
+from diffai.model import TensorRef
 
 #: M2 from Σx² is trusted while it is at least this fraction of Σx² (see _centred_squares;
 #: _kernel.c's side_figures holds it too).
@@ -190,8 +190,8 @@ class _SideAccumulator:
 
 #: A side's measured figures: mean, std, min, max (None without a finite value), nan, inf, zeros.
 SideFigures = tuple[float | None, float | None, float | None, float | None, int, int, int]
-_TENSOR_FIELDS = tuple(field.name for field in dataclasses.fields(TensorStats))
-_DIFF_FIELDS = tuple(field.name for field in dataclasses.fields(DiffStats))
+TENSOR_FIELDS = tuple(field.name for field in dataclasses.fields(TensorStats))
+DIFF_FIELDS = tuple(field.name for field in dataclasses.fields(DiffStats))
 
 
 def _tensor_stats(ref: TensorRef, figures: SideFigures) -> TensorStats:
@@ -202,7 +202,7 @@ def _tensor_stats(ref: TensorRef, figures: SideFigures) -> TensorStats:
         ref.shape, ref.dtype, ref.stored_dtype, ref.elements, ref.stored_bytes, *figures,
         sparse.layout if sparse else None, sparse.nnz if sparse else None, ref.quantization,
     )  # fmt: skip
-    return _kernel.frozen(TensorStats, _TENSOR_FIELDS, values)  # type: ignore[no-any-return]
+    return _kernel.frozen(TensorStats, TENSOR_FIELDS, values)  # type: ignore[no-any-return]
 
 
 #: What the kernel gives for the difference of a chunk pair (see _kernel.c: measure_pair).
@@ -245,7 +245,7 @@ class _DiffAccumulator:
             norm_b,
             norm_c,
         )  # what _kernel.measure_pairs gives for a one-chunk pair (diff_figures there)
-        return _kernel.frozen(DiffStats, _DIFF_FIELDS, figures)  # type: ignore[no-any-return]
+        return _kernel.frozen(DiffStats, DIFF_FIELDS, figures)  # type: ignore[no-any-return]
 
 
 def _cosine(dot: float, norm_b: float | None, norm_c: float | None) -> float | None:
@@ -303,51 +303,28 @@ def measure_small_pairs(
 ) -> list[PairResult | None]:
     """``measure_pair`` of many same-shaped pairs in one kernel call, the numbers unchanged.
 
-    A pair qualifies when both sides are mapped arrays of one chunk of a type the kernel
-    reads as stored; None stands for one that does not (measure it with ``measure_pair``).
-    On 10,000 tensors of 8 x 8 the per-pair path spent ten times the kernel's time in Python.
+    A pair qualifies when both sides are one chunk of a type the kernel reads as stored;
+    None stands for one that does not (measure it with ``measure_pair``). This is
+    ``diffai.comparison.measure_together`` (``_kernel.measure_pairs``) without the names.
     """
-    readable = [_whole_chunks(base, cand) for base, cand in pairs]
-    measured = iter(_kernel.measure_pairs([both for both in readable if both], epsilon))
-    results = [
-        _finished_pair(base, cand, next(measured)) if both else None
-        for (base, cand), both in zip(pairs, readable, strict=True)
-    ]
-    measured_pairs = (pair for pair, result in zip(pairs, results, strict=True) if result)
-    _report(on_bytes, sum(base.nbytes + cand.nbytes for base, cand in measured_pairs))
-    return results  # a None pair's bytes are reported by the measure_pair that reads it
+    from diffai.comparison import measure_together  # which imports this module
+
+    named = [(base.name, base, cand) for base, cand in pairs]
+    measured = measure_together(named, epsilon, on_bytes)
+    return [(t.baseline, t.candidate, t.diff) if t else None for t in measured]  # type: ignore[misc]
 
 
-def _finished_pair(base: TensorRef, cand: TensorRef, figures: Any) -> PairResult:
-    """A pair's results from ``_kernel.measure_pairs``' finished figures: on 100,000 pairs of
-    8 x 8, ``measure_small_pairs`` took 31 us a pair with Python accumulators (``_PairSums``)
-    around the kernel's sums, 18 us this way (CPU time, load 4)."""
-    base_figures, cand_figures, diff_figures = figures
-    return (
-        _tensor_stats(base, base_figures),
-        _tensor_stats(cand, cand_figures),
-        _kernel.frozen(DiffStats, _DIFF_FIELDS, diff_figures),
-    )
+#: The element code of each dtype name the kernel reads as stored (``_kernel.measure_pairs``).
+DIRECT_CODES = {
+    name: KERNEL_CODES[dtype] for name, dtype in NUMPY_DTYPES.items() if dtype in KERNEL_CODES
+}
 
 
-def _whole_chunks(base: TensorRef, cand: TensorRef) -> tuple[Any, int, Any, int] | None:
-    """Both sides as the one chunk ``chunks()`` would give, as ``_kernel.measure_pairs`` takes
-    them, when the kernel reads them as stored (their values' order is all it needs of them:
-    no flat view, 0.4 us a pair less)."""
-    if base.load is None or cand.load is None:
-        return None
-    if base.elements > CHUNK_ELEMENTS or cand.elements > CHUNK_ELEMENTS:
-        return None
-    if base.dtype not in _DIRECT_DTYPES or cand.dtype not in _DIRECT_DTYPES:
-        return None  # ints, bool, f8 and complex (read as two components) go through numpy
-    base_chunk, cand_chunk = _direct_chunk(base.load()), _direct_chunk(cand.load())
-    if base_chunk is None or cand_chunk is None:
-        return None
-    return (*base_chunk, *cand_chunk)
-
-
-#: The value dtypes ``KERNEL_CODES`` reads, by canonical name.
-_DIRECT_DTYPES = frozenset(name for name, dtype in NUMPY_DTYPES.items() if dtype in KERNEL_CODES)
+def direct_chunk(ref: TensorRef) -> _KernelChunk | None:
+    """A one-chunk side as ``_kernel.measure_pairs`` reads it when its load is not a mapped
+    span (``model.mapped_view``): the loaded array, when the kernel reads it as stored."""
+    assert ref.load is not None  # the kernel asks only for a side that has one
+    return _direct_chunk(ref.load())
 
 
 def _direct_chunk(array: np.ndarray) -> _KernelChunk | None:

@@ -21,8 +21,9 @@ a tensor the file does not hold under that name.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 from diffai.errors import UsageError
@@ -92,18 +93,27 @@ def _wrapper(baseline: Model, candidate: Model) -> tuple[int, str] | None:
     """(side, prefix) of a wrapper one side has on every tensor name and the other on none."""
     for prefix in WRAPPER_PREFIXES:
         for side, (this, other) in enumerate([(baseline, candidate), (candidate, baseline)]):
-            if _on_every(this.tensors, prefix) and not _on_any(other.tensors, prefix):
+            # this side's first name, then the other side's: when both have the prefix, it is
+            # on the other's first name, where this side's every name would have been read
+            # (0.2 us a pair at 100,000)
+            on_this = _on_first(this.tensors, prefix) and not _on_any(other.tensors, prefix)
+            if on_this and _on_every(this.tensors, prefix):
                 return side, prefix
     return None
 
 
-def _on_every(names: Iterable[str], prefix: str) -> bool:
-    names = list(names)
-    return bool(names) and all(name.startswith(prefix) for name in names)
+def _on_first(names: Iterable[str], prefix: str) -> bool:
+    return next(iter(names), "").startswith(prefix)
+
+
+def _on_every(names: Collection[str], prefix: str) -> bool:
+    """Tested in C (``map`` of ``str.startswith``): a generator took 0.1 us a name, and
+    ``model.`` is on every name of most models, read to the end on both sides."""
+    return len(names) > 0 and all(map(str.startswith, names, repeat(prefix)))
 
 
 def _on_any(names: Iterable[str], prefix: str) -> bool:
-    return any(name.startswith(prefix) for name in names)
+    return any(map(str.startswith, names, repeat(prefix)))
 
 
 def _strip(model: Model, prefix: str) -> Model:
