@@ -388,3 +388,25 @@ def test_the_action_gates_models_it_reads_by_ranges(
     report = json.loads((step.report_dir / "report.json").read_text())
     assert report["baseline"]["path"] == urls[0]
     assert server.bytes_sent() == sum(path.stat().st_size for path in local)
+
+
+def test_a_pair_of_many_small_tensors_comes_in_a_few_requests_each_byte_once(
+    server: RangeServer, write_safetensors: Callable[..., Path]
+) -> None:
+    """A mixture-of-experts layout: 600 tensors of 8 KiB a side. One request per tensor
+    made it latency-bound (41 s at 20 ms a request); planned, both files' tensors come as
+    a few blocks (``diffai.sources.plan``), and the report is the local one."""
+    base = {f"blocks.{i // 24}.experts.{i % 24 // 3}.w{i % 3}": RNG.standard_normal((32, 64))
+            .astype(np.float32) for i in range(600)}  # fmt: skip
+    cand = {name: values + np.float32(1e-3) for name, values in base.items()}
+    pair = write_safetensors("base.safetensors", base), write_safetensors("cand.safetensors", cand)
+    urls = _serve(server, *pair)
+    server.latency = 0.02
+    remote = _report(*urls, settings=_fast_settings())
+    assert _without_paths(remote) == _without_paths(_report(*pair))
+    # Per file: the probe (the header and the first tensors) and one block of 4.6 MB of
+    # tensors past the kept head, which holds up to 4 MiB: two blocks.
+    assert server.requests <= 2 * 3, server.requests
+    assert server.overlaps() == []
+    tensor_bytes = sum(values.nbytes for values in base.values())
+    assert server.bytes_sent() <= 2 * tensor_bytes * 1.02 + 2 * 256 * 1024

@@ -112,9 +112,18 @@ def plan_reads(refs: Iterable[TensorRef]) -> None:
     will read from it, in this order."""
     wanted: dict[int, tuple[ByteSource, list[Span]]] = {}
     for ref in refs:
-        values = ref.stream
-        if isinstance(values, RangeValues) and hasattr(values.source, "plan"):
+        if position(ref) is not None:
+            values: RangeValues = ref.stream  # type: ignore[assignment]
             spans = wanted.setdefault(id(values.source), (values.source, []))[1]
             spans.append((values.start, values.end))
     for source, spans in wanted.values():
         source.plan(spans)  # type: ignore[attr-defined]
+
+
+def position(ref: TensorRef) -> tuple[int, int] | None:
+    """Where a ref's values lie, (file, byte) comparable within one file, when a plan can
+    join its reads; None for any other ref."""
+    values = ref.stream
+    if isinstance(values, RangeValues) and hasattr(values.source, "plan"):
+        return id(values.source), values.start
+    return None

@@ -39,8 +39,9 @@ class RemoteFile:
 
     def plan(self, spans: Sequence[Span]) -> None:
         """The ranges about to be read, in order: small ones then come as few requests
-        (``diffai.sources.plan``). Past the kept head only: those bytes are here already."""
-        ahead = [span for span in spans if span[0] >= len(self._head) and span[1] <= self.size]
+        (``diffai.sources.plan``); only what lies past the kept head, which is here."""
+        head = len(self._head)
+        ahead = [(max(start, head), end) for start, end in spans if head < end <= self.size]
         fetch, endpoint = self._client.fetch_later, self._endpoint
         self._plan = ReadPlan(lambda start, end: fetch(endpoint, start, end, self.size), ahead)
 
@@ -48,12 +49,15 @@ class RemoteFile:
         return b"".join(self.stream(start, end))
 
     def stream(self, start: int, end: int) -> Iterator[bytes]:
-        """The kept head's part, then ranges whose first requests are already on their way."""
+        """The kept head's part, then the planned block's or ranges whose first requests are
+        already on their way."""
         end = min(end, self.size)
-        planned = self._plan.take(start, end) if self._plan is not None else None
-        if planned is not None:
-            return iter((planned,))
         kept = [self._head[start : min(end, len(self._head))]] if start < len(self._head) else []
         start = max(start, len(self._head))
-        rest = self._client.stream(self._endpoint, start, end, self.size) if start < end else []
+        if start >= end:
+            return iter(kept)
+        planned = self._plan.take(start, end) if self._plan is not None else None
+        rest = [planned] if planned is not None else self._client.stream(
+            self._endpoint, start, end, self.size
+        )
         return itertools.chain(kept, rest)
