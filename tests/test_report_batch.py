@@ -9,18 +9,7 @@ from diffai.change import RelativeChange
 from diffai.comparison import TensorComparison
 from diffai.pairing.renames import Rename
 from diffai.report import diff_record, stats_record, tensor_records
-from diffai.stats import DiffStats, TensorStats
-
-
-def side(**values: float | None) -> TensorStats:
-    fields = {"mean": 0.5, "std": 1.0, "min": -1.0, "max": 2.0, **values}
-    return TensorStats((2, 3), "f32", "f32", 6, 24, nan=0, inf=0, zeros=1, **fields)  # type: ignore[arg-type]
-
-
-def change(**values: float | None) -> DiffStats:
-    fields = {"max_abs": 0.1, "mean_abs": 0.05, "l2": 0.2, "relative_l2": 0.1, "cosine": 0.99,
-              "baseline_l2": 2.0, "candidate_l2": 2.1, **values}  # fmt: skip
-    return DiffStats(changed=6, changed_fraction=1.0, **fields)  # type: ignore[arg-type]
+from tests.test_report_records import change, side
 
 
 def test_every_tensor_record_is_the_one_its_parts_give() -> None:
