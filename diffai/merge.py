@@ -55,8 +55,6 @@ class _Part:
     document: dict[str, Any]
     tensors: list[TensorComparison]
     options: CompareOptions
-    baseline: Model
-    candidate: Model
     scalars: list[ScalarChange]
     mapping: Mapping
 
@@ -92,11 +90,12 @@ def _part(path: str, document: dict[str, Any]) -> _Part:
     _require(isinstance(shard.get("inventory"), dict), "shard.inventory", "an object")
     _require(isinstance(document.get("tensors"), list), "tensors", "a list")
     prints = _fingerprints(shard.get("fingerprints", {}))  # an older shard report has none
+    for side in ("baseline", "candidate"):
+        _check_side(document, side)
     records = enumerate(document["tensors"])
     tensors = [_tensor(record, f"tensors[{number}]", prints) for number, record in records]
     return _Part(
         path, document, tensors, _options(document.get("options")),
-        _model(document, "baseline"), _model(document, "candidate"),
         _scalars(document.get("scalars")), _mapping(document.get("mapping")),
     )  # fmt: skip
 
@@ -145,12 +144,13 @@ def _rebuild(parts: list[_Part]) -> Comparison:
     tensors = [measured[name] for name in names]
     renames = RenameSearch(enabled=False)
     if options.detect_renames:
-        reader = files_reader(first.baseline.path, first.candidate.path, options,
+        reader = files_reader(first.document["baseline"]["path"],
+                              first.document["candidate"]["path"], options,
                               first.document["shard"]["inventory"])  # fmt: skip
         tensors, renames = pair_renames(tensors, reader, options.epsilon)
     return Comparison(
-        baseline=first.baseline,
-        candidate=first.candidate,
+        baseline=_model(first.document, "baseline"),
+        candidate=_model(first.document, "candidate"),
         tensors=tensors,
         scalars=first.scalars,
         options=options,
@@ -171,7 +171,9 @@ def _options(record: Any) -> CompareOptions:
     return CompareOptions(**{**record, **lists, "shard": tuple(shard) if shard else None})
 
 
-def _model(document: dict[str, Any], side: str) -> Model:
+def _check_side(document: dict[str, Any], side: str) -> None:
+    """A side's artifact and inventory as ``_model`` reads them (every part is checked; the
+    model is built once, from the first: ``_check_parts`` holds the others equal)."""
     artifact, inventory = document.get(side), document["shard"]["inventory"].get(side)
     _require(isinstance(artifact, dict) and isinstance(artifact.get("path"), str)
              and isinstance(artifact.get("format"), str) and type(artifact.get("bytes")) is int,
@@ -182,6 +184,10 @@ def _model(document: dict[str, Any], side: str) -> Model:
                 and _is_shape(row[1]) and isinstance(row[2], str) for row in inventory),
         f"shard.inventory.{side}", "a list of [name, shape, dtype]",
     )  # fmt: skip
+
+
+def _model(document: dict[str, Any], side: str) -> Model:
+    artifact, inventory = document[side], document["shard"]["inventory"][side]
     tensors = {
         name: TensorRef(name, tuple(shape), dtype, _values_unavailable)
         for name, shape, dtype in inventory
