@@ -74,9 +74,8 @@ const char configure_doc[] =
     "code of each dtype name it reads, the function giving any other side's (buffer, code)\n"
     "or None, and the most elements a side may have.";
 
-static int keep(PyObject **slot, PyObject *value) {
+static void keep(PyObject **slot, PyObject *value) {
     Py_XSETREF(*slot, Py_NewRef(value));
-    return 0;
 }
 
 PyObject *configure(PyObject *module, PyObject *args) {
@@ -134,11 +133,7 @@ static const Py_buffer *hold(Batch *batch, PyObject *exporter) {
     Py_buffer *view = &batch->held[batch->held_count];
     if (PyObject_GetBuffer(exporter, view, PyBUF_SIMPLE) < 0) return NULL;
     batch->held_count++;
-    if (!PyBuffer_IsContiguous(view, 'C')) {
-        PyErr_SetString(PyExc_TypeError, "a side must be a contiguous buffer");
-        return NULL;
-    }
-    return view;
+    return view; /* PyBUF_SIMPLE: contiguous */
 }
 
 /* The side's bytes from `buffer` at `begin`, which must hold n elements of its code there. */
@@ -332,21 +327,22 @@ static void stored_encoding(PyObject *ref, PyObject *dtype, PyObject **values) {
 }
 
 /* A side's TensorStats (diffai/stats.py's _tensor_stats); its stored dtype kept for the status. */
-static PyObject *stats_object(PyObject *ref, const SideRead *side, const SideFigures *figures,
-                              PyObject **stored_dtype) {
+static PyObject *stats_object(PyObject *ref, const SideRead *side, Py_ssize_t elements,
+                              const SideFigures *figures, PyObject **stored_dtype) {
     PyObject *sparse = PyObject_GetAttr(ref, names[SPARSE]);
+    if (sparse == NULL) return NULL; /* no further call with an exception set */
     int has = figures->has_values;
     PyObject *values[] = {
         Py_NewRef(side->shape), Py_NewRef(side->dtype), NULL,
-        PyObject_GetAttr(ref, names[ELEMENTS]), NULL,
+        PyLong_FromSsize_t(elements), NULL,
         maybe(has, figures->mean), maybe(has, figures->std), maybe(has, figures->min),
         maybe(has, figures->max), PyLong_FromLongLong(figures->nan),
         PyLong_FromLongLong(figures->inf), PyLong_FromLongLong(figures->zeros),
         sparse ? attribute_of(sparse, LAYOUT) : NULL, sparse ? attribute_of(sparse, NNZ) : NULL,
         PyObject_GetAttr(ref, names[QUANTIZATION]),
     };
-    Py_XDECREF(sparse);
-    stored_encoding(ref, side->dtype, values);
+    Py_DECREF(sparse);
+    if (!PyErr_Occurred()) stored_encoding(ref, side->dtype, values);
     *stored_dtype = Py_XNewRef(values[2]);
     return built(config.stats_kind, config.stats_fields, values, sizeof values / sizeof *values);
 }
@@ -387,11 +383,18 @@ static PyObject *role_hint_of(PyObject *const *refs) {
 static PyObject *comparison_object(const Item *item) {
     PyObject *const *refs = &PyTuple_GET_ITEM(item->pair, 1);
     PyObject *stored[2] = {NULL, NULL};
-    PyObject *base = stats_object(refs[0], &item->sides[0], &item->figures[0], &stored[0]);
-    PyObject *cand = stats_object(refs[1], &item->sides[1], &item->figures[1], &stored[1]);
-    PyObject *status = stored[0] && stored[1] ? status_of(item, stored, &item->diff) : NULL;
+    PyObject *base = stats_object(refs[0], &item->sides[0], item->n, &item->figures[0], &stored[0]);
+    PyObject *cand = base ? stats_object(refs[1], &item->sides[1], item->n, &item->figures[1],
+                                         &stored[1])
+                          : NULL;
+    PyObject *status = cand && stored[0] && stored[1] ? status_of(item, stored, &item->diff) : NULL;
     Py_XDECREF(stored[0]);
     Py_XDECREF(stored[1]);
+    if (status == NULL) { /* stop at the first failure: no call with an exception set */
+        Py_XDECREF(base);
+        Py_XDECREF(cand);
+        return NULL;
+    }
     PyObject *values[] = {
         Py_NewRef(PyTuple_GET_ITEM(item->pair, 0)), status, base, cand, diff_object(&item->diff),
         role_hint_of(refs), Py_NewRef(Py_None), Py_NewRef(Py_None),
