@@ -76,9 +76,23 @@ class TensorComparison:
         return role_of(self.name, self.role_hint)
 
 
+#: The field orders diffai/_batch.c builds its objects in (its value arrays are literal):
+#: a field added, removed or moved in a dataclass must be so there too.
+_KERNEL_ORDERS = {
+    TensorStats: ("shape", "dtype", "stored_dtype", "elements", "bytes", "mean", "std", "min",
+                  "max", "nan", "inf", "zeros", "layout", "nnz", "quantization"),
+    DiffStats: ("max_abs", "mean_abs", "l2", "relative_l2", "cosine", "changed",
+                "changed_fraction", "baseline_l2", "candidate_l2"),
+    TensorComparison: ("name", "status", "baseline", "candidate", "diff", "role_hint",
+                       "fingerprint", "rename"),
+}  # fmt: skip
+for _kind, _order in _KERNEL_ORDERS.items():
+    if tuple(field.name for field in dataclasses.fields(_kind)) != _order:
+        raise RuntimeError(f"{_kind.__name__}'s fields are not in the order _batch.c builds")
+
 _kernel.configure(
     TensorStats, TENSOR_FIELDS, DiffStats, DIFF_FIELDS, TensorComparison,
-    tuple(field.name for field in dataclasses.fields(TensorComparison)),
+    _KERNEL_ORDERS[TensorComparison],
     ("unchanged", "changed", "dtype_changed"), mapped_view, DIRECT_CODES, direct_chunk,
     CHUNK_ELEMENTS,
 )  # what measure_together's kernel builds, and how (diffai/_batch.c)  # fmt: skip
@@ -255,8 +269,8 @@ def _planned(
 ) -> tuple[list[int], list[int]]:
     """Remote pairs whose sides fit a plan's block go with the small ones, read in this
     thread by the plan: in worker threads each cost a round trip of its own."""
-    joined = {index for index in large if sizes[index] < 2 * PLAN_BLOCK_BYTES}
-    return [index for index in large if index not in joined], [*small, *sorted(joined)]
+    joined = [index for index in large if sizes[index] < 2 * PLAN_BLOCK_BYTES]
+    return [index for index in large if sizes[index] >= 2 * PLAN_BLOCK_BYTES], small + joined
 
 
 def _in_file_order(pairs: list[Pair], indices: list[int]) -> list[int]:
@@ -290,9 +304,10 @@ def _measure_batch(
     """The batch's pairs, those the kernel takes in one call (``measure_together``), the others
     alone; a batch the kernel fails on is measured alone, which names the tensor."""
     try:
-        together = measure_together(batch, epsilon, on_bytes)
+        together = measure_together(batch, epsilon)
     except (OSError, ValueError, TypeError):
         together = [None] * len(batch)
+    _report_taken(batch, together, on_bytes)  # outside the try: a callback's error is its own
     return [
         tensor or _measure_alone(pair, epsilon, on_bytes, fingerprint)
         for pair, tensor in zip(batch, together, strict=True)
@@ -320,14 +335,22 @@ def measure_together(
     (``_kernel.measure_pairs``, diffai/_batch.c); None for a pair to measure alone.
 
     On 100,000 pairs of 8 x 8 the Python around the kernel's figures took ~18 us a pair (a
-    numpy view per side, three frozen dataclasses, the status); this call takes 4.7 us, the
-    whole of ``compare_models`` 7.6 (CPU time, load 3).
+    numpy view per side, three frozen dataclasses, the status); this call took 4.7 us, the
+    whole of ``compare_models`` 7.6 (CPU time, load 3, the measure stage's branch).
     """
     measured: list[TensorComparison | None] = _kernel.measure_pairs(batch, epsilon)
+    _report_taken(batch, measured, on_bytes)
+    return measured
+
+
+def _report_taken(
+    batch: list[Pair], measured: list[TensorComparison | None], on_bytes: ProgressCallback | None
+) -> None:
+    """The bytes of the pairs the kernel measured; a None pair's are reported by the
+    ``measure_pair`` that reads it."""
     if on_bytes is not None:
         taken = (pair for pair, tensor in zip(batch, measured, strict=True) if tensor)
         on_bytes(sum(_pair_bytes(base, cand) for _, base, cand in taken))
-    return measured  # a None pair's bytes are reported by the measure_pair that reads it
 
 
 def _comparable(base: TensorRef, cand: TensorRef) -> bool:

@@ -17,7 +17,7 @@ from diffai import _kernel
 from diffai.comparison import CompareOptions, TensorComparison, compare_models, measure_together
 from diffai.errors import UnreadableModel
 from diffai.formats import open_model
-from diffai.model import Model, TensorRef, layout, mapped_view
+from diffai.model import CHUNK_ELEMENTS, Model, TensorRef, layout, mapped_view
 from diffai.stats import measure_pair
 
 RNG = np.random.default_rng(7)
@@ -88,8 +88,12 @@ def test_pairs_the_kernel_does_not_take_are_none() -> None:
     ref = TensorRef("t", (2, 2), "f32", load=lambda: values)
     other = TensorRef("t", (4,), "f32", load=lambda: values.ravel())
     ints = TensorRef("t", (2, 2), "i32", load=lambda: values.astype(np.int32))
-    pairs = [("t", ref, None), ("t", None, ref), ("t", ref, other), ("t", ints, ints)]
-    assert _kernel.measure_pairs(pairs, 0.0) == [None] * 4
+    streamed = TensorRef("t", (2, 2), "f32", stream=lambda: iter([values.ravel()]))
+    large = np.ones(CHUNK_ELEMENTS + 1, np.float32)  # more than one chunk
+    big = TensorRef("t", large.shape, "f32", load=lambda: large)
+    pairs = [("t", ref, None), ("t", None, ref), ("t", ref, other), ("t", ints, ints),
+             ("t", streamed, streamed), ("t", ref, streamed), ("t", big, big)]  # fmt: skip
+    assert _kernel.measure_pairs(pairs, 0.0) == [None] * 7
 
 
 def _spanned(name: str, data: np.ndarray, begin: int, end: int) -> TensorRef:
