@@ -151,7 +151,8 @@ class Model:
     @_once  # the report and the architecture analysis read it: 0.8 us a tensor each at 100,000
     def parameters(self) -> int:
         """Elements of the learned tensors (``diffai.roles``): a training checkpoint's Adam
-        moments, counters and RNG state are not parameters of the model."""
+        moments, counters and RNG state are not parameters of the model. Counted at the first
+        read: ``tensors`` must be final by then (it is once a comparison has begun)."""
         return sum(
             ref.elements
             for name, ref in self.tensors.items()
