@@ -27,7 +27,7 @@ import numpy as np
 from diffai.analyses.common import weight_tensors
 from diffai.change import RelativeChange, is_scrambled, may_be_scrambled
 from diffai.comparison import Comparison, TensorComparison
-from diffai.layers import squares
+from diffai.layers import measured_norms, squares
 
 DIVERGING_UPDATE = 0.5
 CONVERGED_UPDATE = 1e-3
@@ -46,9 +46,8 @@ def analyze(comparison: Comparison) -> dict[str, Any]:
         return {"status": "unknown", "stability": None, "update_magnitude": None,
                 "spread_decades": None, "tensors_measured": 0, "scrambled": []}  # fmt: skip
     changes = _weight_changes(comparison, paired)
-    diffs = [t.diff for t in paired]
-    change_squares = squares([d.l2 for d in diffs])  # type: ignore[union-attr,misc]
-    size_squares = squares([d.baseline_l2 or 0.0 for d in diffs])  # type: ignore[union-attr]
+    _, change_l2, baseline_l2 = measured_norms(paired)
+    change_squares, size_squares = squares(change_l2), squares(baseline_l2)
     update = _update_magnitude(change_squares, size_squares)
     spread = _spread(_own_relative(changes))
     scrambled = scrambled_weights(paired, changes)

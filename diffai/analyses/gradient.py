@@ -48,7 +48,7 @@ def _from_weight_update(tensors: list[TensorComparison]) -> dict[str, Any]:
     change, size = math.sqrt(sum(change_squares)), math.sqrt(sum(size_squares))
     indices, sums = _block_sums(names, change_squares, size_squares)
     blocks = [
-        (index, math.sqrt(c) / math.sqrt(s))
+        (index, _relative(math.sqrt(c), math.sqrt(s)))
         for index, c, s in zip(indices, *sums, strict=True)
         if s
     ]
