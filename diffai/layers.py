@@ -104,7 +104,7 @@ def layer_groups(names: list[str]) -> tuple[list[str], np.ndarray]:
     weight was measured (the usual case): the second asks for free instead of 0.8 us a
     name at 100,000 one-tensor layers. The numbers are read-only, being shared."""
     asked, known = _LAST_LAYER_GROUPS[0]  # one read: a pair another thread wrote whole
-    if asked == names:  # the same str objects: compared by identity
+    if asked == names:  # equal lists; the same str objects compare by identity first
         return known
     layers, numbers = group_ids(layers_of(names))
     numbers.flags.writeable = False

@@ -89,15 +89,18 @@ def test_a_quiet_run_imports_no_stdout_renderer_nor_the_functional_policy(
 
 
 @pytest.mark.parametrize(
-    ("argv", "renderer"),
+    ("argv", "renderer", "other"),
     [
-        pytest.param([], "diffai.renderers.text", id="text"),
-        pytest.param(["-o", "json"], "diffai.renderers.records", id="json"),
+        pytest.param([], "diffai.renderers.text", "diffai.renderers.records", id="text"),
+        pytest.param(
+            ["-o", "json"], "diffai.renderers.records", "diffai.renderers.text", id="json"
+        ),
     ],
 )
 def test_stdout_imports_the_renderer_it_prints_with(
-    pair: list[str], argv: list[str], renderer: str
+    pair: list[str], argv: list[str], renderer: str, other: str
 ) -> None:
     code, modules = imported_by_run([*pair, *argv])
     assert code == 1
     assert renderer in modules
+    assert other not in modules  # and only that one

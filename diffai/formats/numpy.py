@@ -33,6 +33,7 @@ from diffai.formats.mapped import map_bytes
 from diffai.formats.zipmembers import MEMBER_ERRORS, OPEN_ERRORS, ZipMembers
 from diffai.formats.zipstream import member_pieces, spilled
 from diffai.model import CHUNK_ELEMENTS, Model, TensorRef
+from diffai.sources.plan import RangeValues
 from diffai.text import one_line
 
 if TYPE_CHECKING:
@@ -120,8 +121,6 @@ def read_source(source: ByteSource) -> Model:
 
 
 def _ranged_ref(header: _Header, dtype: str, source: ByteSource) -> TensorRef:
-    from diffai.sources.plan import RangeValues
-
     start = header.offset
     stream = RangeValues(source, start, start + header.data_bytes, header.dtype)
     return TensorRef(name=ROOT_NAME, shape=header.shape, dtype=dtype, stream=stream)

@@ -37,8 +37,8 @@ def opening_a_pair() -> Iterator[None]:
 def once_per_pair(key: tuple[object, ...], compute: Callable[[], Answer]) -> Answer:
     """``compute()``, or its answer for an equal ``key`` earlier in this pair's opening.
 
-    Keys are compared, not hashed: hashing a 12 MB header takes 10 ms, comparing two 1 ms,
-    and a pair holds a few keys (one a side, or one a shard).
+    Keys are compared, not hashed: hashing a 12 MB header took 3-10 ms, comparing two
+    1-2 ms (two reviews, loads 1-6), and a pair holds a few keys (one a side, or one a shard).
     """
     answers = _OPENING.get()
     if answers is None:

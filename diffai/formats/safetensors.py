@@ -35,6 +35,7 @@ from diffai.formats.safetensors_header import (
 )
 from diffai.formats.strictjson import DuplicateKey, InvalidJson, loads_strict
 from diffai.model import Layout, Model, TensorRef, loaded_refs, mapped_view
+from diffai.sources.plan import RangeValues
 from diffai.text import one_line
 
 if TYPE_CHECKING:
@@ -85,7 +86,9 @@ def read_source(source: ByteSource) -> Model:
 
 def _model(path: str | Path, size: int, metadata: dict[str, str],
            tensors: dict[str, TensorRef]) -> Model:  # fmt: skip
-    return Model(path=str(path), format=FORMAT, size_bytes=size, tensors=tensors, metadata=metadata)
+    # Its own metadata: a side's columns may be the other's (formats.pairmemo).
+    return Model(path=str(path), format=FORMAT, size_bytes=size, tensors=tensors,
+                 metadata=dict(metadata))  # fmt: skip
 
 
 #: Bytes ``start..end``; the header is read in order, so a local file handle just reads on.
@@ -244,7 +247,5 @@ def _map_data(path: Path, offset: int, length: int) -> np.ndarray:
 
 
 def _streamed_ref(name: str, layout: Layout, source: ByteSource, begin: int, end: int) -> TensorRef:
-    from diffai.sources.plan import RangeValues
-
     stream = RangeValues(source, begin, end, numpy_dtype(layout.dtype))
     return TensorRef(name=name, shape=layout.shape, dtype=layout.dtype, stream=stream)
