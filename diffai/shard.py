@@ -8,7 +8,6 @@ jobs within one large tensor of each other.
 
 from __future__ import annotations
 
-import heapq
 import re
 from collections.abc import Iterable
 
@@ -27,6 +26,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def shard_members(sizes: Iterable[tuple[str, int]], index: int, count: int) -> set[str]:
     """The names job ``index`` of ``count`` measures."""
+    import heapq  # here: only --shard runs call this
+
     loads = [(0, job) for job in range(1, count + 1)]
     members: set[str] = set()
     for name, size in sorted(sizes, key=lambda item: (-item[1], item[0])):

@@ -24,22 +24,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import ml_dtypes
 import numpy as np
 
 from diffai import _kernel
-from diffai.dtypes import NUMPY_DTYPES, is_complex
+from diffai.dtypes import is_complex, numpy_dtype
 from diffai.model import TensorRef
 
 #: M2 from Σx² is trusted while it is at least this fraction of Σx² (see _centred_squares;
 #: _kernel.c's side_figures holds it too).
 CANCELLATION_LIMIT = 1e-4
 #: The dtypes the kernel reads as stored (native byte order); others are upcast first.
+#: And bf16, ml_dtypes' type (``_kernel_code``): ml_dtypes is imported only for a model
+#: that holds one (diffai.dtypes: 8-9 ms of a run's start).
 KERNEL_CODES = {
     np.dtype(np.float64): _kernel.F64,
     np.dtype(np.float32): _kernel.F32,
     np.dtype(np.float16): _kernel.F16,
-    np.dtype(ml_dtypes.bfloat16): _kernel.BF16,
 }
 
 ProgressCallback = Callable[[int], None]
@@ -315,9 +315,7 @@ def measure_small_pairs(
 
 
 #: The element code of each dtype name the kernel reads as stored (``_kernel.measure_pairs``).
-DIRECT_CODES = {
-    name: KERNEL_CODES[dtype] for name, dtype in NUMPY_DTYPES.items() if dtype in KERNEL_CODES
-}
+DIRECT_CODES = {"f64": _kernel.F64, "f32": _kernel.F32, "f16": _kernel.F16, "bf16": _kernel.BF16}
 
 
 def direct_chunk(ref: TensorRef) -> _KernelChunk | None:
@@ -329,11 +327,20 @@ def direct_chunk(ref: TensorRef) -> _KernelChunk | None:
 
 def _direct_chunk(array: np.ndarray) -> _KernelChunk | None:
     """The array contiguous, when the kernel reads its type as stored (native byte order)."""
-    code = KERNEL_CODES.get(array.dtype)
+    code = _kernel_code(array.dtype)
     if code is None:
         return None
     values = np.ascontiguousarray(array)
     return (values.view(np.uint16), code) if code == _kernel.BF16 else (values, code)
+
+
+def _kernel_code(dtype: np.dtype) -> int | None:
+    """The kernel's code for a dtype it reads as stored, else None. A bf16 dtype exists
+    only once ml_dtypes is imported, so it is asked for only when one is met."""
+    code = KERNEL_CODES.get(dtype)
+    if code is None and dtype.name == "bfloat16" and dtype == numpy_dtype("bf16"):
+        return _kernel.BF16
+    return code
 
 
 class _PairSums:
@@ -361,7 +368,7 @@ def _kernel_chunk(chunk: np.ndarray, dtype: str, work: _Workspace, name: str) ->
     (ints, bool, f8 through ml_dtypes); complex tensors as their real and imaginary parts."""
     if is_complex(dtype):
         chunk = np.ascontiguousarray(chunk).view(chunk.real.dtype)
-    code = KERNEL_CODES.get(chunk.dtype)
+    code = _kernel_code(chunk.dtype)
     if code == _kernel.BF16:
         return chunk.view(np.uint16), code  # numpy exports no buffer of ml_dtypes' types
     if code is not None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from diffai.dtypes import numpy_dtype
+from diffai.dtypes import itemsize
 from diffai.formats.limits import printable_ascii
 from diffai.formats.strictjson import DuplicateKey, InvalidJson, decode_prefix
 from diffai.model import Layout, layout
@@ -39,7 +39,7 @@ DTYPES = {
     "U64": "u64", "U32": "u32", "U16": "u16", "U8": "u8",
     "BOOL": "bool", "C64": "c64",
 }  # fmt: skip
-ITEMSIZES = {name: numpy_dtype(dtype).itemsize for name, dtype in DTYPES.items()}
+ITEMSIZES = {name: itemsize(dtype) for name, dtype in DTYPES.items()}
 CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
 METADATA = "__metadata__"
 

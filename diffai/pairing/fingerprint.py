@@ -22,7 +22,6 @@ tensor is read again to be fingerprinted:
 
 from __future__ import annotations
 
-import base64
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -62,6 +61,8 @@ class Fingerprint:
 
     def to_json(self) -> dict[str, Any]:
         """For a shard report: the hash in hex, the sample as base64 float32 (512 bytes)."""
+        import base64  # here: only shard reports hold fingerprints (1 ms of every run's start)
+
         sample = None
         if self.sample is not None:
             sample = base64.b64encode(self.sample.astype("<f4").tobytes()).decode("ascii")
@@ -69,6 +70,8 @@ class Fingerprint:
 
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> Fingerprint:
+        import base64
+
         sample = record.get("sample")
         values = None
         if sample is not None:

@@ -24,11 +24,13 @@ import dataclasses
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffai.errors import UsageError
 from diffai.model import Model
-from diffai.pairing.maps import AppliedMap
+
+if TYPE_CHECKING:
+    from diffai.pairing.maps import AppliedMap
 
 #: The prefixes training wrappers put on every key, in the order they nest outside in.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
@@ -53,6 +55,8 @@ class Mapping:
         """A report's ``mapping`` back (``diffai merge``); an older report has none."""
         if not record:
             return cls()
+        from diffai.pairing.maps.rules import AppliedMap  # here: see diffai.pairing.maps
+
         detected = record["detected"]
         maps = tuple(AppliedMap.from_json(applied) for applied in record.get("maps", ()))
         return cls(tuple(detected["baseline"]), tuple(detected["candidate"]),

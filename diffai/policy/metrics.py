@@ -30,7 +30,6 @@ from diffai.policy.checks import (
     percent,
 )
 from diffai.policy.model import MetricRule, MetricsPolicy
-from diffai.policy.schema import shown
 
 Metrics = Mapping[str, Any]
 #: What ``lookup`` returns for a key the file does not have (``None`` is a value: null).
@@ -158,6 +157,8 @@ def _number(values: Metrics | None, key: str, side: str) -> float:
     if found is MISSING:
         raise _Unusable(f"{key} is missing from {where}")
     if isinstance(found, bool) or not isinstance(found, (int, float)):
+        from diffai.policy.schema import shown  # here: a default policy needs no schema
+
         raise _Unusable(f"{key} in {where} is {shown(found)}, not a number")
     if not math.isfinite(found):
         raise _Unusable(f"{key} in {where} is {found}, not a finite number")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,6 +22,8 @@ import numpy as np
 from diffai.sources import ByteSource, whole_elements
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future  # its import (logging, threads) is 6 ms of a local run
+
     from diffai.model import TensorRef
 
 #: A block joins touching ranges up to this size; a range this big or bigger is left to
@@ -38,6 +39,9 @@ FetchLater = Callable[[int, int], "Future[bytes]"]
 
 @dataclass
 class _Block:
+    """Touching ranges fetched as one request. (A docstring also spares the dataclass
+    building one from its signature at every run's start: 0.1 ms.)"""
+
     number: int
     start: int
     end: int

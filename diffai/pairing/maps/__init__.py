@@ -12,20 +12,32 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from types import ModuleType
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from diffai.errors import MapError
 from diffai.model import Model
 from diffai.pairing.maps import gguf_llama, keras_layout
-from diffai.pairing.maps.rules import SIDES, AppliedMap, MappedName, NameMap, Side, apply_map
+
+if TYPE_CHECKING:
+    from diffai.pairing.maps.rules import AppliedMap, NameMap, Side
 
 #: Built-in maps by name; each module has ``name_map(side, model, other)`` (the map for
 #: ``model``, on that side, against ``other``) and ``applies(model, other)``.
 BUILTINS: dict[str, ModuleType] = {module.NAME: module for module in (gguf_llama, keras_layout)}
 
-Chosen = tuple[Literal["given", "automatic"], NameMap, str]
+Chosen = tuple[Literal["given", "automatic"], "NameMap", str]
 
 __all__ = ["BUILTINS", "AppliedMap", "MappedName", "apply_maps", "check_maps"]
+
+
+def __getattr__(name: str) -> Any:
+    """``AppliedMap`` and ``MappedName``, from ``rules`` on first use (PEP 562): a run that
+    applies no map imports neither the rules nor the transforms (8 ms of its start)."""
+    if name not in ("AppliedMap", "MappedName"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from diffai.pairing.maps import rules
+
+    return getattr(rules, name)
 
 
 def check_maps(specs: Sequence[str]) -> None:
@@ -42,6 +54,8 @@ def apply_maps(
     models = {"baseline": baseline, "candidate": candidate}
     applied = []
     for chosen, name_map, reason in _chosen(baseline, candidate, specs, automatic):
+        from diffai.pairing.maps.rules import apply_map  # here: see __getattr__
+
         models[name_map.side], record = apply_map(name_map, models[name_map.side], chosen, reason)
         applied.append(record)
     return models["baseline"], models["candidate"], tuple(applied)
@@ -78,7 +92,7 @@ def _fitting(
 ) -> Iterator[tuple[NameMap, str]]:
     """The built-in map for each side it fits, and why it fits."""
     models: dict[Side, Model] = {"baseline": baseline, "candidate": candidate}
-    for side, other in zip(SIDES, reversed(SIDES), strict=True):
+    for side, other in zip(models, reversed(models), strict=True):
         reason = builtin.applies(models[side], models[other])
         if reason:
             yield builtin.name_map(side, models[side], models[other]), f"the {side} is {reason}"

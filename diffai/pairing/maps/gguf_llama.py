@@ -20,10 +20,12 @@ they are): other architectures are not permuted, or are named otherwise.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from diffai.model import Model
-from diffai.pairing.maps.rules import NameMap, Rule, Side
-from diffai.pairing.maps.transforms import RotaryPermutation
+
+if TYPE_CHECKING:
+    from diffai.pairing.maps.rules import NameMap, Side
 
 NAME = "gguf-llama"
 ARCHITECTURE = "llama"
@@ -42,15 +44,17 @@ IN_BLOCK = {
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
 }
-#: Which heads llama.cpp permuted each of these by.
-ROTARY = {
-    "attn_q": RotaryPermutation(from_metadata="query"),
-    "attn_k": RotaryPermutation(from_metadata="key"),
-}
+#: Which heads llama.cpp permuted each of these by (``RotaryPermutation.from_metadata``).
+ROTARY = {"attn_q": "query", "attn_k": "key"}
 
 
 def name_map(side: Side, model: Model, other: Model) -> NameMap:
     """The same rules for every Llama GGUF file; the head counts come from its metadata."""
+    # Here, not at the top: a run whose inputs no built-in map fits never needs the rules
+    # and transforms (their dataclasses and patterns: 8 ms of every run's start).
+    from diffai.pairing.maps.rules import NameMap, Rule
+    from diffai.pairing.maps.transforms import RotaryPermutation
+
     outside = [
         Rule(re.compile(rf"{re.escape(gguf)}\.(weight|bias)"), rf"{hf}.\1", None, f"{gguf}.*")
         for gguf, hf in OUTSIDE.items()
@@ -59,7 +63,7 @@ def name_map(side: Side, model: Model, other: Model) -> NameMap:
         Rule(
             re.compile(rf"blk\.([0-9]+)\.{gguf}\.(weight|bias)"),
             rf"model.layers.\1.{hf}.\2",
-            ROTARY.get(gguf),
+            RotaryPermutation(from_metadata=ROTARY[gguf]) if gguf in ROTARY else None,
             f"blk.N.{gguf}.*",
         )
         for gguf, hf in IN_BLOCK.items()

@@ -19,15 +19,20 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Collection
+from typing import TYPE_CHECKING
 
 from diffai.model import Model
-from diffai.pairing.maps.rules import NameMap, Rule, Side
+
+if TYPE_CHECKING:
+    from diffai.pairing.maps.rules import NameMap, Side
 
 NAME = "keras-layout"
 POSITIONAL = re.compile(r"(.+)\.(0|[1-9][0-9]*)")
 
 
 def name_map(side: Side, model: Model, other: Model) -> NameMap:
+    from diffai.pairing.maps.rules import NameMap, Rule  # here: as gguf_llama's
+
     rules = tuple(
         Rule(re.compile(re.escape(positional)), legacy.replace("\\", "\\\\"), None, legacy)
         for positional, legacy in _pairs(model, other).items()
