@@ -23,40 +23,50 @@
 #define Py_BUILD_CORE
 #include "internal/pycore_dict.h"
 
-/* The classes found to have shared keys that begin with their fields, a reference held to
- * each and to its fields: a 3.11 class keeps its keys object for life, and the keys only
- * grow, so a class found once stays so. */
+/* The classes found to have shared keys that begin with their fields, at the version they
+ * were found in, a reference held to each and to its fields: a 3.11 class keeps its keys
+ * object for life and the keys only grow, but a class changed may have a descriptor since. */
 #define LEADING 8
 static struct {
     PyTypeObject *kind;
     PyObject *fields;
+    unsigned int version;
 } leading[LEADING];
 
 static const unsigned long MANAGED = Py_TPFLAGS_HEAPTYPE | Py_TPFLAGS_MANAGED_DICT;
 
-/* Whether `kind`'s shared keys begin with `fields` (interned names, compared by identity). */
+/* Whether `kind`'s shared keys begin with `fields` (interned names, compared by identity)
+ * and none is a data descriptor of the class, which PyObject_GenericSetAttr would call. */
 static int keys_lead(PyTypeObject *kind, PyObject *fields) {
     PyDictKeysObject *keys =
         (kind->tp_flags & MANAGED) == MANAGED ? ((PyHeapTypeObject *)kind)->ht_cached_keys : NULL;
     Py_ssize_t count = PyTuple_GET_SIZE(fields);
     if (keys == NULL || !DK_IS_UNICODE(keys) || keys->dk_nentries < count) return 0;
     PyDictUnicodeEntry *entries = DK_UNICODE_ENTRIES(keys);
-    for (Py_ssize_t i = 0; i < count; i++)
-        if (entries[i].me_key != PyTuple_GET_ITEM(fields, i)) return 0;
-    return 1;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *name = PyTuple_GET_ITEM(fields, i), *found = _PyType_Lookup(kind, name);
+        if (entries[i].me_key != name || (found != NULL && Py_TYPE(found)->tp_descr_set != NULL))
+            return 0;
+    }
+    return PyType_HasFeature(kind, Py_TPFLAGS_VALID_VERSION_TAG); /* set by the lookups */
 }
 
 /* Whether build_frozen may write `kind`'s values in place: once found, remembered. */
 static int in_place(PyTypeObject *kind, PyObject *fields) {
     int free = -1;
     for (int i = 0; i < LEADING; i++) {
-        if (leading[i].kind == kind && leading[i].fields == fields) return 1;
+        if (leading[i].kind == kind && leading[i].fields == fields) {
+            if (leading[i].version == kind->tp_version_tag) return 1;
+            free = i; /* changed since: looked at again */
+            break;
+        }
         if (leading[i].kind == NULL && free < 0) free = i;
     }
     if (!keys_lead(kind, fields)) return 0;
     if (free >= 0) {
-        leading[free].kind = (PyTypeObject *)Py_NewRef((PyObject *)kind);
-        leading[free].fields = Py_NewRef(fields);
+        Py_XSETREF(leading[free].kind, (PyTypeObject *)Py_NewRef((PyObject *)kind));
+        Py_XSETREF(leading[free].fields, Py_NewRef(fields));
+        leading[free].version = kind->tp_version_tag;
     }
     return 1;
 }

@@ -26,6 +26,27 @@ def test_a_class_whose_keys_lead_otherwise_is_built_in_the_order_given() -> None
     assert list(vars(built).items()) == [("second", "b"), ("first", "a")]
 
 
+class _Guarded:
+    """A class whose field is a property: ``object.__setattr__`` calls its setter."""
+
+    def __init__(self) -> None:
+        self.plain, self.guarded = 1, 2
+
+    @property
+    def guarded(self) -> int:
+        return self.__dict__["guarded"]  # type: ignore[no-any-return]
+
+    @guarded.setter
+    def guarded(self, value: int) -> None:
+        self.__dict__["guarded"] = value * 10
+
+
+def test_a_field_the_class_guards_is_set_through_its_setter() -> None:
+    _Guarded()
+    built = _kernel.frozen(_Guarded, ("plain", "guarded"), (3, 4))
+    assert built.guarded == 40 and vars(built) == {"plain": 3, "guarded": 40}
+
+
 class _Hinted(TensorRef):
     """A reference whose class makes a field a property: ``getattr`` takes the property."""
 
