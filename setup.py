@@ -1,5 +1,5 @@
-"""Builds diffai's one compiled module: the fused per-chunk pass (diffai/_kernel.c) and its
-batch of small pairs (diffai/_batch.c).
+"""Builds diffai's one compiled module: the fused per-chunk pass (diffai/_kernel.c), its
+batch of small pairs (diffai/_batch.c) and the objects it builds (diffai/_instances.c).
 
 Everything else about the package is in pyproject.toml.
 """
@@ -26,7 +26,9 @@ class BuildKernel(build_ext):
 setup(
     ext_modules=[
         Extension(
-            "diffai._kernel", ["diffai/_kernel.c", "diffai/_batch.c"], depends=["diffai/_kernel.h"]
+            "diffai._kernel",
+            ["diffai/_kernel.c", "diffai/_batch.c", "diffai/_instances.c"],
+            depends=["diffai/_kernel.h"],
         )
     ],
     cmdclass={"build_ext": BuildKernel},

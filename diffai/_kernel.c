@@ -505,17 +505,6 @@ PyDoc_STRVAR(frozen_doc,
              "dataclass built past its generated __init__ (which sets each field through a\n"
              "Python-level object.__setattr__), its attributes those an __init__ would set.");
 
-PyObject *build_frozen(PyTypeObject *kind, PyObject *fields, PyObject *const *values) {
-    PyObject *empty = PyTuple_New(0);
-    PyObject *built = empty ? PyBaseObject_Type.tp_new(kind, empty, NULL) : NULL;
-    Py_XDECREF(empty);
-    for (Py_ssize_t i = 0; built != NULL && i < PyTuple_GET_SIZE(fields); i++) {
-        if (PyObject_GenericSetAttr(built, PyTuple_GET_ITEM(fields, i), values[i]) < 0)
-            Py_CLEAR(built);
-    }
-    return built;
-}
-
 static PyObject *frozen(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3 || !PyType_Check(args[0]) || !PyTuple_Check(args[1]) ||
         !PyTuple_Check(args[2]) || PyTuple_GET_SIZE(args[1]) != PyTuple_GET_SIZE(args[2])) {

@@ -50,8 +50,11 @@ void side_figures(const Side *side, const unsigned char *data, int code, Py_ssiz
                   SideFigures *out);
 /* The difference's figures from its sums, as diffai/stats.py's Python rounds them. */
 void diff_figures(const Diff *diff, Py_ssize_t components, DiffFigures *out);
-/* A frozen dataclass `kind` whose `fields` (a tuple of names) are set to `values` (borrowed). */
+/* diffai/_instances.c: a frozen dataclass `kind` whose `fields` (a tuple of names) are set to
+ * `values` (borrowed); an object's attribute dict when it has one already (borrowed), else
+ * NULL, no exception set and none made. */
 PyObject *build_frozen(PyTypeObject *kind, PyObject *fields, PyObject *const *values);
+PyObject *existing_dict(PyObject *object);
 
 /* diffai/_batch.c's functions of the module. */
 PyObject *configure(PyObject *module, PyObject *args);

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import operator
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -160,7 +161,8 @@ def pair_renames(
     """``tensors`` with each confirmed rename as one ``renamed`` record in the removed one's
     place, and what the search did."""
     search = _Search(confirm, epsilon)
-    removed, added = _unpaired(tensors, "removed"), _unpaired(tensors, "added")
+    one_sided = _one_sided(tensors)
+    removed, added = _unpaired(one_sided, "removed"), _unpaired(one_sided, "added")
     search.roles = {t.name: t.role for t in (*removed, *added)}
     paired = _exact(removed, added, search)
     # A pair already made, or one merge could not read, is not looked at again as near-equal.
@@ -170,6 +172,18 @@ def pair_renames(
     result = _merged(tensors, [*paired, *near])
     return result, RenameSearch(True, tuple(search.ambiguous), search.rejected,
                                 search.confirmations, tuple(search.unconfirmed))  # fmt: skip
+
+
+def _one_sided(tensors: list[TensorComparison]) -> list[TensorComparison]:
+    """The removed and added tensors; none, as in a fine-tune, told by one pass in C over the
+    statuses (two comprehensions took 0.2 us a pair at 100,000)."""
+    if _ONE_SIDED.isdisjoint(map(_status, tensors)):
+        return []
+    return [t for t in tensors if t.status in _ONE_SIDED]
+
+
+_ONE_SIDED = frozenset({"removed", "added"})
+_status = operator.attrgetter("status")
 
 
 def _unpaired(tensors: list[TensorComparison], status: str) -> list[TensorComparison]:
