@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from diffai.analyses.common import weight_tensors
 from diffai.comparison import Comparison, TensorComparison
-from diffai.layers import measured_norms, squares
+from diffai.layers import squares
+from diffai.pair_columns import PairColumns
 
 EXPLODING_UPDATE = 1.0
 EXPLODING_MOMENT_GROWTH = 10.0  # ‖exp_avg‖ grew tenfold between the checkpoints
@@ -39,12 +39,19 @@ def analyze(comparison: Comparison) -> dict[str, Any]:
     moments = _moment_pairs(comparison, "exp_avg")
     if moments:
         return _from_optimizer_state(moments, _moment_pairs(comparison, "exp_avg_sq"))
-    return _from_weight_update(weight_tensors(comparison))
+    return _from_weight_update(comparison.columns)
 
 
-def _from_weight_update(tensors: list[TensorComparison]) -> dict[str, Any]:
-    names, change_l2, baseline_l2 = measured_norms(tensors)
-    change_squares, size_squares = squares(change_l2), squares(baseline_l2)
+def _from_weight_update(columns: PairColumns) -> dict[str, Any]:
+    """From the measured weights' norms, which the comparison's columns hold."""
+    rows = columns.rows[columns.measured_weights]
+    names = (
+        columns.names
+        if len(rows) == len(columns.names)
+        else [columns.names[row] for row in rows.tolist()]
+    )
+    change_squares = columns.of_weights(columns.change_squares)
+    size_squares = columns.of_weights(columns.size_squares)
     change, size = math.sqrt(sum(change_squares)), math.sqrt(sum(size_squares))
     indices, sums = _block_sums(names, change_squares, size_squares)
     blocks = [
@@ -86,12 +93,12 @@ def _from_optimizer_state(
 
 
 def _moment_pairs(comparison: Comparison, leaf: str) -> list[TensorComparison]:
+    tensors, names = comparison.tensors, comparison.columns.names
     return [
         t
-        for t in comparison.tensors
         # endswith first: the exact test on every name cost 0.2 us a tensor
-        if t.name.endswith(leaf)
-        and t.name.rpartition(".")[2] == leaf
+        for row in [row for row, name in enumerate(names) if name.endswith(leaf)]
+        if (t := tensors[row]).name.rpartition(".")[2] == leaf
         and t.diff
         and t.diff.candidate_l2 is not None
     ]
@@ -104,9 +111,7 @@ def _gradient_rms(second: list[TensorComparison]) -> float | None:
     return math.sqrt(sum(s.mean * s.elements for s in sides) / total) if total else None  # type: ignore[operator]
 
 
-def _block_sums(
-    names: list[str], *columns: Sequence[float]
-) -> tuple[list[int], list[list[float]]]:
+def _block_sums(names: list[str], *columns: Sequence[float]) -> tuple[list[int], list[list[float]]]:
     """The repeated blocks' indices in depth order, and each column summed per block.
 
     ``np.bincount`` adds each block's values in model order, as a sum over the block's
