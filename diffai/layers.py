@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from diffai import _columns
+
 if TYPE_CHECKING:
     from diffai.comparison import TensorComparison
     from diffai.pair_columns import PairColumns
@@ -45,13 +47,13 @@ def layers_of(tensor_names: Iterable[str]) -> list[str]:
 
 def layer_impact(tensors: Iterable[TensorComparison]) -> list[LayerImpact]:
     """Layers in model order, each with its aggregated relative change."""
-    names, counts, changed, parameters, relative = _layer_columns(_columns(tensors))
+    names, counts, changed, parameters, relative = _layer_columns(_pair_columns(tensors))
     return list(map(LayerImpact, names, counts, changed, parameters, relative))
 
 
 def layer_records(tensors: Iterable[TensorComparison]) -> list[dict[str, Any]]:
     """``layer_impact`` as the report's strict-JSON records."""
-    return layer_records_of(_columns(tensors))
+    return layer_records_of(_pair_columns(tensors))
 
 
 def layer_records_of(columns: PairColumns) -> list[dict[str, Any]]:
@@ -71,7 +73,7 @@ def layer_records_of(columns: PairColumns) -> list[dict[str, Any]]:
     ]
 
 
-def _columns(tensors: Iterable[TensorComparison]) -> PairColumns:
+def _pair_columns(tensors: Iterable[TensorComparison]) -> PairColumns:
     # Imported here: diffai.pair_columns builds on this module.
     from diffai.pair_columns import PairColumns
 
@@ -133,8 +135,7 @@ def layer_groups(names: list[str]) -> tuple[list[str], np.ndarray]:
     asked, known = _LAST_LAYER_GROUPS[0]  # one read: a pair another thread wrote whole
     if asked == names:  # equal lists; the same str objects compare by identity first
         return known
-    layers, numbers = group_ids(layers_of(names))
-    numbers.flags.writeable = False
+    layers, numbers = grouped_layers(names)
     _LAST_LAYER_GROUPS[0] = (names[:], (layers, numbers))
     return layers, numbers
 
@@ -143,6 +144,13 @@ def layer_groups(names: list[str]) -> tuple[list[str], np.ndarray]:
 _LAST_LAYER_GROUPS: list[tuple[list[str], tuple[list[str], np.ndarray]]] = [
     ([], ([], np.zeros(0, np.intp)))
 ]
+
+
+def grouped_layers(names: list[str]) -> tuple[list[str], np.ndarray]:
+    """``group_ids(layers_of(names))``, in one C pass (``_columns.layer_groups``): 1.2 us
+    a name at 100,000 one-tensor layers, 0.3 in C; the numbers are read-only."""
+    layers, numbers = _columns.layer_groups(names, ROOT_LAYER)
+    return layers, np.frombuffer(numbers, np.intp)
 
 
 def group_ids(keys: Sequence[Key]) -> tuple[list[Key], np.ndarray]:

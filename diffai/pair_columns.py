@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from diffai.layers import group_ids, layers_of, squares
+from diffai.layers import grouped_layers, squares
+from diffai.roles import roles_of
 
 if TYPE_CHECKING:
     from diffai.change_columns import RelativeColumns
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from diffai.roles import Role
     from diffai.stats import DiffStats
 
-_NAME, _ROLE, _DIFF = attrgetter("name"), attrgetter("role"), attrgetter("diff")
+_NAME, _HINT, _DIFF = attrgetter("name"), attrgetter("role_hint"), attrgetter("diff")
 _L2, _BASE_L2 = attrgetter("l2"), attrgetter("baseline_l2")
 
 
@@ -49,8 +50,12 @@ class PairColumns:
     def of(cls, tensors: Iterable[TensorComparison]) -> PairColumns:
         tensors = list(tensors)
         names = list(map(_NAME, tensors))
-        layers, layer_ids = group_ids(layers_of(names))
-        layer_ids.flags.writeable = False  # shared by every stage
+        layers, layer_ids = grouped_layers(names)
+        roles = roles_of(names, list(map(_HINT, tensors)))
+        for tensor, role in zip(tensors, roles, strict=True):
+            # The value TensorComparison.role would compute and keep (its first read cost
+            # 2.2 us a pair at 100,000 pairs): the report and analyses read it per pair.
+            object.__setattr__(tensor, "role", role)
         diffs = list(map(_DIFF, tensors))
         if None not in diffs and None not in (change := list(map(_L2, diffs))):
             rows = np.arange(len(tensors))  # every pair measured: the usual case
@@ -59,7 +64,7 @@ class PairColumns:
             diffs = [diffs[row] for row in rows.tolist()]
             change = list(map(_L2, diffs))
         return cls(
-            tensors, names, list(map(_ROLE, tensors)), layer_ids, layers,
+            tensors, names, roles, layer_ids, layers,
             rows, diffs, change, list(map(_BASE_L2, diffs)),
         )  # fmt: skip
 
