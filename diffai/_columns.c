@@ -170,7 +170,83 @@ fail:
     return NULL;
 }
 
+/* The rows of `columns` (a tuple of lists of one length), each row a tuple of borrowed
+ * items in `row`; -1 with an error set when the lengths differ. */
+static Py_ssize_t column_rows(PyObject *columns) {
+    if (!PyTuple_Check(columns) || PyTuple_GET_SIZE(columns) == 0) {
+        PyErr_SetString(PyExc_TypeError, "columns must be a non-empty tuple of lists");
+        return -1;
+    }
+    Py_ssize_t rows = -1;
+    for (Py_ssize_t c = 0; c < PyTuple_GET_SIZE(columns); c++) {
+        PyObject *column = PyTuple_GET_ITEM(columns, c);
+        if (!PyList_CheckExact(column) || (rows >= 0 && PyList_GET_SIZE(column) != rows)) {
+            PyErr_SetString(PyExc_ValueError, "columns must be lists of one length");
+            return -1;
+        }
+        rows = PyList_GET_SIZE(column);
+    }
+    return rows;
+}
+
+/* One object a row: `kind` as object.__new__ makes it, each of `fields` set to the row's
+ * item in that column by object.__setattr__ (a frozen dataclass built past its __init__,
+ * as _kernel.frozen builds one), or, when `kind` is dict, {field: item}. */
+static PyObject *build_rows(PyObject *self, PyObject *args) {
+    PyTypeObject *kind;
+    PyObject *fields, *columns;
+    if (!PyArg_ParseTuple(args, "O!O!O", &PyType_Type, &kind, &PyTuple_Type, &fields,
+                          &columns))
+        return NULL;
+    Py_ssize_t rows = column_rows(columns);
+    if (rows < 0) return NULL;
+    if (PyTuple_GET_SIZE(fields) != PyTuple_GET_SIZE(columns)) {
+        PyErr_SetString(PyExc_ValueError, "a field a column");
+        return NULL;
+    }
+    int as_dict = kind == &PyDict_Type;
+    PyObject *built = PyList_New(rows), *empty = PyTuple_New(0);
+    if (built == NULL || empty == NULL) goto fail;
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        PyObject *row = as_dict ? PyDict_New() : PyBaseObject_Type.tp_new(kind, empty, NULL);
+        if (row == NULL) goto fail;
+        PyList_SET_ITEM(built, r, row);
+        for (Py_ssize_t f = 0; f < PyTuple_GET_SIZE(fields); f++) {
+            PyObject *field = PyTuple_GET_ITEM(fields, f);
+            PyObject *item = PyList_GET_ITEM(PyTuple_GET_ITEM(columns, f), r);
+            int set = as_dict ? PyDict_SetItem(row, field, item)
+                              : PyObject_GenericSetAttr(row, field, item);
+            if (set < 0) goto fail;
+        }
+    }
+    Py_DECREF(empty);
+    return built;
+fail:
+    Py_XDECREF(built);
+    Py_XDECREF(empty);
+    return NULL;
+}
+
+/* set_each(objects, name, values): object.__setattr__(o, name, v) for each pair. */
+static PyObject *set_each(PyObject *self, PyObject *args) {
+    PyObject *objects, *name, *values;
+    if (!PyArg_ParseTuple(args, "O!UO!", &PyList_Type, &objects, &name, &PyList_Type, &values))
+        return NULL;
+    if (PyList_GET_SIZE(objects) != PyList_GET_SIZE(values)) {
+        PyErr_SetString(PyExc_ValueError, "a value an object");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(objects); i++) {
+        if (PyObject_GenericSetAttr(PyList_GET_ITEM(objects, i), name,
+                                    PyList_GET_ITEM(values, i)) < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef columns_methods[] = {
+    {"build_rows", build_rows, METH_VARARGS, "one frozen object or dict a row of columns"},
+    {"set_each", set_each, METH_VARARGS, "object.__setattr__ of one name on each object"},
     {"layer_groups", layer_groups, METH_VARARGS, "group_ids(layers_of(names))"},
     {"block_indices", block_indices, METH_O, "gradient's block pattern over names"},
     {"may_match_rows", may_match_rows, METH_VARARGS, "the names a role rule may match"},

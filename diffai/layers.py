@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -32,6 +32,10 @@ class LayerImpact:
     changed: int
     parameters: int
     relative_l2: float | None
+
+
+#: A layer record's keys: LayerImpact's fields, in order.
+_RECORD_KEYS = tuple(field.name for field in fields(LayerImpact))
 
 
 def layer_of(tensor_name: str) -> str:
@@ -58,19 +62,12 @@ def layer_records(tensors: Iterable[TensorComparison]) -> list[dict[str, Any]]:
 
 def layer_records_of(columns: PairColumns) -> list[dict[str, Any]]:
     """The layer records of the columns' weights (their fields in order, a non-finite
-    relative change None), built from the columns: a ``LayerImpact`` and then its record
-    cost 2.3 us a layer at 100,000 one-tensor layers, a dict each 0.3 us."""
+    relative change None), built from the columns in one C call (``_columns.build_rows``):
+    a ``LayerImpact`` and then its record cost 2.3 us a layer at 100,000 one-tensor
+    layers, a dict comprehension 0.3 us."""
     names, counts, changed, parameters, relative = _layer_columns(columns)
-    return [
-        {
-            "name": n,
-            "tensors": t,
-            "changed": c,
-            "parameters": p,
-            "relative_l2": r if r is None or math.isfinite(r) else None,
-        }
-        for n, t, c, p, r in zip(names, counts, changed, parameters, relative, strict=True)
-    ]
+    finite = [r if r is None or math.isfinite(r) else None for r in relative]
+    return _columns.build_rows(dict, _RECORD_KEYS, (names, counts, changed, parameters, finite))
 
 
 def _pair_columns(tensors: Iterable[TensorComparison]) -> PairColumns:

@@ -10,6 +10,7 @@ import pytest
 
 from diffai import _columns
 from diffai.analyses.gradient import BLOCK
+from diffai.change import RelativeChange
 from diffai.layers import ROOT_LAYER, group_ids, grouped_layers, layers_of
 from diffai.roles import ROLES, role_of, roles_of
 
@@ -63,3 +64,25 @@ def test_names_must_be_a_list_of_strings() -> None:
         _columns.block_indices(["a.1", 2])
     with pytest.raises(TypeError):
         _columns.layer_groups([b"a.b"], ROOT_LAYER)
+
+
+def test_rows_built_are_the_objects_and_records_of_each_row() -> None:
+    values, bases = [0.5, None, 2.0], ["self", "none", "model"]
+    built = _columns.build_rows(RelativeChange, ("value", "basis"), (values, bases))
+    assert built == list(map(RelativeChange, values, bases))
+    assert list(map(vars, built)) == list(map(vars, map(RelativeChange, values, bases)))
+    records = _columns.build_rows(dict, ("a", "b"), ([1, 2], ["x", None]))
+    assert records == [{"a": 1, "b": "x"}, {"a": 2, "b": None}]
+    assert _columns.build_rows(dict, ("a",), ([],)) == []
+    with pytest.raises(ValueError):
+        _columns.build_rows(dict, ("a", "b"), ([1, 2], [1]))
+    with pytest.raises(ValueError):
+        _columns.build_rows(dict, ("a",), ([1], [2]))
+
+
+def test_each_object_keeps_its_value() -> None:
+    changes = [RelativeChange(1.0, "self"), RelativeChange(2.0, "model")]
+    _columns.set_each(changes, "value", [3.0, None])
+    assert [change.value for change in changes] == [3.0, None]
+    with pytest.raises(ValueError):
+        _columns.set_each(changes, "value", [1.0])
