@@ -19,7 +19,7 @@ import numpy as np
 from diffai import _columns
 from diffai.change import NEGLIGIBLE, RelativeChange
 from diffai.layers import group_ids
-from diffai.pair_columns import PairColumns
+from diffai.pair_columns import PairColumns, all_given
 
 if TYPE_CHECKING:
     from diffai.comparison import TensorComparison
@@ -67,7 +67,7 @@ def relative_columns(columns: PairColumns) -> RelativeColumns:
     diffs, change_l2, baseline_l2 = columns.diffs, columns.change_l2, columns.baseline_l2
     sides = [t.baseline for t in columns.measured]
     kept = np.arange(len(diffs))
-    if None in baseline_l2 or None in sides:
+    if None in baseline_l2 or not all_given(sides):
         known = zip(baseline_l2, sides, strict=True)
         kept = np.flatnonzero([n is not None and s is not None for n, s in known])
         diffs, sides, change_l2, baseline_l2 = _picked(kept, diffs, sides, change_l2, baseline_l2)

@@ -95,6 +95,8 @@ def _from_optimizer_state(
 
 
 def _moment_pairs(comparison: Comparison, leaf: str) -> list[TensorComparison]:
+    if comparison.columns.named_weights:  # a moment's name is optimizer_state's (diffai.roles)
+        return []
     tensors, names = comparison.tensors, comparison.columns.names
     return [
         t
