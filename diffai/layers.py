@@ -128,11 +128,9 @@ def _weight_layers(columns: PairColumns) -> tuple[list[str], np.ndarray, np.ndar
 
 
 def layer_groups(names: list[str]) -> tuple[list[str], np.ndarray]:
-    """``group_ids(layers_of(names))``, kept for the last names asked.
-
-    The relative changes and the layer records ask it of the same names when every
-    weight was measured (the usual case): the second asks for free instead of 0.8 us a
-    name at 100,000 one-tensor layers. The numbers are read-only, being shared."""
+    """``group_ids(layers_of(names))``, kept for the last names asked (read-only, being
+    shared). A comparison's stages no longer ask it: they share the grouping the
+    comparison's columns hold (``Comparison.columns``), which lives as long as it does."""
     asked, known = _LAST_LAYER_GROUPS[0]  # one read: a pair another thread wrote whole
     if asked == names:  # equal lists; the same str objects compare by identity first
         return known
