@@ -29,7 +29,8 @@ setup(
             "diffai._kernel",
             ["diffai/_kernel.c", "diffai/_batch.c", "diffai/_instances.c"],
             depends=["diffai/_kernel.h"],
-        )
+        ),
+        Extension("diffai._columns", ["diffai/_columns.c"]),
     ],
     cmdclass={"build_ext": BuildKernel},
 )

@@ -18,10 +18,12 @@ from functools import cached_property
 from typing import Literal
 
 from diffai import _kernel
-from diffai.change import RelativeChange, relative_changes
+from diffai.change import RelativeChange
+from diffai.change_columns import changes_by_name
 from diffai.dtypes import is_complex
 from diffai.errors import DiffaiError, UnreadableModel
 from diffai.model import CHUNK_ELEMENTS, Model, Scalar, TensorRef, _once, mapped_view
+from diffai.pair_columns import PairColumns
 from diffai.pairing import Mapping, prepare
 from diffai.pairing.confirm import find_renames
 from diffai.pairing.fingerprint import Fingerprint, fingerprinter
@@ -140,9 +142,15 @@ class Comparison:
         return not self.scalars and all(t.status == "unchanged" for t in self.tensors)
 
     @cached_property
+    def columns(self) -> PairColumns:
+        """The pairs as columns (diffai.pair_columns), read once for the relative changes,
+        the layer records and the analyses."""
+        return PairColumns.of(self.tensors)
+
+    @cached_property
     def relative_changes(self) -> dict[str, RelativeChange]:
         """Each measured pair's relative change (diffai.change), for report and analyses alike."""
-        return relative_changes(self.tensors)
+        return changes_by_name(self.columns)
 
 
 def compare_models(

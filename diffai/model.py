@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, TypeAlias
 import numpy as np
 
 from diffai.dtypes import numpy_dtype
-from diffai.roles import Role, role_of
+from diffai.roles import Role, roles_of
 
 #: Elements per chunk and side. The kernel keeps no buffers of its own; the chunk bounds
 #: only the float64 copy of dtypes it does not read (ints, f8) and the Python work per call.
@@ -153,11 +153,10 @@ class Model:
         """Elements of the learned tensors (``diffai.roles``): a training checkpoint's Adam
         moments, counters and RNG state are not parameters of the model. Counted at the first
         read: ``tensors`` must be final by then (it is once a comparison has begun)."""
-        return sum(
-            ref.elements
-            for name, ref in self.tensors.items()
-            if role_of(name, ref.role_hint) == "weight"
-        )
+        refs = list(self.tensors.values())
+        # roles_of's one C pass: role_of a name cost 0.6 us at 100,000 names (diffai.roles).
+        roles = roles_of(list(self.tensors), [ref.role_hint for ref in refs])
+        return sum(ref.elements for ref, role in zip(refs, roles, strict=True) if role == "weight")
 
 
 class Layout(NamedTuple):

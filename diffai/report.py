@@ -31,7 +31,7 @@ from diffai.analyses import run_analyses
 from diffai.change import RelativeChange
 from diffai.comparison import STATUSES, Comparison, TensorComparison
 from diffai.errors import ReportError
-from diffai.layers import layer_records
+from diffai.layers import layer_records_of
 from diffai.model import Model, Scalar
 from diffai.pairing.confirm import inventory
 from diffai.pairing.fingerprint import fingerprints_json
@@ -108,7 +108,6 @@ class Report:
 def build_document(comparison: Comparison) -> dict[str, Any]:
     baseline, candidate = comparison.baseline, comparison.candidate
     changes = comparison.relative_changes
-    weights = [t for t in comparison.tensors if t.role == "weight"]
     # Each a pass over the model's tensors (0.4 us per tensor here): counted once, used twice.
     parameters = baseline.parameters, candidate.parameters
     return {
@@ -130,7 +129,7 @@ def build_document(comparison: Comparison) -> dict[str, Any]:
             for s in comparison.scalars
         ],
         # Per module, its weights: a BatchNorm counter's 0 -> 100 is no change of the layer.
-        "layers": layer_records(weights),
+        "layers": layer_records_of(comparison.columns),
         "analyses": _finite(run_analyses(comparison)),
         **({"shard": shard_section(comparison)} if comparison.options.shard else {}),
     }

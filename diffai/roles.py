@@ -31,8 +31,10 @@ wins over the name; ``graph_constant_hint`` says which graph constants get it.
 from __future__ import annotations
 
 import re
-from functools import cache
+from functools import lru_cache
 from typing import Literal
+
+from diffai import _columns
 
 Role = Literal[
     "weight", "buffer", "counter", "rng_state", "optimizer_state", "training_state", "constant"
@@ -115,30 +117,56 @@ _RULE_LEAVES = frozenset(
 #: First segments: _TRAINING's, and _OPTIMIZER's bare state dict (``state.<n>.<leaf>``).
 _RULE_HEADS = frozenset({"state", *_TRAINING_SECTIONS})
 _RULE_ENDS = (_GPT2_MASK, _GPT2_MASK + "\n")
+_LONGEST_LEAF = max(map(len, _RULE_LEAVES))
 #: _RNG's words, which its pattern looks for in the first segment.
 _RNG_WORD_IN = re.compile(_either(_RNG_WORDS)).search
 
 
 def _may_match_a_rule(name: str) -> bool:
     """False only when no pattern of ``_RULES`` can match ``name`` (tests/test_roles.py)."""
-    head = name.partition(".")[0]
     return (
         name.rpartition(".")[2] in _RULE_LEAVES
-        or head in _RULE_HEADS
+        or "optim" in name  # _OPTIMIZER's first two branches (may_match_rows' word)
         or name.endswith(_RULE_ENDS)
-        or "optim" in name  # _OPTIMIZER's first two branches
-        or _RNG_WORD_IN(head) is not None
+        or _head_may_match(name.partition(".")[0])
     )
 
 
-@cache
+@lru_cache(maxsize=4096)
+def _head_may_match(head: str) -> bool:
+    """Whether a rule may match a name of this first segment: asked once a segment (a
+    model has a few), the search for _RNG's words cost 0.2 us a name."""
+    return head in _RULE_HEADS or _RNG_WORD_IN(head) is not None
+
+
 def role_of(name: str, hint: Role | None = None) -> Role:
     """The role of the tensor called ``name`` (dotted, as the report names it), unless its
-    reader knows better (``hint``)."""
+    reader knows better (``hint``).
+
+    Most names no rule may match, told in 0.6 us; the patterns run only on the others, kept
+    once a name. A cache of every name asked cost 1.5 us a new name at 100,000 names (its
+    key and entry) and grew for the whole process."""
     if hint is not None:
         return hint
-    if not _may_match_a_rule(name):
-        return "weight"
+    return _by_the_rules(name) if _may_match_a_rule(name) else "weight"
+
+
+def roles_of(names: list[str], hints: list[Role | None]) -> list[Role]:
+    """``role_of`` of each name and hint, the pre-check in one C pass over the names
+    (``_columns.may_match_rows``): 0.1 against 0.6 us a name at 100,000 names."""
+    roles: list[Role] = ["weight"] * len(names)
+    may_match = _columns.may_match_rows(
+        names, _RULE_LEAVES, _LONGEST_LEAF, "optim", _RULE_ENDS, _head_may_match
+    )
+    for row in may_match:
+        roles[row] = _by_the_rules(names[row])
+    if hints.count(None) == len(hints):
+        return roles
+    return [role if hint is None else hint for role, hint in zip(roles, hints, strict=True)]
+
+
+@lru_cache(maxsize=65536)
+def _by_the_rules(name: str) -> Role:
     return next((role for role, pattern in _RULES if pattern.search(name)), "weight")
 
 

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import math
 import operator
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from diffai.analyses.common import weight_tensors
-from diffai.change import RelativeChange, is_scrambled, may_be_scrambled
+from diffai.change import SCRAMBLED_COSINE, RelativeChange, is_scrambled, may_be_scrambled
 from diffai.comparison import Comparison, TensorComparison
-from diffai.layers import measured_norms, squares
+from diffai.pair_columns import PairColumns
 
 DIVERGING_UPDATE = 0.5
 CONVERGED_UPDATE = 1e-3
@@ -35,20 +35,20 @@ _ROOT_BITS = 2 * 53 + 3
 
 
 def analyze(comparison: Comparison) -> dict[str, Any]:
-    paired = [
-        t
-        for t in weight_tensors(comparison)
-        if t.diff is not None and t.diff.l2 is not None
-    ]
-    if not paired:
+    columns = comparison.columns
+    positions = columns.measured_weights  # the measured weights among the measured pairs
+    if not len(positions):
         return {"status": "unknown", "stability": None, "update_magnitude": None,
                 "spread_decades": None, "tensors_measured": 0, "scrambled": []}  # fmt: skip
-    changes = _weight_changes(comparison, paired)
-    _, change_l2, baseline_l2 = measured_norms(paired)
-    change_squares, size_squares = squares(change_l2), squares(baseline_l2)
+    paired = columns.measured
+    if len(positions) != len(paired):
+        paired = [paired[p] for p in positions.tolist()]
+    changes = _WeightChanges.of(columns)
+    change_squares = columns.of_weights(columns.change_squares)
+    size_squares = columns.of_weights(columns.size_squares)
     update = _update_magnitude(change_squares, size_squares)
-    spread = _spread(_own_relative(changes))
-    scrambled = scrambled_weights(paired, changes)
+    spread = _spread(changes.own_relative())
+    scrambled = changes.scrambled()
     rest = (
         _update_magnitude(*_trained(paired, scrambled, change_squares, size_squares))
         if scrambled
@@ -59,48 +59,66 @@ def analyze(comparison: Comparison) -> dict[str, Any]:
         "stability": 1.0 / (1.0 + spread),
         "update_magnitude": update,
         "spread_decades": spread,
-        "median_relative_change": _median(changes),
+        "median_relative_change": _median_of(changes.values),
         "tensors_measured": len(paired),
         "scrambled": scrambled,
     }
 
 
-def _weight_changes(
-    comparison: Comparison, paired: list[TensorComparison]
-) -> dict[str, RelativeChange]:
-    """The relative changes of the measured weights: all of them when every tensor is a
-    weight and every one was measured (the usual case; picking them out by name cost 1.4 us
-    a tensor at 100,000 tensors). Their order does not matter: S and the median do not
-    depend on it, and ``scrambled_weights`` looks them up by name."""
-    measured = comparison.relative_changes
-    if len(paired) == len(comparison.tensors) == len(measured):
-        return measured
-    return {
-        t.name: change for t in paired if (change := measured.get(t.name)) is not None
-    }
+@dataclass(frozen=True)
+class _WeightChanges:
+    """The relative changes of the measured weights, as columns in model order: read
+    from the comparison's (picking them out by name cost 1.4 us a tensor at 100,000)."""
 
+    columns: PairColumns
+    #: Positions among ``columns.relative``'s entries.
+    kept: np.ndarray
+    values: list[float | None]
 
-def scrambled_weights(
-    paired: list[TensorComparison], changes: dict[str, RelativeChange]
-) -> list[str]:
-    """The weight matrices whose values were replaced rather than trained.
+    @classmethod
+    def of(cls, columns: PairColumns) -> _WeightChanges:
+        relative = columns.relative
+        weight = columns.weight[columns.rows[relative.kept]]
+        if weight.all():
+            return cls(columns, np.arange(len(relative.values)), relative.values)
+        kept = np.flatnonzero(weight)
+        return cls(columns, kept, [relative.values[p] for p in kept.tolist()])
 
-    Only shapes that may be scrambled are looked at, asked once a shape: the rule for
-    each of 100,000 small tensors cost 2 us a tensor."""
-    return [
-        t.name
-        for t in paired
-        if t.baseline
-        and _may_be_scrambled(t.baseline.shape)
-        and t.diff
-        and t.name in changes
-        and is_scrambled(
-            t.baseline.shape,
-            t.diff.cosine,
-            changes[t.name].value,
-            changes[t.name].basis,
-        )
-    ]
+    def _own(self) -> np.ndarray:
+        """Which of ``kept`` are measured against themselves."""
+        return self.columns.relative.codes[self.kept] == 0
+
+    def own_relative(self) -> list[float]:
+        """rᵢ of the tensors measured against themselves: a bias a few steps from zero moves
+        by many times its own size, which says nothing about how evenly training moves the
+        weights."""
+        own = self._own()
+        if own.all():
+            return [value for value in self.values if value]
+        values = map(self.values.__getitem__, np.flatnonzero(own).tolist())
+        return [value for value in values if value]
+
+    def scrambled(self) -> list[str]:
+        """The weight matrices whose values were replaced rather than trained.
+
+        Only the pairs measured against themselves whose cosine is unknown or below
+        ``SCRAMBLED_COSINE`` are looked at (the rule for each of 100,000 small tensors
+        cost 2 us a tensor); shapes are asked once a shape."""
+        columns, relative = self.columns, self.columns.relative
+        measured = relative.kept[self.kept]  # positions among the measured pairs
+        cosine = np.array([columns.diffs[p].cosine for p in measured.tolist()], np.float64)
+        maybe = self._own() & ~(cosine >= SCRAMBLED_COSINE)  # a None cosine is NaN here
+        found = []
+        for entry in np.flatnonzero(maybe).tolist():
+            t = columns.measured[measured[entry]]
+            if (
+                t.baseline
+                and _may_be_scrambled(t.baseline.shape)
+                and t.diff
+                and is_scrambled(t.baseline.shape, t.diff.cosine, self.values[entry], "self")
+            ):
+                found.append(t.name)
+        return found
 
 
 #: ``may_be_scrambled`` once a shape (models hold a few hundred shapes at most).
@@ -122,12 +140,6 @@ def _update_magnitude(change_squares: list[float], size_squares: list[float]) ->
     if not size:
         return 0.0 if not change else math.inf
     return change / size
-
-
-def _own_relative(changes: dict[str, RelativeChange]) -> list[float]:
-    """rᵢ of the tensors measured against themselves: a bias a few steps from zero moves by
-    many times its own size, which says nothing about how evenly training moves the weights."""
-    return [c.value for c in changes.values() if c.basis == "self" and c.value]
 
 
 def _spread(relative: list[float]) -> float:
@@ -179,9 +191,14 @@ def _root_to_odd(numerator: int, denominator: int) -> int:
 
 
 def _median(changes: dict[str, RelativeChange]) -> float | None:
+    """``statistics.median`` of the known values of ``changes``."""
+    return _median_of([change.value for change in changes.values()])
+
+
+def _median_of(values: list[float | None]) -> float | None:
     """``statistics.median`` of the known values, sorted by numpy: a stable sort of the
     finite floats orders them as ``sorted`` does (0.2 -> 0.06 us a value)."""
-    data = np.array([c.value for c in changes.values() if c.value is not None], np.float64)
+    data = np.array([value for value in values if value is not None], np.float64)
     if not data.size or not np.isfinite(data).all():
         import statistics
 
