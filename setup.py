@@ -31,6 +31,7 @@ setup(
             depends=["diffai/_kernel.h"],
         ),
         Extension("diffai._columns", ["diffai/_columns.c"]),
+        Extension("diffai._records", ["diffai/_records.c"]),
     ],
     cmdclass={"build_ext": BuildKernel},
 )

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import itertools
 import math
+import operator
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -76,12 +78,26 @@ def scopes(policy: RegressionPolicy, tensors: Iterable[Tensor]) -> list[Scope]:
     ]
     ignored = _globs_matcher(policy.ignore)
     overriding = [(_globs_matcher((scope.match or "",)), scope) for scope in overrides]
+    if not overriding:
+        top.tensors.extend(_kept(list(tensors), ignored))
+        return [top]
     for tensor in tensors:
         name = tensor["name"]
         if not ignored(name):
-            owner = next((s for match, s in overriding if match(name)), top) if overriding else top
+            owner = next((s for match, s in overriding if match(name)), top)
             owner.tensors.append(tensor)
     return [top, *overrides]
+
+
+def _kept(tensors: list[Tensor], ignored: Callable[[str], object]) -> Iterable[Tensor]:
+    """The tensors whose names are not ignored, iterated in C (no Python frame a tensor when
+    ``ignored`` is C's too): at 100,000 tensors cProfile put the loop at a quarter of
+    evaluate (see ``_suspects`` for the two cuts' figure)."""
+    names = map(_NAME, tensors)
+    return itertools.compress(tensors, map(operator.not_, map(ignored, names)))
+
+
+_NAME = operator.itemgetter("name")
 
 
 def _globs_matcher(globs: Iterable[str]) -> Callable[[str], object]:
@@ -93,7 +109,7 @@ def _globs_matcher(globs: Iterable[str]) -> Callable[[str], object]:
     suffixes = tuple(glob[1:] for glob in globs if _is_suffix(glob))
     patterns = [fnmatch.translate(glob) for glob in globs if not _is_suffix(glob)]
     if not patterns:
-        return lambda name: name.endswith(suffixes)
+        return operator.methodcaller("endswith", suffixes)
     regex = re.compile("|".join(patterns)).match
     return lambda name: name.endswith(suffixes) or regex(name)
 
@@ -395,7 +411,23 @@ def _suspects(tensors: list[Tensor]) -> list[Tensor]:
     One pass with the cheapest tests, so the rules run over the few tensors left: at
     100,000 tensors one generator per rule over all of them took 1.0 s (cProfile).
     """
-    return [t for t in tensors if _suspect(t)]
+    flagged, bound = _FLAGGED_STATUSES, SCRAMBLED_COSINE
+    # Most tensors have a status no rule flags, no NaN or inf in the candidate and a cosine at
+    # the bound or above: ``_suspect`` says no to them, and here they are told apart without
+    # its call. With _kept: evaluate at 10,000 tensors 9.9-16.3 -> 9.2-13.0 ms (best of 30,
+    # three interleaved runs, load 3; cProfile put _suspect's calls at half of it).
+    return [
+        t
+        for t in tensors
+        if not (
+            t["status"] not in flagged
+            and ((c := t.get("candidate")) is None or not (c["nan"] or c["inf"]))
+            and (d := t.get("diff")) is not None
+            and (cosine := d.get("cosine")) is not None
+            and cosine >= bound
+        )
+        and _suspect(t)
+    ]
 
 
 def _suspect(tensor: Tensor) -> bool:
