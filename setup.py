@@ -27,7 +27,8 @@ setup(
     ext_modules=[
         Extension(
             "diffai._kernel", ["diffai/_kernel.c", "diffai/_batch.c"], depends=["diffai/_kernel.h"]
-        )
+        ),
+        Extension("diffai._columns", ["diffai/_columns.c"]),  # the analyses' one-pass columns
     ],
     cmdclass={"build_ext": BuildKernel},
 )
