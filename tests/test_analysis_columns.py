@@ -129,3 +129,14 @@ def test_run_analyses_gives_what_each_analysis_gives_alone() -> None:
     alone = {key: analysis(comparison) for key, analysis in ANALYSES.items()}
     assert run_analyses(comparison) == alone
     assert alone["quantization_analysis"]["conversions"] == {"f32->f16": 1}
+
+
+@pytest.mark.parametrize(
+    "column",
+    [[], ["weight"] * 3, ["buffer"] * 3, ["weight", "buffer", "weight"], ["buffer", "weight", "x"]],
+)
+def test_where_equal_picks_the_items_a_comprehension_picks(column: list[str]) -> None:
+    items = [object() for _ in column]
+    expected = [item for item, entry in zip(items, column, strict=True) if entry == "weight"]
+    picked = columns.where_equal(items, column, "weight")
+    assert picked == expected and picked is not items

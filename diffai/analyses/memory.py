@@ -10,7 +10,6 @@ documented in docs/analyses.md.
 from __future__ import annotations
 
 from collections import Counter
-from itertools import compress
 from typing import Any
 
 from diffai.analyses import columns
@@ -45,7 +44,7 @@ def bytes_by_dtype(model: Model) -> dict[str, int]:
     kinds = dict.fromkeys(dtypes)
     if len(kinds) == 1:
         return {dtypes[0]: sum(sizes)}
-    totals = Counter({kind: sum(compress(sizes, map(kind.__eq__, dtypes))) for kind in kinds})
+    totals = Counter({kind: sum(columns.where_equal(sizes, dtypes, kind)) for kind in kinds})
     return dict(totals.most_common())
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from itertools import compress
 from typing import Any
 
 from diffai.analyses import columns
@@ -32,7 +31,7 @@ PRECISION_BOUNDS = (("minimal", 1e-3), ("low", 1e-2), ("moderate", 1e-1))
 
 def analyze(comparison: Comparison) -> dict[str, Any]:
     statuses = columns.pairs(comparison).statuses  # shared: a pass of its own took 9 ms
-    retyped = list(compress(comparison.tensors, map("dtype_changed".__eq__, statuses)))
+    retyped = columns.where_equal(comparison.tensors, statuses, "dtype_changed")
     base_bytes = sum(t.baseline.bytes for t in retyped if t.baseline)
     cand_bytes = sum(t.candidate.bytes for t in retyped if t.candidate)
     change, size, measured = relative_change(retyped)
