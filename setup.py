@@ -28,7 +28,7 @@ setup(
         Extension(
             "diffai._kernel", ["diffai/_kernel.c", "diffai/_batch.c"], depends=["diffai/_kernel.h"]
         ),
-        Extension("diffai._columns", ["diffai/_columns.c"]),  # the analyses' one-pass columns
+        Extension("diffai._attributes", ["diffai/_attributes.c"]),  # the analyses' one-pass columns
     ],
     cmdclass={"build_ext": BuildKernel},
 )

@@ -1,4 +1,4 @@
-"""The analyses' one-pass columns (diffai/_columns.c) read what ``attrgetter`` reads."""
+"""The analyses' one-pass columns (diffai/_attributes.c) read what ``attrgetter`` reads."""
 
 from __future__ import annotations
 
@@ -65,11 +65,11 @@ def test_a_missing_or_unreadable_field_raises(items, fields, error) -> None:
 
 
 def test_floats_refuse_a_buffer_of_another_size_or_type() -> None:
-    from diffai import _columns
+    from diffai import _attributes
 
     for out in (np.empty((1, 2)), np.empty((1, 1), np.float32)):
         with pytest.raises(ValueError):
-            _columns.floats([SimpleNamespace(a=1)], ("a",), out)
+            _attributes.floats([SimpleNamespace(a=1)], ("a",), out)
 
 
 def _ref(name: str, **encoding: object) -> TensorRef:

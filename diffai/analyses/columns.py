@@ -5,7 +5,7 @@ it reads, cache misses and ``getattr`` (~50 ns an attribute here), and five anal
 made their own: anomaly the pairs' sides, architecture their names, hints and roles,
 quantization their statuses, convergence and gradient their roles; memory and architecture
 each model's encodings and shapes. Within ``run_analyses`` (``sharing``) each is read in
-one pass (``diffai/_columns.c``) the first time an analysis asks; an analysis called alone
+one pass (``diffai/_attributes.c``) the first time an analysis asks; an analysis called alone
 reads its own. The columns are the objects' own values: nothing is recomputed or rounded.
 """
 
@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
-from diffai import _columns
+from diffai import _attributes
 from diffai.comparison import Comparison, Status
 from diffai.model import Model
 from diffai.roles import Role
@@ -94,15 +94,15 @@ def refs(model: Model) -> Refs:
 
 
 def attribute_columns(items: Sequence[Any], fields: tuple[str, ...]) -> tuple[list[Any], ...]:
-    """Each field of every item, one list a field, read in one pass (``diffai/_columns.c``)."""
-    return _columns.objects(items, fields)
+    """Each field of every item, one list a field, read in one pass (``diffai/_attributes.c``)."""
+    return _attributes.objects(items, fields)
 
 
 def float_columns(items: Sequence[Any], fields: tuple[str, ...]) -> np.ndarray:
     """Each field of every item as a float64 row, None (and every field of a None item) as
-    NaN, read in one pass (``diffai/_columns.c``); counts are exact as floats below 2**53."""
+    NaN, read in one pass (``diffai/_attributes.c``); counts are exact as floats below 2**53."""
     rows = np.empty((len(fields), len(items)), np.float64)
-    _columns.floats(items, fields, rows)
+    _attributes.floats(items, fields, rows)
     return rows
 
 

@@ -1,5 +1,5 @@
 /*
- * diffai._columns: attributes of many objects read as columns, in one pass over them.
+ * diffai._attributes: attributes of many objects read as columns, in one pass over them.
  *
  * Why in C: the analyses read a handful of attributes of each of 100,000 tensors, and each
  * column read by ``map(attrgetter(field), items)`` is its own pass over objects scattered
@@ -131,10 +131,10 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef columns_module = {
-    PyModuleDef_HEAD_INIT, "diffai._columns",
-    "Attributes of many objects read as columns in one pass (see _columns.c).", -1, methods,
+static struct PyModuleDef attributes_module = {
+    PyModuleDef_HEAD_INIT, "diffai._attributes",
+    "Attributes of many objects read as columns in one pass (see _attributes.c).", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__columns(void) { return PyModule_Create(&columns_module); }
+PyMODINIT_FUNC PyInit__attributes(void) { return PyModule_Create(&attributes_module); }
