@@ -1,5 +1,8 @@
-"""Builds diffai's one compiled module: the fused per-chunk pass (diffai/_kernel.c), its
-batch of small pairs (diffai/_batch.c) and the objects it builds (diffai/_instances.c).
+"""Builds diffai's compiled modules, each where Python per tensor was the measured cost:
+the fused per-chunk pass (diffai/_kernel.c), its batch of small pairs (diffai/_batch.c)
+and the objects it builds (diffai/_instances.c); the derived stages' loops over names
+(diffai/_columns.c); the report's tensor records (diffai/_records.c); the analyses'
+one-pass attribute columns (diffai/_attributes.c).
 
 Everything else about the package is in pyproject.toml.
 """
@@ -32,6 +35,7 @@ setup(
         ),
         Extension("diffai._columns", ["diffai/_columns.c"]),
         Extension("diffai._records", ["diffai/_records.c"]),
+        Extension("diffai._attributes", ["diffai/_attributes.c"]),
     ],
     cmdclass={"build_ext": BuildKernel},
 )

@@ -13,6 +13,7 @@ from typing import Any
 from diffai.analyses import (
     anomaly,
     architecture,
+    columns,
     convergence,
     gradient,
     memory,
@@ -35,4 +36,6 @@ ANALYSES: dict[str, Analysis] = {
 
 
 def run_analyses(comparison: Comparison) -> dict[str, dict[str, Any]]:
-    return {key: analysis(comparison) for key, analysis in ANALYSES.items()}
+    """Every analysis, the columns they share read once (``columns.sharing``)."""
+    with columns.sharing():
+        return {key: analysis(comparison) for key, analysis in ANALYSES.items()}

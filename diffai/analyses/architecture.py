@@ -9,8 +9,8 @@ non-strict load works but leaves gaps), ``hard`` when a shape changed or the
 family did.
 
 Each model is read as columns (names, shapes, roles, elements in model order),
-each built once by a C-level ``map``: the dict of shapes a side and the regex a
-name it replaced cost 4.4 us a tensor pair at 100,000 pairs (see ``analyze``).
+each ref and pair read once (``diffai.analyses.columns``): the dict of shapes a side and the regex a
+name they replaced cost 4.4 us a tensor pair at 100,000 pairs (see ``analyze``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 from itertools import compress
-from operator import attrgetter
 from typing import Any, NamedTuple
 
+from diffai.analyses import columns
 from diffai.analyses.common import ratio
 from diffai.comparison import Comparison
 from diffai.model import Model
@@ -40,9 +40,6 @@ _BLOCK_INDEX = re.compile(r"^(.*?)\.(\d+)\.")
 _BLOCK_RUNS = re.compile(r"^(.*?)\.(\d+)\.[^\n]*(?:\n\1\.\2\.[^\n]*)*", re.MULTILINE)
 READINESS = {"easy": "ready", "moderate": "review", "hard": "not_drop_in"}
 
-_HINT, _NAME, _ROLE = attrgetter("role_hint"), attrgetter("name"), attrgetter("role")
-_SHAPE = attrgetter("shape")
-
 
 class Loadable(NamedTuple):
     """What a state-dict loader sees of a model (weights, buffers and counters, not the
@@ -54,9 +51,10 @@ class Loadable(NamedTuple):
 
 
 def analyze(comparison: Comparison) -> dict[str, Any]:
-    base_roles, cand_roles = _roles(comparison)
-    base = _loadable(comparison.baseline, base_roles)
-    cand = _loadable(comparison.candidate, cand_roles)
+    base_refs, cand_refs = columns.refs(comparison.baseline), columns.refs(comparison.candidate)
+    base_roles, cand_roles = _roles(comparison, base_refs, cand_refs)
+    base = _loadable(comparison.baseline, base_refs, base_roles)
+    cand = _loadable(comparison.candidate, cand_refs, cand_roles)
     same = _same(base, cand)  # the usual case: no second description nor sets of names
     type1, depth1 = _describe(base)
     type2, depth2 = (type1, depth1) if same else _describe(cand)
@@ -80,35 +78,28 @@ def analyze(comparison: Comparison) -> dict[str, Any]:
     }
 
 
-def _roles(comparison: Comparison) -> tuple[list[Role], list[Role]]:
+def _roles(
+    comparison: Comparison, base: columns.Refs, cand: columns.Refs
+) -> tuple[list[Role], list[Role]]:
     """Each side's roles (``role_of(name, hint)``), in model order.
 
     When the comparison paired every tensor by its name with the hint both sides give it
-    (the usual case), a pair's role is each side's: read from the comparison, 6 ms at
-    100,000 tensors, against 44 ms a side through ``role_of``'s cache. A merged report's
-    pairs hint the role their shard decided, which its models' tensors do not hold."""
-    base, cand = comparison.baseline.tensors, comparison.candidate.tensors
-    names = list(base)
-    if (
-        len(comparison.tensors) == len(names)
-        and list(cand) == names
-        and list(map(_NAME, comparison.tensors)) == names
-        and list(map(_HINT, comparison.tensors))
-        == list(map(_HINT, base.values()))
-        == list(map(_HINT, cand.values()))
-    ):
-        roles = list(map(_ROLE, comparison.tensors))
-        return roles, roles
-    return _model_roles(comparison.baseline), _model_roles(comparison.candidate)
+    (the usual case), a pair's role is each side's: read from the comparison, against 44 ms
+    a side through ``role_of``'s cache at 100,000 tensors. A merged report's pairs hint the
+    role their shard decided, which its models' tensors do not hold."""
+    if len(comparison.tensors) == len(base.names) and cand.names == base.names:
+        pairs = columns.pairs(comparison)
+        if pairs.names == base.names and pairs.hints == base.hints == cand.hints:
+            return pairs.roles, pairs.roles
+    return _model_roles(base), _model_roles(cand)
 
 
-def _model_roles(model: Model) -> list[Role]:
-    return list(map(role_of, model.tensors, map(_HINT, model.tensors.values())))
+def _model_roles(refs: columns.Refs) -> list[Role]:
+    return list(map(role_of, refs.names, refs.hints))
 
 
-def _loadable(model: Model, roles: list[Role]) -> Loadable:
-    refs = model.tensors.values()
-    names, shapes = list(model.tensors), list(map(_SHAPE, refs))
+def _loadable(model: Model, refs: columns.Refs, roles: list[Role]) -> Loadable:
+    names, shapes = refs.names, refs.shapes
     if not MODEL_ROLES.issuperset(roles):
         loaded = [role in MODEL_ROLES for role in roles]
         names, shapes = list(compress(names, loaded)), list(compress(shapes, loaded))

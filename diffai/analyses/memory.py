@@ -10,10 +10,9 @@ documented in docs/analyses.md.
 from __future__ import annotations
 
 from collections import Counter
-from itertools import compress
-from operator import attrgetter
 from typing import Any
 
+from diffai.analyses import columns
 from diffai.analyses.common import ratio
 from diffai.comparison import Comparison
 from diffai.model import Model
@@ -39,15 +38,27 @@ def analyze(comparison: Comparison) -> dict[str, Any]:
 def bytes_by_dtype(model: Model) -> dict[str, int]:
     """Stored bytes per stored dtype, largest first (ties in model order).
 
-    Summed a dtype at a time over two columns: a Counter update a tensor cost 0.9 us a
-    tensor at 100,000 tensors; models hold a handful of dtypes."""
-    refs = model.tensors.values()
-    dtypes = list(map(attrgetter("stored_dtype"), refs))
-    sizes = list(map(attrgetter("stored_bytes"), refs))
-    totals = Counter(
-        {kind: sum(compress(sizes, [d == kind for d in dtypes])) for kind in dict.fromkeys(dtypes)}
-    )
+    Summed a dtype at a time over two columns (a Counter update a tensor cost 0.9 us a
+    tensor at 100,000 tensors); models hold a handful of dtypes."""
+    dtypes, sizes = _stored(model)
+    kinds = dict.fromkeys(dtypes)
+    if len(kinds) == 1:
+        return {dtypes[0]: sum(sizes)}
+    totals = Counter({kind: sum(columns.where_equal(sizes, dtypes, kind)) for kind in kinds})
     return dict(totals.most_common())
+
+
+def _stored(model: Model) -> tuple[list[str], list[int]]:
+    """Each tensor's ``stored_dtype`` and ``stored_bytes``, in model order.
+
+    A ref that overrides neither (``stored_as``, ``stored_size``: the usual case) stores its
+    values as they are, ``dtype`` and ``nbytes`` (``TensorRef``'s contract; diffai/_batch.c
+    reads them so too): those plain fields, read with the refs' other columns, cost 25 ms a
+    model at 100,000 tensors where the two properties, Python calls, took 50 ms."""
+    refs = columns.refs(model)
+    if any(refs.stored_as) or refs.stored_size.count(None) != len(refs.stored_size):
+        return columns.attribute_columns(model.tensors.values(), ("stored_dtype", "stored_bytes"))
+    return refs.dtypes, refs.nbytes
 
 
 def recommendation(base_bytes: int, cand_bytes: int, cand: dict[str, int]) -> str:

@@ -21,6 +21,7 @@ import math
 from collections import Counter
 from typing import Any
 
+from diffai.analyses import columns
 from diffai.analyses.common import ratio
 from diffai.comparison import Comparison, TensorComparison
 from diffai.layers import relative_change
@@ -29,7 +30,8 @@ PRECISION_BOUNDS = (("minimal", 1e-3), ("low", 1e-2), ("moderate", 1e-1))
 
 
 def analyze(comparison: Comparison) -> dict[str, Any]:
-    retyped = [t for t in comparison.tensors if t.status == "dtype_changed"]
+    statuses = columns.pairs(comparison).statuses  # shared: a pass of its own took 9 ms
+    retyped = columns.where_equal(comparison.tensors, statuses, "dtype_changed")
     base_bytes = sum(t.baseline.bytes for t in retyped if t.baseline)
     cand_bytes = sum(t.candidate.bytes for t in retyped if t.candidate)
     change, size, measured = relative_change(retyped)
