@@ -27,7 +27,8 @@ setup(
     ext_modules=[
         Extension(
             "diffai._kernel", ["diffai/_kernel.c", "diffai/_batch.c"], depends=["diffai/_kernel.h"]
-        )
+        ),
+        Extension("diffai.formats._columns", ["diffai/formats/_columns.c"]),
     ],
     cmdclass={"build_ext": BuildKernel},
 )
