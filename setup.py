@@ -28,7 +28,7 @@ setup(
         Extension(
             "diffai._kernel", ["diffai/_kernel.c", "diffai/_batch.c"], depends=["diffai/_kernel.h"]
         ),
-        Extension("diffai.formats._columns", ["diffai/formats/_columns.c"]),
+        Extension("diffai.formats._opening", ["diffai/formats/_opening.c"]),
     ],
     cmdclass={"build_ext": BuildKernel},
 )

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel
-from diffai.formats._columns import plain_names, tensor_kinds
+from diffai.formats._opening import plain_names, tensor_kinds
 from diffai.model import Model, Scalar, TensorRef
 from diffai.text import UNSHOWABLE
 
@@ -73,7 +73,7 @@ def check_model(path: Path, model: Model) -> None:
 #: shapes 100,000 times), so each kind is checked once, and tensor by tensor only to name the
 #: first one that fails: 100,000 tensors took 0.25 s of CPU tensor by tensor, 0.03 s counted
 #: by kind through ``collections.Counter`` (0.07 s at load 3), 0.01 s by ``tensor_kinds``
-#: (diffai/formats/_columns.c), which builds no key for a tensor whose attributes are the
+#: (diffai/formats/_opening.c), which builds no key for a tensor whose attributes are the
 #: objects of a kind just seen.
 Kind = tuple[tuple[int, ...], str, str | None, int | None]
 Kinds = dict[Kind, int]

@@ -18,7 +18,7 @@ import numpy as np
 
 from diffai.dtypes import numpy_dtype
 from diffai.errors import MalformedModel, UnreadableModel
-from diffai.formats._columns import mapped_refs
+from diffai.formats._opening import mapped_refs
 from diffai.formats.limits import check_tensor_count
 from diffai.formats.mapped import map_bytes
 from diffai.formats.pairmemo import once_per_pair

@@ -3,7 +3,7 @@
 The safetensors library (and every writer built on serde) writes the header
 compactly: no whitespace, the metadata first, each entry's keys as
 ``{"dtype":…,"shape":[…],"data_offsets":[…]}``. Such a header is read in one pass
-over its bytes in C (``_columns.header_columns``, diffai/formats/_columns.c), each
+over its bytes in C (``_opening.header_columns``, diffai/formats/_opening.c), each
 distinct dtype and shape worked out once here, instead of a dict, two lists and a
 check per tensor: 100,000 entries took 1.1 s of CPU through ``json.loads`` and the
 per-entry checks (load average 4), 0.2 s as columns split in Python (load 1-2), 0.01 s
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffai.dtypes import numpy_dtype
-from diffai.formats._columns import header_columns
+from diffai.formats._opening import header_columns
 from diffai.formats.strictjson import DuplicateKey, InvalidJson, decode_prefix
 from diffai.model import Layout, layout
 

@@ -1,4 +1,4 @@
-"""The C helpers of opening a model (``diffai/formats/_columns.c``) answer as the Python they
+"""The C helpers of opening a model (``diffai/formats/_opening.c``) answer as the Python they
 replaced: tensor kinds as ``collections.Counter`` counts them, names as the joined checks
 read them, and a compact header after non-ASCII metadata as the strict parse reads it."""
 
@@ -9,7 +9,7 @@ from operator import attrgetter
 
 import numpy as np
 import pytest
-from diffai.formats._columns import plain_names, tensor_kinds
+from diffai.formats._opening import plain_names, tensor_kinds
 
 from diffai.model import TensorRef
 from tests.test_safetensors_columns import assert_agrees

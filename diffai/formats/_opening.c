@@ -1,5 +1,5 @@
 /*
- * diffai.formats._columns: what opening a model costs per tensor, in C. A compactly written
+ * diffai.formats._opening: what opening a model costs per tensor, in C. A compactly written
  * safetensors header read as columns and a mapped file's tensor references (for
  * diffai/formats/safetensors_header.py and safetensors.py), and the checks every model
  * passes (diffai/formats/limits.py) over its names and tensor kinds.
@@ -469,8 +469,8 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "diffai.formats._columns",
-    "What opening a model costs per tensor, in C (see _columns.c).", -1, methods, NULL, NULL,
+    PyModuleDef_HEAD_INIT, "diffai.formats._opening",
+    "What opening a model costs per tensor, in C (see _opening.c).", -1, methods, NULL, NULL,
     NULL, NULL,
 };
 
@@ -481,7 +481,7 @@ static int intern_all(PyObject **interned, const char *const *text, int count) {
     return 0;
 }
 
-PyMODINIT_FUNC PyInit__columns(void) {
+PyMODINIT_FUNC PyInit__opening(void) {
     if (intern_all(attribute_names, ATTRIBUTE_TEXT, ATTRIBUTES) < 0 ||
         intern_all(kind_names, KIND_TEXT, KIND_PARTS) < 0)
         return NULL;
