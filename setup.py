@@ -2,7 +2,8 @@
 the fused per-chunk pass (diffai/_kernel.c), its batch of small pairs (diffai/_batch.c)
 and the objects it builds (diffai/_instances.c); the derived stages' loops over names
 (diffai/_columns.c); the report's tensor records (diffai/_records.c); the analyses'
-one-pass attribute columns (diffai/_attributes.c).
+one-pass attribute columns (diffai/_attributes.c); a compact safetensors header's columns
+and references (diffai/formats/_opening.c).
 
 Everything else about the package is in pyproject.toml.
 """
@@ -36,6 +37,7 @@ setup(
         Extension("diffai._columns", ["diffai/_columns.c"]),
         Extension("diffai._records", ["diffai/_records.c"]),
         Extension("diffai._attributes", ["diffai/_attributes.c"]),
+        Extension("diffai.formats._opening", ["diffai/formats/_opening.c"]),
     ],
     cmdclass={"build_ext": BuildKernel},
 )

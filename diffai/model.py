@@ -174,29 +174,6 @@ def layout(dtype: str, shape: tuple[int, ...]) -> Layout:
     return Layout(dtype, shape, elements, elements * numpy_dtype(dtype).itemsize)
 
 
-def loaded_refs(
-    names: Iterable[str], layouts: Iterable[Layout], loads: Iterable[Callable[[], np.ndarray]]
-) -> dict[str, TensorRef]:
-    """References to tensors stored as their values (no ``stored_as``, ``sparse`` ...), each
-    read whole by its ``load``, by name.
-
-    Built without the dataclass's ``__init__``: the frozen one sets ten fields by
-    ``object.__setattr__`` and runs ``__post_init__``, 0.21 s per 100,000 tensors against
-    0.08 s for the objects and one instance dict each; the fields left out keep their
-    class defaults, and ``elements`` and ``nbytes`` come from the layout, so ``_once``
-    never computes them.
-    """
-    refs: dict[str, TensorRef] = {}
-    new, set_attribute = object.__new__, object.__setattr__
-    for name, (dtype, shape, elements, nbytes), load in zip(names, layouts, loads, strict=True):
-        ref = new(TensorRef)
-        attributes = {"name": name, "shape": shape, "dtype": dtype, "load": load,
-                      "elements": elements, "nbytes": nbytes}  # fmt: skip
-        set_attribute(ref, "__dict__", attributes)
-        refs[name] = ref
-    return refs
-
-
 def mapped_view(data: np.ndarray, begin: int, end: int, layout: Layout) -> np.ndarray:
     """Bytes ``begin:end`` of a mapped file as the tensor ``layout`` describes: a reader's
     ``load`` as ``partial(mapped_view, data, begin, end, layout)`` lets the batched kernel
