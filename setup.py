@@ -34,10 +34,18 @@ setup(
             ["diffai/_kernel.c", "diffai/_batch.c", "diffai/_instances.c"],
             depends=["diffai/_kernel.h"],
         ),
-        Extension("diffai._columns", ["diffai/_columns.c"]),
+        Extension(
+            "diffai._columns",
+            ["diffai/_columns.c", "diffai/_instances.c"],
+            depends=["diffai/_kernel.h"],
+        ),
         Extension("diffai._records", ["diffai/_records.c"]),
         Extension("diffai._attributes", ["diffai/_attributes.c"]),
-        Extension("diffai.formats._opening", ["diffai/formats/_opening.c"]),
+        Extension(
+            "diffai.formats._opening",
+            ["diffai/formats/_opening.c", "diffai/_instances.c"],
+            depends=["diffai/_kernel.h"],
+        ),
     ],
     cmdclass={"build_ext": BuildKernel},
 )

@@ -34,7 +34,8 @@ PyDoc_STRVAR(objects_doc,
 static PyObject *objects(PyObject *self, PyObject *args) {
     PyObject *items_in, *fields_in;
     if (!PyArg_ParseTuple(args, "OO:objects", &items_in, &fields_in)) return NULL;
-    PyObject *items = PySequence_Fast(items_in, "items must be iterable");
+    /* A tuple of its own: the attribute reads run Python, which could resize a list. */
+    PyObject *items = PySequence_Tuple(items_in);
     if (items == NULL) return NULL;
     Py_ssize_t count = PySequence_Fast_GET_SIZE(items), nfields = 0;
     PyObject *names = field_names(fields_in, &nfields);
@@ -108,7 +109,7 @@ static PyObject *floats(PyObject *self, PyObject *args) {
     Py_buffer out;
     if (PyObject_GetBuffer(out_in, &out, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT))
         return NULL;
-    PyObject *items = PySequence_Fast(items_in, "items must be iterable");
+    PyObject *items = PySequence_Tuple(items_in); /* its own, as in objects */
     Py_ssize_t nfields = 0;
     PyObject *names = items ? field_names(fields_in, &nfields) : NULL;
     int failed = names == NULL;

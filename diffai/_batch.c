@@ -44,11 +44,11 @@ static const char *const NAME_TEXT[NAMES] = {
 };
 static PyObject *names[NAMES];
 
-/* A reference and its own attribute dict, when it has one and its class lets the batch read
- * the fields there (readable_kind): then each field is a dict lookup, as getattr would find
- * it, not getattr's walk (25 reads a pair took 5,700 instructions, callgrind). */
+/* A reference as the batch reads it (borrowed: the pair holds it). Its fields are read by
+ * getattr: a reference's own dict was read directly for a while, but the readers build
+ * their references with inline values (no dict), so that path served only tests. */
 typedef struct {
-    PyObject *object, *dict; /* borrowed (the pair holds the reference), a new reference */
+    PyObject *object;
 } Ref;
 
 /* A side as the kernel reads it; shape and dtype are new references. */
@@ -239,44 +239,9 @@ static int read_chunk(Batch *batch, PyObject *ref, SideRead *side, Py_ssize_t n)
     return result;
 }
 
-/* The class whose references were last found readable in their own dict, at its version. */
-static struct {
-    PyTypeObject *kind;
-    unsigned int version;
-} readable;
-
-/* Whether a reference of `kind` may have its fields read from its own dict: getattr finds
- * them there first when its class has no data descriptor of their names (a property). */
-static int readable_kind(PyTypeObject *kind) {
-    if (kind == readable.kind && kind->tp_version_tag == readable.version) return 1;
-    if (kind->tp_getattro != PyObject_GenericGetAttr) return 0;
-    for (int i = SHAPE; i <= ROLE_HINT; i++) {
-        PyObject *found = _PyType_Lookup(kind, names[i]);
-        if (found != NULL && Py_TYPE(found)->tp_descr_set != NULL) return 0;
-    }
-    if (!PyType_HasFeature(kind, Py_TPFLAGS_VALID_VERSION_TAG)) return 0; /* set by the lookups */
-    Py_XSETREF(readable.kind, (PyTypeObject *)Py_NewRef((PyObject *)kind));
-    readable.version = kind->tp_version_tag;
-    return 1;
-}
-
-/* A reference's field, as getattr gives it: from its dict, else its class's plain default
- * (a descriptor such as _once's is left to getattr). A new reference, or NULL. */
+/* A reference's field, as getattr gives it. A new reference, or NULL. */
 static PyObject *field_of(const Ref *ref, enum Name name) {
-    if (ref->dict != NULL) {
-        PyObject *value = PyDict_GetItemWithError(ref->dict, names[name]);
-        if (value != NULL || PyErr_Occurred()) return Py_XNewRef(value);
-        PyObject *fallback = _PyType_Lookup(Py_TYPE(ref->object), names[name]);
-        if (fallback != NULL && Py_TYPE(fallback)->tp_descr_get == NULL) return Py_NewRef(fallback);
-    }
     return PyObject_GetAttr(ref->object, names[name]);
-}
-
-/* The reference as the batch reads it. */
-static void open_ref(Ref *ref, PyObject *object) {
-    ref->object = object;
-    PyObject *dict = readable_kind(Py_TYPE(object)) ? existing_dict(object) : NULL;
-    ref->dict = Py_XNewRef(dict);
 }
 
 /* The element code of a side's dtype name: 1 when the kernel reads it as stored, 0, or -1. */
@@ -333,8 +298,8 @@ static int take(Batch *batch, Item *item, PyObject *pair) {
     item->pair = Py_NewRef(pair);
     PyObject *const *refs = &PyTuple_GET_ITEM(pair, 1);
     if (refs[0] == Py_None || refs[1] == Py_None) return 0;
-    open_ref(&item->refs[0], refs[0]);
-    open_ref(&item->refs[1], refs[1]);
+    item->refs[0].object = refs[0];
+    item->refs[1].object = refs[1];
     int taken = describe(item, item->refs);
     if (taken == 1) taken = read_sides(batch, item, item->refs);
     if (taken != 1) item->n = -1;
@@ -356,7 +321,6 @@ static void release(Batch *batch) {
         Item *item = &batch->items[i];
         Py_XDECREF(item->pair);
         for (int which = 0; which < 2; which++) {
-            Py_XDECREF(item->refs[which].dict);
             Py_XDECREF(item->sides[which].shape);
             Py_XDECREF(item->sides[which].dtype);
         }

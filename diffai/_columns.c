@@ -11,6 +11,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "_kernel.h"
+
 static int check_names(PyObject *names) {
     if (!PyList_CheckExact(names)) {
         PyErr_SetString(PyExc_TypeError, "names must be a list");
@@ -189,41 +191,43 @@ static Py_ssize_t column_rows(PyObject *columns) {
     return rows;
 }
 
-/* One object a row: `kind` as object.__new__ makes it, each of `fields` set to the row's
- * item in that column by object.__setattr__ (a frozen dataclass built past its __init__,
- * as _kernel.frozen builds one), or, when `kind` is dict, {field: item}. */
+/* The most fields of an object build_rows builds. */
+#define ROW_FIELDS 16
+
+/* One object a row: `kind` built past its __init__ by build_frozen (diffai/_instances.c, as
+ * _kernel.frozen builds a frozen dataclass), each of `fields` the row's item in that column,
+ * or, when `kind` is dict, {field: item}. */
 static PyObject *build_rows(PyObject *self, PyObject *args) {
     PyTypeObject *kind;
     PyObject *fields, *columns;
     if (!PyArg_ParseTuple(args, "O!O!O", &PyType_Type, &kind, &PyTuple_Type, &fields,
                           &columns))
         return NULL;
-    Py_ssize_t rows = column_rows(columns);
+    Py_ssize_t rows = column_rows(columns), count = PyTuple_GET_SIZE(fields);
     if (rows < 0) return NULL;
-    if (PyTuple_GET_SIZE(fields) != PyTuple_GET_SIZE(columns)) {
-        PyErr_SetString(PyExc_ValueError, "a field a column");
+    if (count != PyTuple_GET_SIZE(columns) || count > ROW_FIELDS) {
+        PyErr_SetString(PyExc_ValueError, "a field a column, at most 16");
         return NULL;
     }
     int as_dict = kind == &PyDict_Type;
-    PyObject *built = PyList_New(rows), *empty = PyTuple_New(0);
-    if (built == NULL || empty == NULL) goto fail;
+    PyObject *built = PyList_New(rows), *values[ROW_FIELDS];
+    if (built == NULL) return NULL;
     for (Py_ssize_t r = 0; r < rows; r++) {
-        PyObject *row = as_dict ? PyDict_New() : PyBaseObject_Type.tp_new(kind, empty, NULL);
+        /* Held: a field's setter, on the generic path, runs Python that could drop them. */
+        for (Py_ssize_t f = 0; f < count; f++)
+            values[f] = Py_NewRef(PyList_GET_ITEM(PyTuple_GET_ITEM(columns, f), r));
+        PyObject *row = as_dict ? PyDict_New() : build_frozen(kind, fields, values);
+        int set = row != NULL;
+        for (Py_ssize_t f = 0; set && as_dict && f < count; f++)
+            set = PyDict_SetItem(row, PyTuple_GET_ITEM(fields, f), values[f]) == 0;
+        for (Py_ssize_t f = 0; f < count; f++) Py_DECREF(values[f]);
         if (row == NULL) goto fail;
         PyList_SET_ITEM(built, r, row);
-        for (Py_ssize_t f = 0; f < PyTuple_GET_SIZE(fields); f++) {
-            PyObject *field = PyTuple_GET_ITEM(fields, f);
-            PyObject *item = PyList_GET_ITEM(PyTuple_GET_ITEM(columns, f), r);
-            int set = as_dict ? PyDict_SetItem(row, field, item)
-                              : PyObject_GenericSetAttr(row, field, item);
-            if (set < 0) goto fail;
-        }
+        if (!set) goto fail;
     }
-    Py_DECREF(empty);
     return built;
 fail:
-    Py_XDECREF(built);
-    Py_XDECREF(empty);
+    Py_DECREF(built);
     return NULL;
 }
 
@@ -236,7 +240,8 @@ static PyObject *set_each(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "a value an object");
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(objects); i++) {
+    /* Both sizes read each time: a setter or an old value's __del__ runs Python. */
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(objects) && i < PyList_GET_SIZE(values); i++) {
         if (PyObject_GenericSetAttr(PyList_GET_ITEM(objects, i), name,
                                     PyList_GET_ITEM(values, i)) < 0)
             return NULL;

@@ -1,6 +1,7 @@
 /*
- * Instances of plain classes, built and read through their attribute storage (for
- * diffai/_batch.c and _kernel.frozen): build_frozen and existing_dict.
+ * Instances of plain classes built through their attribute storage: build_frozen, for
+ * diffai/_batch.c, _kernel.frozen, _columns.build_rows and formats/_opening.c (each module
+ * compiled with its own copy).
  *
  * An instance of a plain class keeps its attributes as values beside its class's shared
  * keys. On CPython 3.11, where the class's keys begin with the fields, in order, build_frozen
@@ -11,7 +12,7 @@
  *
  * The layout is CPython 3.11's own, from its internal header (hence Py_BUILD_CORE, defined
  * after Python.h and only here); any other version, or a class whose keys do not begin with
- * its fields, takes PyObject_GenericSetAttr, and existing_dict finds no dict.
+ * its fields, takes PyObject_GenericSetAttr.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -79,6 +80,10 @@ static PyDictValues *values_of(PyObject *object) {
 #endif
 
 PyObject *build_frozen(PyTypeObject *kind, PyObject *fields, PyObject *const *values) {
+    if (kind->tp_new != PyBaseObject_Type.tp_new) { /* object.__new__'s own safety check */
+        PyErr_Format(PyExc_TypeError, "%s is not built by object.__new__", kind->tp_name);
+        return NULL;
+    }
     PyObject *empty = PyTuple_New(0);
     PyObject *built = empty ? PyBaseObject_Type.tp_new(kind, empty, NULL) : NULL;
     Py_XDECREF(empty);
@@ -101,17 +106,4 @@ PyObject *build_frozen(PyTypeObject *kind, PyObject *fields, PyObject *const *va
         }
     }
     return built;
-}
-
-PyObject *existing_dict(PyObject *object) {
-#ifdef IN_PLACE
-    PyTypeObject *kind = Py_TYPE(object);
-    if ((kind->tp_flags & MANAGED) == MANAGED && values_of(object) == NULL) {
-        PyObject **dict = _PyObject_GetDictPtr(object); /* with no values: the dict's place */
-        return dict != NULL && *dict != NULL && PyDict_CheckExact(*dict) ? *dict : NULL;
-    }
-#else
-    (void)object;
-#endif
-    return NULL;
 }

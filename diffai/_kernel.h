@@ -54,7 +54,6 @@ void diff_figures(const Diff *diff, Py_ssize_t components, DiffFigures *out);
  * `values` (borrowed); an object's attribute dict when it has one already (borrowed), else
  * NULL, no exception set and none made. */
 PyObject *build_frozen(PyTypeObject *kind, PyObject *fields, PyObject *const *values);
-PyObject *existing_dict(PyObject *object);
 
 /* diffai/_batch.c's functions of the module. */
 PyObject *configure(PyObject *module, PyObject *args);

@@ -177,10 +177,15 @@ static PyObject *change_of(PyObject *changes, PyObject *name) {
 /* The diff's record: its figures, then the relative change and what it is measured against. */
 static enum Outcome diff_record(const Form *form, PyObject *diff, PyObject *change,
                                 PyObject **record) {
+    if (diff == Py_None) { /* as diff_record in Python: no figures, the change unread */
+        *record = Py_NewRef(Py_None);
+        return BUILT;
+    }
     PyObject *extra[2] = {Py_NewRef(Py_None), Py_NewRef(names[NONE_BASIS])};
     if (change != Py_None) {
         Py_SETREF(extra[0], PyObject_GetAttr(change, names[VALUE]));
-        Py_SETREF(extra[1], PyObject_GetAttr(change, names[BASIS]));
+        if (extra[0] != NULL) /* never a second call with the first one's error pending */
+            Py_SETREF(extra[1], PyObject_GetAttr(change, names[BASIS]));
     }
     PyObject *const keys[] = {names[RELATIVE_CHANGE], names[RELATIVE_BASIS]};
     enum Outcome outcome = extra[0] == NULL || extra[1] == NULL

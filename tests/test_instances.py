@@ -10,7 +10,7 @@ import numpy as np
 
 from diffai import _kernel
 from diffai.comparison import measure_together
-from diffai.model import TensorRef, layout, loaded_refs
+from diffai.model import TensorRef
 
 
 class _Plain:
@@ -56,7 +56,7 @@ class _Hinted(TensorRef):
 
 
 def _in_dict(kind: type, attributes: dict[str, Any]) -> TensorRef:
-    """A reference whose fields are all in its own dict, as ``model.loaded_refs`` makes them."""
+    """A reference whose fields are all in its own dict (a library caller's may be so)."""
     ref = object.__new__(kind)
     object.__setattr__(ref, "__dict__", attributes)
     return ref  # type: ignore[no-any-return]
@@ -64,8 +64,8 @@ def _in_dict(kind: type, attributes: dict[str, Any]) -> TensorRef:
 
 def test_fields_read_from_a_dict_are_those_getattr_gives() -> None:
     values = np.arange(4, dtype=np.float32)
-    shaped = layout("f32", (4,))
-    (base,) = loaded_refs(["t"], [shaped], [lambda: values]).values()
+    base = _in_dict(TensorRef, {"name": "t", "shape": (4,), "dtype": "f32", "load": lambda: values,
+                                "elements": 4, "nbytes": 16})  # fmt: skip
     stated = {"name": "t", "shape": (4,), "dtype": "f32", "load": lambda: values + 1,
               "stored_as": "q8_0", "stored_size": 3, "role_hint": "weight"}  # fmt: skip
     hinted = _in_dict(_Hinted, dict(stated))
@@ -77,3 +77,24 @@ def test_fields_read_from_a_dict_are_those_getattr_gives() -> None:
         assert tensor.role_hint is None  # the sides' hints differ: None
     (tensor,) = measure_together([("t", hinted, _in_dict(_Hinted, dict(stated)))], 0.0)
     assert tensor is not None and tensor.role_hint == "buffer"
+
+
+class _Widened(TensorRef):
+    """A reference whose class makes ``dtype`` a property: the batch must read what getattr
+    reads (its dict says f32; the values are f64)."""
+
+    @property  # type: ignore[override]
+    def dtype(self) -> str:  # type: ignore[override]
+        return "f64"
+
+
+def test_a_dtype_the_class_computes_is_the_one_measured() -> None:
+    values = np.array([1.0, 2.0], np.float64)
+    base = _in_dict(TensorRef, {"name": "t", "shape": (2,), "dtype": "f64", "load": lambda: values,
+                                "elements": 2, "nbytes": 16})  # fmt: skip
+    stated = {"name": "t", "shape": (2,), "dtype": "f32", "load": lambda: values * 2,
+              "elements": 2, "nbytes": 16}  # fmt: skip
+    cand = _in_dict(_Widened, stated)
+    (tensor,) = measure_together([("t", base, cand)], 0.0)
+    assert tensor is not None and tensor.status == "changed"
+    assert (tensor.candidate.dtype, tensor.candidate.mean) == ("f64", 3.0)

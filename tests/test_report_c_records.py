@@ -19,7 +19,10 @@ from tests.test_report_records import change, side
 
 
 class Changes(dict[str, RelativeChange]):
-    """Not a dict exactly: its ``get`` is what a record reads."""
+    """Not a dict exactly: its ``get``, not its items, is what a record reads."""
+
+    def get(self, name: str, default: Any = None) -> RelativeChange:  # type: ignore[override]
+        return RelativeChange(0.5, "model")
 
 
 def tensor(name: str = "a.weight", **parts: Any) -> TensorComparison:
@@ -104,7 +107,15 @@ def test_what_c_cannot_build_the_same_way_is_left_to_python(
 def test_a_mapping_that_is_not_a_dict_is_read_by_its_get() -> None:
     items = [tensor(), tensor("b.bias")]
     records = tensor_records(items, Changes(CHANGES))
-    assert [r["diff"]["relative_basis"] for r in records] == ["module", "none"]
+    assert [r["diff"]["relative_basis"] for r in records] == ["model", "model"]
+    assert [r["diff"]["relative_change"] for r in records] == [0.5, 0.5]
+
+
+def test_a_pair_without_a_diff_leaves_its_change_unread() -> None:
+    """As ``diff_record``: no figures, so an odd change object is never asked."""
+    item = tensor("d.weight", status="added", baseline=None, diff=None)
+    records = tensor_records([item], {"d.weight": object()})
+    assert records[0]["diff"] is None and records[0]["baseline"] is None
 
 
 def test_the_overflowing_sum_nulls_the_infinite_relative_change_as_python_does() -> None:

@@ -22,6 +22,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "../_kernel.h"
+
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -285,6 +287,7 @@ static const char *const ATTRIBUTE_TEXT[ATTRIBUTES] = {
     "name", "shape", "dtype", "load", "elements", "nbytes",
 };
 static PyObject *attribute_names[ATTRIBUTES];
+static PyObject *attribute_fields; /* the names as a tuple, for build_frozen */
 static PyObject *partial_kind; /* functools.partial */
 
 /* kind's object with the attributes of a Layout (dtype, shape, elements, nbytes). */
@@ -293,13 +296,7 @@ static PyObject *reference(PyTypeObject *kind, PyObject *name, PyObject *layout,
         name, PyTuple_GET_ITEM(layout, 1), PyTuple_GET_ITEM(layout, 0), load,
         PyTuple_GET_ITEM(layout, 2), PyTuple_GET_ITEM(layout, 3),
     };
-    PyObject *empty = PyTuple_New(0);
-    PyObject *ref = empty ? PyBaseObject_Type.tp_new(kind, empty, NULL) : NULL;
-    Py_XDECREF(empty);
-    for (int i = 0; ref != NULL && i < ATTRIBUTES; i++) {
-        if (PyObject_GenericSetAttr(ref, attribute_names[i], values[i]) < 0) Py_CLEAR(ref);
-    }
-    return ref;
+    return build_frozen(kind, attribute_fields, values); /* diffai/_instances.c */
 }
 
 /* Entry i's reference, its load partial(view, data, begin, end, layout); NULL on an error. */
@@ -485,6 +482,10 @@ PyMODINIT_FUNC PyInit__opening(void) {
     if (intern_all(attribute_names, ATTRIBUTE_TEXT, ATTRIBUTES) < 0 ||
         intern_all(kind_names, KIND_TEXT, KIND_PARTS) < 0)
         return NULL;
+    attribute_fields = PyTuple_New(ATTRIBUTES);
+    for (int i = 0; attribute_fields != NULL && i < ATTRIBUTES; i++)
+        PyTuple_SET_ITEM(attribute_fields, i, Py_NewRef(attribute_names[i]));
+    if (attribute_fields == NULL) return NULL;
     PyObject *functools = PyImport_ImportModule("functools");
     partial_kind = functools ? PyObject_GetAttrString(functools, "partial") : NULL;
     Py_XDECREF(functools);
