@@ -11,6 +11,7 @@ start (``-X importtime``): it is imported the first time a name, a dtype or
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Any
 
 import numpy as np
@@ -27,8 +28,9 @@ _NUMPY_OWN = {
 _ML_DTYPES = {
     "bf16": ("bfloat16", 2), "f8_e4m3": ("float8_e4m3fn", 1), "f8_e5m2": ("float8_e5m2", 1),
 }  # fmt: skip
-#: Every canonical name, in the order ``NUMPY_DTYPES`` lists them.
-_ORDER = (
+#: Every canonical name, in the order ``NUMPY_DTYPES`` lists them (membership is asked of
+#: this, which needs no import).
+NAMES = (
     "f64", "f32", "f16", "bf16", "f8_e4m3", "f8_e5m2", "i64", "i32", "i16", "i8", "u64",
     "u32", "u16", "u8", "bool", "c64", "c128",
 )  # fmt: skip
@@ -55,7 +57,7 @@ def _numpy_dtypes() -> dict[str, np.dtype]:
     added = {name: np.dtype(getattr(ml_dtypes, kind)) for name, (kind, _) in _ML_DTYPES.items()}
     _KNOWN.update(added)
     _NAMES_BY_DTYPE.update({dtype: name for name, dtype in added.items()})
-    return {name: _KNOWN[name] for name in _ORDER}
+    return {name: _KNOWN[name] for name in NAMES}
 
 
 def numpy_dtype(name: str) -> np.dtype:
@@ -76,8 +78,8 @@ def canonical_name(dtype: np.dtype) -> str | None:
     """The canonical name of a numpy dtype (either byte order); None if diffai cannot measure it."""
     little = np.dtype(dtype).newbyteorder("<")
     name = _NAMES_BY_DTYPE.get(little)
-    if name is None:
-        _numpy_dtypes()  # perhaps one of ml_dtypes' types (imported by whoever made it)
+    if name is None and "ml_dtypes" in sys.modules:  # only then can one of its types exist
+        _numpy_dtypes()
         name = _NAMES_BY_DTYPE.get(little)
     return name
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from diffai.formats._opening import plain_names, tensor_kinds
 
+from diffai.formats.safetensors_header import compact_entries
 from diffai.model import TensorRef
 from tests.test_safetensors_columns import assert_agrees
 
@@ -49,4 +50,5 @@ def test_plain_names_are_printable_ascii_within_the_limit(names: list[str], plai
 def test_a_compact_header_after_non_ascii_metadata_reads_as_the_strict_parse() -> None:
     entry = '{"dtype":"U8","shape":[1],"data_offsets":[%d,%d]}'
     text = '{"__metadata__":{"層":"é"},"層.a":' + entry % (0, 1) + ',"b":' + entry % (1, 2) + "}"
+    assert compact_entries(text, 2) is not None  # read here, not left to the strict parse
     assert_agrees(text, 2)

@@ -28,6 +28,23 @@ def test_an_f32_run_imports_neither_ml_dtypes_nor_thread_pools(
     assert sorted(modules.intersection(NOT_FOR_AN_F32_RUN)) == []
 
 
+def test_f32_npy_and_torch_runs_import_no_ml_dtypes_either(tmp_path: Path) -> None:
+    """The readers ask the dtype table by name (``dtypes.NAMES``, ``itemsize``), not by the
+    table of numpy dtypes that needs ml_dtypes' types."""
+    import torch
+
+    weights = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(tmp_path / "base.npy", weights)
+    np.save(tmp_path / "cand.npy", weights * 1.1)
+    torch.save({"w": torch.from_numpy(weights)}, tmp_path / "base.pt")
+    torch.save({"w": torch.from_numpy(weights * 1.1)}, tmp_path / "cand.pt")
+    for suffix in ("npy", "pt"):
+        pair = [str(tmp_path / f"{side}.{suffix}") for side in ("base", "cand")]
+        code, modules = imported_by_run([*pair, "-q"])
+        assert code == 1
+        assert "ml_dtypes" not in modules, suffix
+
+
 def test_a_bf16_run_reads_bf16_as_stored(
     write_safetensors: Callable[..., Path], tmp_path: Path
 ) -> None:

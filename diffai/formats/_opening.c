@@ -33,7 +33,7 @@ typedef struct {
     const char *at, *end;
 } Cursor;
 
-/* An entry's data offsets, and its position in the header (to sort by offsets). */
+/* An entry's data offsets (sorted by them when the header lists them out of order). */
 typedef struct {
     int64_t begin, end;
 } Span;
@@ -254,6 +254,10 @@ static PyObject *header_columns(PyObject *module, PyObject *args) {
     Py_ssize_t start, length;
     if (!PyArg_ParseTuple(args, "UnOO", &header, &start, &data_len_object, &layout_of))
         return NULL;
+    if (start < 0 || start > PyUnicode_GET_LENGTH(header)) {
+        PyErr_SetString(PyExc_ValueError, "header_columns: start is outside the header");
+        return NULL;
+    }
     long long data_len = PyLong_AsLongLong(data_len_object);
     if (data_len == -1 && PyErr_Occurred()) {
         if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return NULL;
@@ -317,8 +321,8 @@ static PyObject *mapped_ref(PyObject *const *args, Py_ssize_t i) {
     return ref;
 }
 
-/* A dict for `count` entries, sized once: 100,000 references built in 0.14 s, against 0.20 s
- * through the resizes of a growing one (load 4, medians of 5); lookups no slower. */
+/* A dict for `count` entries, sized once: 0.06 s less than through the resizes of a growing
+ * one at 100,000 references (0.14 against 0.20 s, load 4, medians of 5); lookups no slower. */
 static PyObject *new_dict(Py_ssize_t count) {
 #if PY_VERSION_HEX < 0x030D0000
     return _PyDict_NewPresized(count);

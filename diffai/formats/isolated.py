@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from diffai.dtypes import NUMPY_DTYPES, numpy_dtype
+from diffai.dtypes import NAMES, itemsize, numpy_dtype
 from diffai.errors import MalformedModel, UnreadableModel
 from diffai.formats import numpy as npy
 from diffai.formats.limits import byte_budget
@@ -167,9 +167,9 @@ def _tensor(
         raise bad_answer(path, reader, problem) from exc
     if dtype is None or dtype == ref.dtype:
         return TensorRef(name, ref.shape, ref.dtype, ref.load)
-    if dtype not in NUMPY_DTYPES or NUMPY_DTYPES[dtype].itemsize != numpy_dtype(ref.dtype).itemsize:
+    if dtype not in NAMES or itemsize(dtype) != itemsize(ref.dtype):
         raise bad_answer(path, reader, f"its dtype {str(dtype)[:40]!r} for {name!r} does not fit")
-    view = NUMPY_DTYPES[dtype]
+    view = numpy_dtype(dtype)
     return TensorRef(name, ref.shape, str(dtype), lambda: ref.array().view(view))
 
 

@@ -25,7 +25,7 @@ from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
-from diffai.dtypes import NUMPY_DTYPES, canonical_name
+from diffai.dtypes import NAMES, canonical_name
 from diffai.errors import MalformedModel, UnreadableModel
 from diffai.formats.flatten import ROOT_NAME
 from diffai.formats.limits import check_tensor_count
@@ -255,7 +255,7 @@ def _canonical_dtype(path: str | Path, label: str, dtype: np.dtype) -> str:
     raise UnreadableModel(
         path,
         f"{label} has dtype {dtype.str!r} ({dtype}), not a numeric type diffai compares "
-        f"({', '.join(NUMPY_DTYPES)})",
+        f"({', '.join(NAMES)})",
     )
 
 

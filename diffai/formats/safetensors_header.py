@@ -6,8 +6,8 @@ compactly: no whitespace, the metadata first, each entry's keys as
 over its bytes in C (``_opening.header_columns``, diffai/formats/_opening.c), each
 distinct dtype and shape worked out once here, instead of a dict, two lists and a
 check per tensor: 100,000 entries took 1.1 s of CPU through ``json.loads`` and the
-per-entry checks (load average 4), 0.2 s as columns split in Python (load 1-2), 0.01 s
-in C.
+per-entry checks (load average 4), 0.2-0.3 s as columns split in Python, 0.05-0.09 s in
+C (the figures in diffai/formats/_opening.c).
 
 ``compact_entries`` answers None for anything else (whitespace, escapes, another
 key order, any value the strict parse would refuse), and the strict parse then

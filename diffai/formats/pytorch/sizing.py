@@ -21,7 +21,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from diffai.dtypes import numpy_dtype
+from diffai.dtypes import itemsize
 from diffai.errors import MalformedModel
 from diffai.formats.limits import byte_budget
 from diffai.formats.pytorch.opcodes import PickleRefused, check_opcodes
@@ -30,7 +30,7 @@ from diffai.text import one_line
 
 #: Element sizes of the storage types torch's loaders know, quantized ones included.
 STORAGE_ITEMSIZES = {
-    **{name: numpy_dtype(dtype).itemsize for name, dtype in STORAGE_DTYPES.items()},
+    **{name: itemsize(dtype) for name, dtype in STORAGE_DTYPES.items()},
     "QInt8Storage": 1, "QUInt8Storage": 1, "QInt32Storage": 4, "QUInt4x2Storage": 1,
     "QUInt2x4Storage": 1, "UntypedStorage": 1,
 }  # fmt: skip

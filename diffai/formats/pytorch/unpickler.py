@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from diffai.dtypes import NUMPY_DTYPES, numpy_dtype
+from diffai.dtypes import NAMES, numpy_dtype
 from diffai.errors import MalformedModel, UnsafePickle
 from diffai.formats.pytorch.harmless import HARMLESS_CLASSES, HARMLESS_FUNCTIONS
 from diffai.formats.pytorch.numpy_values import NUMPY_FUNCTIONS, NUMPY_STAND_INS
@@ -222,7 +222,7 @@ def _rebuild_tensor_v2(
     metadata: Any = None,
 ) -> PickledTensor:
     """``torch._utils._rebuild_tensor_v2``: the dtype is the typed storage's."""
-    if not isinstance(storage, _Storage) or storage.dtype not in NUMPY_DTYPES:
+    if not isinstance(storage, _Storage) or storage.dtype not in NAMES:
         raise ValueError("_rebuild_tensor_v2 needs a typed storage of plain values")
     return _tensor(storage, storage.dtype, offset, size, stride, requires_grad, metadata)
 
