@@ -50,13 +50,14 @@ def layers_of(tensor_names: Iterable[str]) -> list[str]:
 
 
 def layer_impact(tensors: Iterable[TensorComparison]) -> list[LayerImpact]:
-    """Layers in model order, each with its aggregated relative change."""
+    """The weights' layers in model order (other roles left out, as the report's layer
+    records leave them), each with its aggregated relative change."""
     names, counts, changed, parameters, relative = _layer_columns(_pair_columns(tensors))
     return list(map(LayerImpact, names, counts, changed, parameters, relative))
 
 
 def layer_records(tensors: Iterable[TensorComparison]) -> list[dict[str, Any]]:
-    """``layer_impact`` as the report's strict-JSON records."""
+    """``layer_impact`` as the report's strict-JSON records (the weights' layers)."""
     return layer_records_of(_pair_columns(tensors))
 
 
@@ -125,24 +126,6 @@ def _weight_layers(columns: PairColumns) -> tuple[list[str], np.ndarray, np.ndar
     number = np.zeros(len(columns.layers), np.intp)
     number[order] = np.arange(len(order))
     return [columns.layers[i] for i in order.tolist()], number, weights
-
-
-def layer_groups(names: list[str]) -> tuple[list[str], np.ndarray]:
-    """``group_ids(layers_of(names))``, kept for the last names asked (read-only, being
-    shared). A comparison's stages no longer ask it: they share the grouping the
-    comparison's columns hold (``Comparison.columns``), which lives as long as it does."""
-    asked, known = _LAST_LAYER_GROUPS[0]  # one read: a pair another thread wrote whole
-    if asked == names:  # equal lists; the same str objects compare by identity first
-        return known
-    layers, numbers = grouped_layers(names)
-    _LAST_LAYER_GROUPS[0] = (names[:], (layers, numbers))
-    return layers, numbers
-
-
-#: (names, layer_groups(names)) of the last call; its own copy of the names.
-_LAST_LAYER_GROUPS: list[tuple[list[str], tuple[list[str], np.ndarray]]] = [
-    ([], ([], np.zeros(0, np.intp)))
-]
 
 
 def grouped_layers(names: list[str]) -> tuple[list[str], np.ndarray]:

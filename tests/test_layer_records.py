@@ -8,7 +8,7 @@ import math
 import random
 
 from diffai.comparison import TensorComparison
-from diffai.layers import ROOT_LAYER, LayerImpact, layer_groups, layer_impact, layer_records
+from diffai.layers import LayerImpact, layer_impact, layer_records
 from diffai.stats import DiffStats, TensorStats
 
 NORMS = [0.0, 1.0, 3.5, 1e150, 1e200, math.inf, math.nan, None]
@@ -50,13 +50,3 @@ def test_one_tensor_layers_and_no_layers() -> None:
     expected = [_flat_record(layer) for layer in layer_impact(singles)]
     assert repr(layer_records(singles)) == repr(expected)
     assert layer_records([]) == []
-
-
-def test_layer_groups_kept_for_the_last_names_only() -> None:
-    names = ["a.w", "b.w", "a.b", "c"]
-    first = layer_groups(names)
-    assert first[0] == ["a", "b", ROOT_LAYER] and first[1].tolist() == [0, 1, 0, 2]
-    assert layer_groups(list(names))[1] is first[1]  # equal names: the kept answer
-    names[0] = "b.w"  # the caller's list changed after the call: not the names asked
-    assert layer_groups(names)[1].tolist() == [0, 0, 1, 2]
-    assert layer_groups(["z.q", "z.r"])[0] == ["z"]
