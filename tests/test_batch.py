@@ -147,3 +147,17 @@ def test_an_encoding_a_reader_states_is_what_the_python_path_reports() -> None:
     plain = TensorRef("t", (2, 3), "f32", load=lambda: values)
     (tensor,) = measure_together([("t", plain, retyped)], 0.0)
     assert tensor is not None and tensor.status == "dtype_changed"
+
+
+@pytest.mark.parametrize("candidate_order", [["a", "b", "c"], ["c", "a", "b"]])
+def test_pairs_match_by_name_whether_stored_alike_or_not(tmp_path, candidate_order) -> None:
+    """Names stored alike zip as stored; stored otherwise, each is looked up: either way each
+    pair's sides are its own name's (each tensor a distinct constant tells them apart)."""
+    values = {name: np.full(4, float(i + 1), np.float32) for i, name in enumerate("abc")}
+    np.savez(tmp_path / "base.npz", **values)
+    np.savez(tmp_path / "cand.npz", **{name: values[name] * 2 for name in candidate_order})
+    baseline, candidate = open_model(tmp_path / "base.npz"), open_model(tmp_path / "cand.npz")
+    assert list(candidate.tensors) == candidate_order
+    compared = compare_models(baseline, candidate, CompareOptions())
+    means = {t.name: (t.baseline.mean, t.candidate.mean) for t in compared.tensors}
+    assert means == {"a": (1.0, 2.0), "b": (2.0, 4.0), "c": (3.0, 6.0)}
