@@ -112,23 +112,41 @@ def _model(arrays: dict[str, np.ndarray]) -> Model:
     return Model("m.safetensors", "safetensors", 0, refs)
 
 
-def test_shared_columns_are_read_once_within_sharing_only() -> None:
-    comparison = _comparison()
-    assert columns.pairs(comparison) is not columns.pairs(comparison)
-    with columns.sharing():
-        first = columns.pairs(comparison)
-        assert columns.pairs(comparison) is first
-        assert columns.refs(comparison.baseline) is columns.refs(comparison.baseline)
-    assert columns.pairs(comparison) is not first
-    assert first.names == [t.name for t in comparison.tensors]
-    assert first.statuses == [t.status for t in comparison.tensors]
+def test_each_comparison_and_model_owns_its_columns_read_once() -> None:
+    """No memo outside the objects: a comparison's (and a model's) columns are its own, read
+    at the first ask, and another comparison of the same models reads its own."""
+    comparison, other = _comparison(), _comparison()
+    assert comparison.columns is comparison.columns
+    assert comparison.columns.statuses is comparison.columns.statuses
+    assert comparison.baseline.columns is comparison.baseline.columns
+    assert other.columns is not comparison.columns
+    assert other.baseline.columns is not comparison.baseline.columns
+    assert other.columns.statuses is not comparison.columns.statuses
 
 
-def test_run_analyses_gives_what_each_analysis_gives_alone() -> None:
+def test_the_columns_are_the_objects_own_values() -> None:
     comparison = _comparison()
-    alone = {key: analysis(comparison) for key, analysis in ANALYSES.items()}
-    assert run_analyses(comparison) == alone
-    assert alone["quantization_analysis"]["conversions"] == {"f32->f16": 1}
+    pairs, model = comparison.columns, comparison.candidate
+    by_pair = {
+        "name": pairs.names, "status": pairs.statuses, "role_hint": pairs.hints,
+        "role": pairs.roles, "baseline": pairs.baselines, "candidate": pairs.candidates,
+    }  # fmt: skip
+    for field, column in by_pair.items():
+        assert column == [getattr(t, field) for t in comparison.tensors]
+    refs = model.columns
+    assert refs.names == list(model.tensors)
+    by_ref = {
+        "role_hint": refs.hints, "shape": refs.shapes, "stored_as": refs.stored_as,
+        "stored_size": refs.stored_size, "dtype": refs.dtypes, "nbytes": refs.nbytes,
+    }  # fmt: skip
+    for field, column in by_ref.items():
+        assert column == [getattr(ref, field) for ref in model.tensors.values()]
+
+
+def test_each_analysis_alone_on_a_fresh_comparison_gives_what_run_analyses_gives() -> None:
+    """Whichever analysis reads a column first, on whichever comparison, reads the same."""
+    alone = {key: analysis(_comparison()) for key, analysis in ANALYSES.items()}
+    assert run_analyses(_comparison()) == alone
 
 
 @pytest.mark.parametrize(

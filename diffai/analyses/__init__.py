@@ -13,7 +13,6 @@ from typing import Any
 from diffai.analyses import (
     anomaly,
     architecture,
-    columns,
     convergence,
     gradient,
     memory,
@@ -36,6 +35,6 @@ ANALYSES: dict[str, Analysis] = {
 
 
 def run_analyses(comparison: Comparison) -> dict[str, dict[str, Any]]:
-    """Every analysis, the columns they share read once (``columns.sharing``)."""
-    with columns.sharing():
-        return {key: analysis(comparison) for key, analysis in ANALYSES.items()}
+    """Every analysis; the columns they share are the comparison's and its models', read once
+    (``Comparison.columns``, ``Model.columns``)."""
+    return {key: analysis(comparison) for key, analysis in ANALYSES.items()}

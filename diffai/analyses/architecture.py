@@ -9,8 +9,9 @@ non-strict load works but leaves gaps), ``hard`` when a shape changed or the
 family did.
 
 Each model is read as columns (names, shapes, roles, elements in model order),
-each ref and pair read once (``diffai.analyses.columns``): the dict of shapes a side and the regex a
-name they replaced cost 4.4 us a tensor pair at 100,000 pairs (see ``analyze``).
+each ref and pair read once (``Model.columns``, ``Comparison.columns``): the dict of shapes a
+side and the regex a name they replaced cost 4.4 us a tensor pair at 100,000 pairs (see
+``analyze``).
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from collections import Counter
 from itertools import compress
 from typing import Any, NamedTuple
 
-from diffai.analyses import columns
 from diffai.analyses.common import ratio
 from diffai.comparison import Comparison
 from diffai.model import Model
+from diffai.ref_columns import RefColumns
 from diffai.roles import MODEL_ROLES, Role, role_of
 
 SIMILAR_PARAMETERS = 0.05  # within ±5% parameters counts as similar complexity
@@ -51,7 +52,7 @@ class Loadable(NamedTuple):
 
 
 def analyze(comparison: Comparison) -> dict[str, Any]:
-    base_refs, cand_refs = columns.refs(comparison.baseline), columns.refs(comparison.candidate)
+    base_refs, cand_refs = comparison.baseline.columns, comparison.candidate.columns
     base_roles, cand_roles = _roles(comparison, base_refs, cand_refs)
     base = _loadable(comparison.baseline, base_refs, base_roles)
     cand = _loadable(comparison.candidate, cand_refs, cand_roles)
@@ -79,7 +80,7 @@ def analyze(comparison: Comparison) -> dict[str, Any]:
 
 
 def _roles(
-    comparison: Comparison, base: columns.Refs, cand: columns.Refs
+    comparison: Comparison, base: RefColumns, cand: RefColumns
 ) -> tuple[list[Role], list[Role]]:
     """Each side's roles (``role_of(name, hint)``), in model order.
 
@@ -88,17 +89,17 @@ def _roles(
     a side through ``role_of``'s cache at 100,000 tensors. A merged report's pairs hint the
     role their shard decided, which its models' tensors do not hold."""
     if len(comparison.tensors) == len(base.names) and cand.names == base.names:
-        pairs = columns.pairs(comparison)
+        pairs = comparison.columns
         if pairs.names == base.names and pairs.hints == base.hints == cand.hints:
             return pairs.roles, pairs.roles
     return _model_roles(base), _model_roles(cand)
 
 
-def _model_roles(refs: columns.Refs) -> list[Role]:
+def _model_roles(refs: RefColumns) -> list[Role]:
     return list(map(role_of, refs.names, refs.hints))
 
 
-def _loadable(model: Model, refs: columns.Refs, roles: list[Role]) -> Loadable:
+def _loadable(model: Model, refs: RefColumns, roles: list[Role]) -> Loadable:
     names, shapes = refs.names, refs.shapes
     if not MODEL_ROLES.issuperset(roles):
         loaded = [role in MODEL_ROLES for role in roles]

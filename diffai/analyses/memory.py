@@ -55,7 +55,7 @@ def _stored(model: Model) -> tuple[list[str], list[int]]:
     values as they are, ``dtype`` and ``nbytes`` (``TensorRef``'s contract; diffai/_batch.c
     reads them so too): those plain fields, read with the refs' other columns, cost 25 ms a
     model at 100,000 tensors where the two properties, Python calls, took 50 ms."""
-    refs = columns.refs(model)
+    refs = model.columns
     if any(refs.stored_as) or refs.stored_size.count(None) != len(refs.stored_size):
         return columns.attribute_columns(model.tensors.values(), ("stored_dtype", "stored_bytes"))
     return refs.dtypes, refs.nbytes
