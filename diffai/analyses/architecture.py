@@ -25,7 +25,7 @@ from diffai.analyses.common import ratio
 from diffai.comparison import Comparison
 from diffai.model import Model
 from diffai.ref_columns import RefColumns
-from diffai.roles import MODEL_ROLES, Role, role_of
+from diffai.roles import MODEL_ROLES, Role
 
 SIMILAR_PARAMETERS = 0.05  # within ±5% parameters counts as similar complexity
 _ATTENTION = re.compile(
@@ -85,18 +85,14 @@ def _roles(
     """Each side's roles (``role_of(name, hint)``), in model order.
 
     When the comparison paired every tensor by its name with the hint both sides give it
-    (the usual case), a pair's role is each side's: read from the comparison, against 44 ms
-    a side through ``role_of``'s cache at 100,000 tensors. A merged report's pairs hint the
-    role their shard decided, which its models' tensors do not hold."""
+    (the usual case), a pair's role is each side's: read from the comparison. Else each
+    model's own (``Model.roles``, which ``Model.parameters`` counts by): a merged report's
+    pairs hint the role their shard decided, which its models' tensors do not hold."""
     if len(comparison.tensors) == len(base.names) and cand.names == base.names:
         pairs = comparison.columns
         if pairs.names == base.names and pairs.hints == base.hints == cand.hints:
             return pairs.roles, pairs.roles
-    return _model_roles(base), _model_roles(cand)
-
-
-def _model_roles(refs: RefColumns) -> list[Role]:
-    return list(map(role_of, refs.names, refs.hints))
+    return comparison.baseline.roles, comparison.candidate.roles
 
 
 def _loadable(model: Model, refs: RefColumns, roles: list[Role]) -> Loadable:
