@@ -1,23 +1,14 @@
-"""Helpers every analysis shares: which tensors are weights, severities, safe ratios."""
+"""Helpers every analysis shares: float dtypes, severities, safe ratios."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
 
-from diffai.analyses.columns import where_equal
-from diffai.comparison import Comparison, TensorComparison
 from diffai.stats import TensorStats
 
 SEVERITIES = ("none", "low", "medium", "high", "critical")
 FLOAT_DTYPES = frozenset({"f64", "f32", "f16", "bf16", "f8_e4m3", "f8_e5m2"})
-
-
-def weight_tensors(comparison: Comparison) -> list[TensorComparison]:
-    """The learned tensors (role ``weight``): only their change tells how training went.
-    Picked by the comparison's roles column (convergence and gradient each read every role:
-    16 ms a pass at 100,000 tensors)."""
-    return where_equal(comparison.tensors, comparison.columns.roles, "weight")
 
 
 def is_float(stats: TensorStats | None) -> bool:
